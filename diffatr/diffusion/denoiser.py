@@ -1,0 +1,335 @@
+"""The attention denoiser of METHOD.md and its exact factorisation for inference.
+
+Owns one network (the x0 predictor over K candidates) and two ways to run it: ``forward``,
+the plain module used for training (METHOD.md step by step), and ``precompute`` /
+``prepare_queries`` / ``forward_cached``, the same function regrouped so that candidate-only
+and query-only products are computed once. Pure tensor code: no I/O, no device choice, no RNG.
+
+Shape legend: B batch (queries), N corpus (candidate set), K candidates per query,
+D embedding width, d denoiser width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffatr.config import DenoiserConfig
+
+# Floats gathered per query block in ``forward_cached``: ~4 MiB keeps a block's working set
+# inside the L2/L3 caches instead of streaming (B, K, 2d) through main memory every step.
+_BLOCK_FLOATS = 1 << 20
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding of integer timesteps (Transformer / DDPM style).
+
+    Args:
+        t: (B,) timesteps (any integer or float dtype).
+        dim: d, the embedding width.
+
+    Returns:
+        (B, d) float32: [sin(t f_0..f_{h-1}), cos(t f_0..f_{h-1})] with h = d // 2 and
+        f_i = 10000^(-i/h); a zero column is appended when d is odd.
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / max(half, 1)
+    )  # (h,)
+    args = t.to(torch.float32)[:, None] * freqs[None, :]  # (B, h)
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)  # (B, 2h)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+@dataclass(frozen=True, eq=False)
+class CandidateCache:
+    """Candidate-only products of a candidate set (N rows), computed once by ``precompute``.
+
+    A snapshot of the weights at ``precompute`` time: recompute it after the weights change.
+    With P the input projection (identity when D == d), W1 = [W1h | W1c] the decoder's first
+    layer and b1 its bias:
+
+    Attributes:
+        keys: (N, d) Wk P c.
+        rows: (N, 4d) [W1h Wo Wv P c | W1c P c + W1h b_o + b1]: everything a DDIM step needs
+            from a candidate, side by side so that one gather per step fetches it.
+        fold: (2d, d) W1h Wo (for the step-shared Wv tau term).
+        width: d.
+    """
+
+    keys: Tensor
+    rows: Tensor
+    fold: Tensor
+    width: int
+
+    @property
+    def num_candidates(self) -> int:
+        return self.rows.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class QueryCache:
+    """Query-only products, computed once per query by ``prepare_queries``.
+
+    Attributes:
+        q: (B, d) Wq P q (the step-dependent part Wq tau is added per step).
+    The private ``_pair`` memo keeps <Wq P q_b, Wk P c_k> for the last (cache, candidate_ids)
+    it was used with: these logits do not depend on the step, so a DDIM loop computes them
+    once. It is reused only for the same cache object and equal ids, so it never goes stale.
+    """
+
+    q: Tensor
+    _pair: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return self.q.shape[0]
+
+    def select(self, index: Tensor | slice) -> "QueryCache":
+        """The cache of a subset of the queries (rows ``index``)."""
+        return QueryCache(q=self.q[index])
+
+
+class Denoiser(nn.Module):
+    """x0 predictor over K candidates, conditioned on a query (METHOD.md, "The denoiser").
+
+    tau = Linear(d,d) -> SiLU -> Linear(d,d) of sinusoidal(t);
+    Q = Wq(q + tau), K_k = Wk(c_k + tau), V_k = Wv(c_k + tau) (bias-free);
+    s_k = <Q, K_k> + x_t[k]  (no 1/sqrt(d) scale: METHOD.md writes <Q, K_k>); w = softmax_k(s);
+    h = Wo(sum_k w_k V_k) + b_o;  out_k = MLP([h; c_k]) + w_k (the "+ w_k" when
+    ``config.residual``), MLP = Linear(2d,2d) -> ReLU -> Linear(2d,1).
+    When D != d, query and candidates first pass through one input projection P = Linear(D, d).
+    Nothing depends on a candidate's position, so permuting candidates (and x_t) permutes
+    the output the same way.
+
+    Args:
+        config: ``embed_dim`` (D), ``width`` (d), ``residual``.
+    """
+
+    def __init__(self, config: DenoiserConfig) -> None:
+        super().__init__()
+        if config.embed_dim < 1 or config.width < 1:
+            raise ValueError(
+                f"embed_dim and width must be >= 1, got {config.embed_dim}, {config.width}"
+            )
+        self.config = config
+        d = config.width
+        self.width = d
+        self.in_proj: nn.Module = (
+            nn.Linear(config.embed_dim, d) if config.embed_dim != d else nn.Identity()
+        )
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.w_q = nn.Linear(d, d, bias=False)
+        self.w_k = nn.Linear(d, d, bias=False)
+        self.w_v = nn.Linear(d, d, bias=False)
+        self.w_o = nn.Linear(d, d)
+        self.decoder = nn.Sequential(nn.Linear(2 * d, 2 * d), nn.ReLU(), nn.Linear(2 * d, 1))
+
+    # ------------------------------------------------------------------ plain module
+
+    def time_embedding(self, t: Tensor) -> Tensor:
+        """tau = MLP(sinusoidal(t)): (B,) -> (B, d)."""
+        emb = timestep_embedding(t, self.width).to(self.w_q.weight.dtype)
+        return self.time_mlp(emb)
+
+    def forward(self, x_t: Tensor, t: Tensor, query: Tensor, candidates: Tensor) -> Tensor:
+        """The x0 estimate for each query's candidates (METHOD.md, steps 1-5).
+
+        Args:
+            x_t: (B, K) noisy score vectors.
+            t: (B,) int64 timesteps.
+            query: (B, D) query embeddings.
+            candidates: (B, K, D) candidate embeddings.
+
+        Returns:
+            (B, K) scores, read as the x0 estimate.
+        """
+        self._check_inputs(x_t, query, candidates)
+        t = torch.as_tensor(t, device=x_t.device)
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        if t.shape != (x_t.shape[0],):
+            raise ValueError(f"t must have shape ({x_t.shape[0]},), got {tuple(t.shape)}")
+        q = self.in_proj(query)  # (B, d)
+        c = self.in_proj(candidates)  # (B, K, d)
+        tau = self.time_embedding(t)  # (B, d)
+        Q = self.w_q(q + tau)  # (B, d)
+        K = self.w_k(c + tau[:, None, :])  # (B, K, d)
+        V = self.w_v(c + tau[:, None, :])  # (B, K, d)
+        logits = torch.einsum("bd,bkd->bk", Q, K) + x_t  # (B, K): x_t added to the attention logits
+        w = torch.softmax(logits, dim=-1)  # (B, K)
+        h = self.w_o(torch.einsum("bk,bkd->bd", w, V))  # (B, d)
+        hc = torch.cat([h[:, None, :].expand_as(c), c], dim=-1)  # (B, K, 2d)
+        out = self.decoder(hc).squeeze(-1)  # (B, K)
+        if self.config.residual:
+            out = out + w
+        return out
+
+    def _check_inputs(self, x_t: Tensor, query: Tensor, candidates: Tensor) -> None:
+        D = self.config.embed_dim
+        if x_t.ndim != 2:
+            raise ValueError(f"x_t must be (B, K), got shape {tuple(x_t.shape)}")
+        B, K = x_t.shape
+        if query.shape != (B, D):
+            raise ValueError(f"query must be ({B}, {D}) (B, D), got {tuple(query.shape)}")
+        if candidates.shape != (B, K, D):
+            raise ValueError(
+                f"candidates must be ({B}, {K}, {D}) (B, K, D), got {tuple(candidates.shape)}"
+            )
+
+    # ------------------------------------------------------------------ exact factorisation
+
+    @torch.no_grad()
+    def precompute(self, candidates: Tensor) -> CandidateCache:
+        """Candidate-only products, once per candidate set (no grad).
+
+        Args:
+            candidates: (N, D) embeddings of every item a query may be re-ranked against.
+
+        Returns:
+            CandidateCache (keys (N, d), rows (N, 4d), fold (2d, d)); see its docstring.
+        """
+        D, d = self.config.embed_dim, self.width
+        if candidates.ndim != 2 or candidates.shape[1] != D:
+            raise ValueError(f"candidates must be (N, {D}) (N, D), got {tuple(candidates.shape)}")
+        c = self.in_proj(candidates)  # (N, d)
+        w1 = self.decoder[0]
+        # W1 [h; c] = W1h h + W1c c, and W1h h = W1h Wo (sum_k w_k Wv(c_k + tau)) + W1h b_o.
+        w1_h, w1_c = w1.weight[:, :d], w1.weight[:, d:]  # (2d, d) each
+        fold = w1_h @ self.w_o.weight  # (2d, d)
+        dec_bias = w1_h @ self.w_o.bias + w1.bias  # (2d,): constant, so it rides on each row
+        value_rows = self.w_v(c) @ fold.t()  # (N, 2d): W1h Wo Wv P c
+        dec_rows = torch.addmm(dec_bias, c, w1_c.t())  # (N, 2d): W1c P c + W1h b_o + b1
+        return CandidateCache(
+            keys=self.w_k(c).contiguous(),
+            rows=torch.cat([value_rows, dec_rows], dim=-1).contiguous(),
+            fold=fold.contiguous(),
+            width=d,
+        )
+
+    @torch.no_grad()
+    def prepare_queries(self, query: Tensor) -> QueryCache:
+        """Query-only products, once per query (no grad).
+
+        Args:
+            query: (B, D) query embeddings.
+
+        Returns:
+            QueryCache(q = Wq P q, (B, d)).
+        """
+        D = self.config.embed_dim
+        if query.ndim != 2 or query.shape[1] != D:
+            raise ValueError(f"query must be (B, {D}) (B, D), got {tuple(query.shape)}")
+        return QueryCache(q=self.w_q(self.in_proj(query)).contiguous())
+
+    def _pair_logits(
+        self, queries: QueryCache, cache: CandidateCache, ids: Tensor, block_size: int
+    ) -> Tensor:
+        """<Wq P q_b, Wk P c_k> for each query's candidates, (B, K); memoised on ``queries``."""
+        memo = queries._pair
+        if memo.get("cache") is cache and memo["ids"].shape == ids.shape and torch.equal(
+            memo["ids"], ids
+        ):
+            return memo["logits"]
+        B, K = ids.shape
+        logits = torch.empty(B, K, dtype=cache.keys.dtype, device=cache.keys.device)
+        for start in range(0, B, block_size):  # blocks of queries, for memory only
+            stop = min(start + block_size, B)
+            keys = cache.keys[ids[start:stop]]  # (b, K, d)
+            torch.bmm(keys, queries.q[start:stop, :, None], out=logits[start:stop, :, None])
+        memo.clear()
+        memo.update(cache=cache, ids=ids.clone(), logits=logits)
+        return logits
+
+    @torch.no_grad()
+    def forward_cached(
+        self,
+        x_t: Tensor,
+        t: int,
+        queries: QueryCache,
+        cache: CandidateCache,
+        candidate_ids: Tensor,
+        block_size: int | None = None,
+    ) -> Tensor:
+        """``forward`` for candidates given by id into ``cache``, regrouped (same scores).
+
+        Equals ``forward(x_t, full(t), query, candidates_all[candidate_ids])`` up to float
+        rounding. Per step: O(d^2) once for tau (shared by all queries, since they share t),
+        then O(K d) per query: one gather of the candidates' rows, a weighted sum, and the
+        decoder's ReLU layer. The step-independent attention logits <Wq P q, Wk P c> are
+        computed on the first call and reused while ``candidate_ids`` stay the same.
+
+        Args:
+            x_t: (B, K) noisy score vectors.
+            t: the timestep, shared by the whole batch.
+            queries: ``prepare_queries`` of the B queries.
+            cache: ``precompute`` of the candidate set.
+            candidate_ids: (B, K) integer rows of ``cache`` for each query.
+            block_size: queries per block (memory locality only; the result does not depend
+                on it). Default: about 4 MiB of gathered rows per block.
+
+        Returns:
+            (B, K) scores.
+        """
+        d = self.width
+        if x_t.ndim != 2:
+            raise ValueError(f"x_t must be (B, K), got shape {tuple(x_t.shape)}")
+        B, K = x_t.shape
+        if candidate_ids.shape != (B, K):
+            raise ValueError(
+                f"candidate_ids must be ({B}, {K}) like x_t, got {tuple(candidate_ids.shape)}"
+            )
+        if len(queries) != B:
+            raise ValueError(f"queries hold {len(queries)} rows but x_t has B = {B}")
+        if cache.width != d:
+            raise ValueError(f"cache was made for width {cache.width}, this denoiser has d = {d}")
+        ids = candidate_ids.long()
+        if ids.numel():
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= cache.num_candidates:
+                raise ValueError(
+                    f"candidate_ids must lie in 0..{cache.num_candidates - 1}, got [{lo}, {hi}]"
+                )
+        if block_size is None:
+            block_size = max(1, _BLOCK_FLOATS // max(1, K * 4 * d))
+
+        # Step-shared terms: tau depends only on t, and every query in the batch shares t.
+        tau = self.time_embedding(torch.tensor([int(t)], device=x_t.device))[0]  # (d,)
+        # s_k = <Wq(Pq + tau), Wk(Pc_k + tau)> + x_t[k]
+        #     = <Wq Pq, Wk Pc_k> + <Wq tau, Wk Pc_k> + <Wq(Pq + tau), Wk tau> + x_t[k].
+        # The third term is the same for every k, so the softmax cancels it exactly: never
+        # computed. The first is step-independent (memoised), the second one scalar per candidate.
+        key_tau = cache.keys @ (self.w_q.weight @ tau)  # (N,)
+        # sum_k w_k Wv(Pc_k + tau) = sum_k w_k Wv Pc_k + Wv tau since sum_k w_k = 1, so
+        # W1h h = sum_k w_k (W1h Wo Wv Pc_k) + W1h Wo Wv tau + W1h b_o (the last is in rows).
+        h_tau = cache.fold @ (self.w_v.weight @ tau)  # (2d,)
+        w2 = self.decoder[2].weight[0]  # (2d,)
+        b2 = self.decoder[2].bias  # (1,)
+        logits = self._pair_logits(queries, cache, ids, block_size)  # (B, K)
+        logits = logits + key_tau[ids] + x_t  # (B, K)
+        w = torch.softmax(logits, dim=-1)  # (B, K)
+
+        out = torch.empty_like(x_t)
+        # One reusable buffer: allocating (b, K, 4d) afresh per block costs page faults.
+        buf = cache.rows.new_empty(min(block_size, B) * K, 4 * d)
+        for start in range(0, B, block_size):  # blocks of queries, for cache locality only
+            stop = min(start + block_size, B)
+            b = stop - start
+            rows = torch.index_select(
+                cache.rows, 0, ids[start:stop].reshape(-1), out=buf[: b * K]
+            ).view(b, K, 4 * d)
+            values, dec = rows[..., : 2 * d], rows[..., 2 * d :]  # (b, K, 2d) each
+            w_blk = w[start:stop]  # (b, K)
+            h_part = torch.bmm(w_blk[:, None, :], values).squeeze(1) + h_tau  # (b, 2d)
+            dec += h_part[:, None, :]  # in place on the gathered rows: (b, K, 2d)
+            dec.relu_()
+            torch.mv(dec.reshape(b * K, 2 * d), w2, out=out[start:stop].view(-1))
+        out += b2
+        if self.config.residual:
+            out += w
+        return out

@@ -1,0 +1,61 @@
+"""The trainable part of DiffATR: projection heads, the contrastive temperature, and the two
+denoisers (text->audio, audio->text).
+
+Backbones (diffatr.encoders) are kept apart: with frozen backbones their features are computed
+once and cached, and a checkpoint stores only what is trained here plus the config that names
+the backbones. This module never opens files.
+
+Shapes: N items, Dt text feature width, Da audio feature width, D shared width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffatr.config import ModelConfig
+from diffatr.contrastive import LogitScale
+from diffatr.diffusion.denoiser import Denoiser
+from diffatr.diffusion.scheduler import DDIMScheduler
+
+DIRECTIONS = ("text_to_audio", "audio_to_text")
+
+
+def projection_head(in_dim: int, out_dim: int, hidden_dim: int | None) -> nn.Module:
+    """Linear, or Linear -> ReLU -> Linear (the baseline's 2048 -> 2048 -> 1024 style head)."""
+    if hidden_dim is None:
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+
+
+class DiffATR(nn.Module):
+    """Heads + temperature + denoisers, rebuilt from a ModelConfig alone.
+
+    Args:
+        config: the model config (it names the backbones and sets every width).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.denoiser.embed_dim != config.embed_dim:
+            raise ValueError(
+                f"denoiser.embed_dim ({config.denoiser.embed_dim}) must equal the shared "
+                f"embed_dim ({config.embed_dim})"
+            )
+        self.config = config
+        self.text_head = projection_head(config.text.embed_dim, config.embed_dim, config.head_hidden_dim)
+        self.audio_head = projection_head(config.audio.embed_dim, config.embed_dim, config.head_hidden_dim)
+        self.logit_scale = LogitScale(config.init_temperature, learnable=config.learn_temperature)
+        self.denoisers = nn.ModuleDict({name: Denoiser(config.denoiser) for name in DIRECTIONS})
+
+    def project_text(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, Dt) text backbone features -> (N, D) unit vectors in the shared space."""
+        return F.normalize(self.text_head(features), dim=-1)
+
+    def project_audio(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, Da) audio backbone features -> (N, D) unit vectors in the shared space."""
+        return F.normalize(self.audio_head(features), dim=-1)
+
+    def make_scheduler(self) -> DDIMScheduler:
+        return DDIMScheduler(self.config.diffusion)

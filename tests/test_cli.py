@@ -1,0 +1,120 @@
+"""The command line, called through main(argv) on generated audio and a tiny model."""
+
+import json
+
+import pytest
+import torch
+
+from diffatr.checkpoint import save_checkpoint
+from diffatr.cli import build_parser, main
+from diffatr.model import DiffATR
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_config):
+    torch.manual_seed(0)
+    return save_checkpoint(DiffATR(tiny_config), tmp_path / "ckpt")
+
+
+@pytest.fixture
+def tiny_index(tmp_path, audio_folder, tiny_checkpoint, capsys):
+    out = tmp_path / "index"
+    code = main(["index", str(audio_folder), "--out", str(out), "--checkpoint", str(tiny_checkpoint),
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert code == 0
+    capsys.readouterr()  # the fixture's own output is not the test's
+    return out
+
+
+def test_index_lists_and_skips_bad_files(tiny_index, capsys, audio_folder, tmp_path, tiny_checkpoint):
+    from diffatr.retrieval.index import RetrievalIndex
+
+    index = RetrievalIndex.load(tiny_index)
+    assert len(index) == 5 and "broken" not in index.clip_ids
+    assert index.num_captions == 8  # 4 captioned clips x 2 lines; the uncaptioned clip has none
+    # a second run reads every clip from the feature cache
+    code = main(["index", str(audio_folder), "--out", str(tmp_path / "again"), "--checkpoint",
+                 str(tiny_checkpoint), "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0 and "5 from cache" in captured.out
+    assert "broken.wav" in captured.err and "skipped 1 file" in captured.err
+
+
+def test_text_search_json(tiny_index, tiny_checkpoint, capsys):
+    code = main(["search", "--index", str(tiny_index), "--checkpoint", str(tiny_checkpoint),
+                 "a high beep", "-k", "3", "--json", "--seed", "1"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["direction"] == "text_to_audio" and len(payload["results"]) == 3
+    first = payload["results"][0]
+    assert {"clip_id", "cosine", "diffusion", "fused", "moved", "rank"} <= set(first)
+    fused = [r["fused"] for r in payload["results"]]
+    assert fused == sorted(fused, reverse=True)
+    assert payload["knobs"]["seed"] == 1
+
+
+def test_same_seed_same_ranking_through_the_cli(tiny_index, tiny_checkpoint, capsys):
+    args = ["search", "--index", str(tiny_index), "--checkpoint", str(tiny_checkpoint), "a tone", "--json"]
+    main(args)
+    first = json.loads(capsys.readouterr().out)["results"]
+    main(args)
+    assert json.loads(capsys.readouterr().out)["results"] == first
+
+
+def test_audio_search_table(tiny_index, tiny_checkpoint, audio_folder, capsys):
+    code = main(["search", "--index", str(tiny_index), "--checkpoint", str(tiny_checkpoint),
+                 "--audio", str(audio_folder / "beep.wav"), "-k", "4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].split()[:5] == ["rank", "fused", "cosine", "diffusion", "moved"]
+    assert len(out.splitlines()) == 2 + 4
+
+
+def test_audio_search_needs_captions(tmp_path, audio_folder, tiny_checkpoint, capsys):
+    out = tmp_path / "nocap"
+    assert main(["index", str(audio_folder), "--out", str(out), "--checkpoint", str(tiny_checkpoint),
+                 "--no-text", "--no-cache", "--quiet"]) == 0
+    # text -> audio still works without captions
+    assert main(["search", "--index", str(out), "--checkpoint", str(tiny_checkpoint), "a hum", "-k", "2"]) == 0
+    capsys.readouterr()
+    code = main(["search", "--index", str(out), "--checkpoint", str(tiny_checkpoint),
+                 "--audio", str(audio_folder / "beep.wav")])
+    assert code == 2 and "caption" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "   "], "empty"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "--audio", "{bad}"], "broken.wav"),
+    (["search", "--index", "{missing}", "--checkpoint", "{ckpt}", "dog"], "missing"),
+    (["search", "--index", "{index}", "--checkpoint", "{missing}", "dog"], "does not exist"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--steps", "0"], "steps"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}"], "either a caption"),
+    (["index", "{missing}", "--out", "{missing}"], "does not exist"),
+])
+def test_user_errors_exit_2_with_one_clear_line(argv, message, tiny_index, tiny_checkpoint, audio_folder, tmp_path, capsys):
+    values = {"index": str(tiny_index), "ckpt": str(tiny_checkpoint), "bad": str(audio_folder / "broken.wav"),
+              "missing": str(tmp_path / "missing")}
+    code = main([a.format(**values) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_info_on_checkpoint_and_index(tiny_index, tiny_checkpoint, capsys):
+    assert main(["info", str(tiny_checkpoint)]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["name"] == "tiny"
+    assert main(["info", str(tiny_index)]) == 0
+    assert json.loads(capsys.readouterr().out)["clips"] == 5
+
+
+@pytest.mark.parametrize("command", ["index", "search", "convert-panns", "info"])
+def test_help_explains_every_flag(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    sub = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == command)[1]
+    for action in sub._actions:
+        for flag in action.option_strings:
+            assert flag in text
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings} has no help text"
