@@ -71,6 +71,21 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def paired_times(fn_a: Callable[[], Any], fn_b: Callable[[], Any], repeats: int,
+                 warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Wall times of ``fn_a`` and ``fn_b`` run alternately, so that a noisy neighbour on a
+    shared (virtual) CPU slows both sides of a comparison alike."""
+    for _ in range(warmup):
+        fn_a(), fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return times_a, times_b
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)  # the denoiser's random init (an entry point may seed)
@@ -116,8 +131,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return rerank_topk(plain_q, cands, top_scores[:plain_nq], top_idx[:plain_nq], denoiser,
                                scheduler, factorised=False, **knobs)
 
-        plain = per_q(median_time(plain_small, args.repeats), plain_nq)
-        fact = per_q(median_time(fact_diffusion, args.repeats))
+        plain_times, fact_times = paired_times(plain_small, fact_diffusion, args.repeats)
+        plain = per_q(statistics.median(plain_times), plain_nq)
+        fact = per_q(statistics.median(fact_times))
+        # The speed-up is the median of per-repeat ratios of interleaved runs (robust to noise).
+        speedup = statistics.median(per_q(a, plain_nq) / per_q(b) for a, b in zip(plain_times, fact_times))
+        # The two paths must agree (METHOD.md: an exact factorisation), or the speed means nothing.
+        a, b = plain_small(), fact_diffusion()
+        max_diff = float((a.fused - b.fused[:plain_nq]).abs().max())
+        same_ranking = bool(torch.equal(a.indices, b.indices[:plain_nq]))
         row = {
             "n": n, "queries_per_batch": args.queries, "plain_queries_per_batch": plain_nq,
             "precompute_s": precompute_s,
@@ -125,13 +147,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cosine_topk_ms": cosk,
             "plain_diffusion_ms": plain, "factorised_diffusion_ms": fact,
             "plain_rerank_ms": cosk + plain, "factorised_rerank_ms": cosk + fact,
-            "speedup_diffusion": plain / fact,
+            "speedup_diffusion": speedup,
+            "plain_vs_factorised_max_abs_diff": max_diff, "plain_vs_factorised_same_ranking": same_ranking,
             "speedup_end_to_end": (cosk + plain) / (cosk + fact),
             "rerank_over_cosine": (cosk + fact) / cos10,
         }
         results["per_n"].append(row)
         log(f"N={n}: cosine top-10 {cos10:.3f} ms/q, plain {cosk + plain:.2f} ms/q, "
-            f"factorised {cosk + fact:.3f} ms/q (diffusion x{plain / fact:.1f}), precompute {precompute_s:.2f} s")
+            f"factorised {cosk + fact:.3f} ms/q (diffusion x{speedup:.1f}), precompute {precompute_s:.2f} s")
         del cache, cands
 
     # ---------------------------------------------------------------- (d) large K
@@ -208,8 +231,12 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{r['rerank_over_cosine']:.1f}x | {r['precompute_s']:.2f} |")
     lk = res["large_k"]
     ev = res["eval"]
+    diff = max(r["plain_vs_factorised_max_abs_diff"] for r in res["per_n"])
+    same = all(r["plain_vs_factorised_same_ranking"] for r in res["per_n"])
     lines += [
         "",
+        f"Plain and factorised re-rank agree: max |fused difference| {diff:.1e}, "
+        f"same rankings: {'yes' if same else 'NO'}.",
         f"Re-ranking K = {lk['k']:,} candidates (N = {lk['n']:,}): plain {lk['plain_diffusion_ms']:.0f} ms/query, "
         f"factorised {lk['factorised_diffusion_ms']:.1f} ms/query ({lk['speedup_diffusion']:.0f}x).",
         f"Evaluation-sized run ({ev['captions']:,} captions x {ev['clips']:,} clips, both directions, K = "
@@ -234,10 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="T = DDIM steps")
     p.add_argument("--top-k", type=int, default=32)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
-    p.add_argument("--queries", type=int, default=64, help="queries per timed batch")
-    p.add_argument("--plain-queries", type=int, default=16, help="queries per timed batch for the slow plain path")
+    p.add_argument("--queries", type=int, default=256, help="queries per timed batch")
+    p.add_argument("--plain-queries", type=int, default=64, help="queries per timed batch for the slow plain path")
     p.add_argument("--batch-size", type=int, default=256, help="queries per denoiser batch")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--large-k", type=int, default=1_000)
     p.add_argument("--large-k-n", type=int, default=10_000)
     p.add_argument("--large-k-queries", type=int, default=2)

@@ -23,6 +23,24 @@ from diffatr.config import DenoiserConfig
 # Floats gathered per query block in ``forward_cached``: ~4 MiB keeps a block's working set
 # inside the L2/L3 caches instead of streaming (B, K, 2d) through main memory every step.
 _BLOCK_FLOATS = 1 << 20
+# Gathered rows are kept across steps when a batch's (B, K, 4d) rows fit in this many floats
+# (256 MiB); larger batches gather per step instead of holding a bigger copy.
+_MEMO_ROWS_FLOATS = 1 << 26
+
+
+def _offset_buffer(like: Tensor, rows: int, width: int) -> Tensor:
+    """An empty (rows, width) tensor whose start sits half a page away from ``like``'s.
+
+    Rows of the candidate table and of this buffer are 4d floats long (a power of two), so
+    both start at the same offset modulo 4 KiB; copying one into the other then hits the
+    CPU's 4K-aliasing stall on every load/store pair (measured: gather steps 3x slower in
+    some processes). Shifting the buffer by 2 KiB removes the coincidence.
+    """
+    pad = 512  # floats = 2 KiB
+    flat = like.new_empty(rows * width + 2 * pad)
+    shift = (pad - (flat.data_ptr() - like.data_ptr()) // like.element_size()) % pad
+    shift += pad if shift < pad // 2 else 0
+    return flat[shift : shift + rows * width].view(rows, width)
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -57,6 +75,7 @@ class CandidateCache:
 
     Attributes:
         keys: (N, d) Wk P c.
+            (also memoises the per-timestep key term: a snapshot, like the rest)
         rows: (N, 4d) [W1h Wo Wv P c | W1c P c + W1h b_o + b1]: everything a DDIM step needs
             from a candidate, side by side so that one gather per step fetches it.
         fold: (2d, d) W1h Wo (for the step-shared Wv tau term).
@@ -67,6 +86,11 @@ class CandidateCache:
     rows: Tensor
     fold: Tensor
     width: int
+    # Per timestep t: (<Wq tau_t, Wk P c> for every candidate (N,), W1h Wo Wv tau_t (2d,)).
+    # A DDIM loop visits the same few timesteps for every batch of queries, so the (N,)
+    # product is paid once per t per index instead of once per step per batch (it dominated
+    # at N = 100k).
+    _key_tau: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_candidates(self) -> int:
@@ -81,7 +105,10 @@ class QueryCache:
         q: (B, d) Wq P q (the step-dependent part Wq tau is added per step).
     The private ``_pair`` memo keeps <Wq P q_b, Wk P c_k> for the last (cache, candidate_ids)
     it was used with: these logits do not depend on the step, so a DDIM loop computes them
-    once. It is reused only for the same cache object and equal ids, so it never goes stale.
+    once. For batches up to ``_MEMO_ROWS_FLOATS`` it also keeps the gathered candidate rows
+    (B, K, 4d), so later steps read a small contiguous block instead of gathering scattered
+    rows of an (N, 4d) table again. It is reused only for the same cache object and equal
+    ids, so it never goes stale.
     """
 
     q: Tensor
@@ -242,8 +269,17 @@ class Denoiser(nn.Module):
             stop = min(start + block_size, B)
             keys = cache.keys[ids[start:stop]]  # (b, K, d)
             torch.bmm(keys, queries.q[start:stop, :, None], out=logits[start:stop, :, None])
+        buf = memo.get("buf")
         memo.clear()
         memo.update(cache=cache, ids=ids.clone(), logits=logits)
+        if buf is not None:
+            memo["buf"] = buf
+        # Only when the copy is smaller than the table itself: a small table sits in cache and
+        # gathering from it each step is cheaper; from a large one (N = 100k: 800 MB at
+        # d = 512) each step's scattered gather misses cache and TLB, and streaming the
+        # contiguous copy is several times faster.
+        if B * K * cache.rows.shape[1] <= _MEMO_ROWS_FLOATS and B * K < cache.num_candidates:
+            memo["rows"] = cache.rows[ids.reshape(-1)].view(B, K, -1)  # (B, K, 4d)
         return logits
 
     @torch.no_grad()
@@ -299,15 +335,21 @@ class Denoiser(nn.Module):
             block_size = max(1, _BLOCK_FLOATS // max(1, K * 4 * d))
 
         # Step-shared terms: tau depends only on t, and every query in the batch shares t.
-        tau = self.time_embedding(torch.tensor([int(t)], device=x_t.device))[0]  # (d,)
         # s_k = <Wq(Pq + tau), Wk(Pc_k + tau)> + x_t[k]
         #     = <Wq Pq, Wk Pc_k> + <Wq tau, Wk Pc_k> + <Wq(Pq + tau), Wk tau> + x_t[k].
         # The third term is the same for every k, so the softmax cancels it exactly: never
         # computed. The first is step-independent (memoised), the second one scalar per candidate.
-        key_tau = cache.keys @ (self.w_q.weight @ tau)  # (N,)
         # sum_k w_k Wv(Pc_k + tau) = sum_k w_k Wv Pc_k + Wv tau since sum_k w_k = 1, so
         # W1h h = sum_k w_k (W1h Wo Wv Pc_k) + W1h Wo Wv tau + W1h b_o (the last is in rows).
-        h_tau = cache.fold @ (self.w_v.weight @ tau)  # (2d,)
+        # Both t-terms are memoised on the cache per timestep: a DDIM loop visits the same few
+        # timesteps for every batch of queries.
+        step_terms = cache._key_tau.get(int(t))
+        if step_terms is None:
+            tau = self.time_embedding(torch.tensor([int(t)], device=x_t.device))[0]  # (d,)
+            key_tau = cache.keys @ (self.w_q.weight @ tau)  # (N,)
+            h_tau = cache.fold @ (self.w_v.weight @ tau)  # (2d,)
+            step_terms = cache._key_tau[int(t)] = (key_tau, h_tau)
+        key_tau, h_tau = step_terms
         w2 = self.decoder[2].weight[0]  # (2d,)
         b2 = self.decoder[2].bias  # (1,)
         logits = self._pair_logits(queries, cache, ids, block_size)  # (B, K)
@@ -315,18 +357,32 @@ class Denoiser(nn.Module):
         w = torch.softmax(logits, dim=-1)  # (B, K)
 
         out = torch.empty_like(x_t)
-        # One reusable buffer: allocating (b, K, 4d) afresh per block costs page faults.
-        buf = cache.rows.new_empty(min(block_size, B) * K, 4 * d)
+        memo_rows = queries._pair.get("rows")  # (B, K, 4d) gathered once, or None
+        # One buffer, reused across blocks and across the steps of a DDIM loop (kept on the
+        # query cache): a fresh multi-MiB allocation per step is served by mmap and page
+        # faults, which made steps up to 3x slower.
+        width = 2 * d if memo_rows is not None else 4 * d
+        rows_needed = min(block_size, B) * K
+        buf = queries._pair.get("buf")
+        if buf is None or buf.shape[0] < rows_needed or buf.shape[1] != width or buf.dtype != cache.rows.dtype:
+            buf = queries._pair["buf"] = _offset_buffer(cache.rows, rows_needed, width)
         for start in range(0, B, block_size):  # blocks of queries, for cache locality only
             stop = min(start + block_size, B)
             b = stop - start
-            rows = torch.index_select(
-                cache.rows, 0, ids[start:stop].reshape(-1), out=buf[: b * K]
-            ).view(b, K, 4 * d)
-            values, dec = rows[..., : 2 * d], rows[..., 2 * d :]  # (b, K, 2d) each
+            if memo_rows is not None:
+                rows = memo_rows[start:stop]  # (b, K, 4d), read-only
+            else:
+                rows = torch.index_select(
+                    cache.rows, 0, ids[start:stop].reshape(-1), out=buf[: b * K]
+                ).view(b, K, 4 * d)
+            values = rows[..., : 2 * d]  # (b, K, 2d)
             w_blk = w[start:stop]  # (b, K)
             h_part = torch.bmm(w_blk[:, None, :], values).squeeze(1) + h_tau  # (b, 2d)
-            dec += h_part[:, None, :]  # in place on the gathered rows: (b, K, 2d)
+            if memo_rows is not None:  # the memo must stay intact: write the sum to buf
+                dec = torch.add(rows[..., 2 * d :], h_part[:, None, :], out=buf[: b * K].view(b, K, 2 * d))
+            else:  # the gathered copy is ours: add in place
+                dec = rows[..., 2 * d :]
+                dec += h_part[:, None, :]  # (b, K, 2d)
             dec.relu_()
             torch.mv(dec.reshape(b * K, 2 * d), w2, out=out[start:stop].view(-1))
         out += b2

@@ -36,6 +36,7 @@ __all__ = [
     "rerank",
     "rerank_topk",
     "stable_topk",
+    "start_noise",
 ]
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")

@@ -85,8 +85,9 @@ def encoder_mismatches(stored: Mapping[str, Any] | None, current: Mapping[str, A
                        kind: str) -> list[str]:
     """Differences that matter between two encoder configs of ``kind`` ("audio" | "text").
 
-    Only identity fields are compared (not e.g. ``max_seconds``); paths by file name. A side that
-    is ``None`` or empty (unknown encoder, e.g. synthetic features) is compatible with anything.
+    Only identity fields are compared (not e.g. ``max_seconds``); paths by file name, and a path
+    left ``None`` (the registry default) matches any. A side that is ``None`` or empty (unknown
+    encoder, e.g. synthetic features) is compatible with anything.
 
     Returns:
         Human-readable differences, ``[]`` when compatible.
@@ -96,8 +97,10 @@ def encoder_mismatches(stored: Mapping[str, Any] | None, current: Mapping[str, A
     out = []
     for key in _IDENTITY_KEYS[kind]:
         a, b = stored.get(key), current.get(key)
-        if key in _PATH_KEYS and isinstance(a, str) and isinstance(b, str):
-            a, b = Path(a).name, Path(b).name
+        if key in _PATH_KEYS:
+            if a is None or b is None:
+                continue  # None means "the registry default", which may resolve to either path
+            a, b = Path(str(a)).name, Path(str(b)).name
         if a != b:
             out.append(f"{kind}.{key}: {a!r} != {b!r}")
     return out
@@ -439,7 +442,8 @@ class RetrievalIndex:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise fail(f"{INDEX_FILE} is not valid JSON ({err})") from err
         if not isinstance(info, dict) or info.get("format") != INDEX_FORMAT:
-            raise fail(f"{INDEX_FILE} is not a diffatr index (format {info.get('format') if isinstance(info, dict) else None!r})")
+            found = info.get("format") if isinstance(info, dict) else type(info).__name__
+            raise fail(f"{INDEX_FILE} is not a diffatr index (format {found!r})")
         if info.get("version") != INDEX_VERSION:
             raise fail(f"unsupported index version {info.get('version')!r} (this diffatr reads {INDEX_VERSION})")
         try:
