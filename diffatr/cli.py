@@ -204,8 +204,10 @@ def _format_table(rows: list[dict], direction: str) -> str:
         what = row.get("clip_id") if direction == "text_to_audio" else row.get("caption")
         if direction == "text_to_audio" and row.get("captions"):
             what = f"{what}  ({row['captions'][0]})"
-        moved = row.get("moved", 0)
-        lines.append(f"{row['rank']:>4}  {row['fused']:7.4f}  {row['cosine']:7.4f}  {row['diffusion']:9.4f}  "
+        moved = row.get("moved") or 0
+        # Hits past the re-ranked top K (k > --top-k) keep their cosine order: no diffusion score.
+        diffusion = "-" if row.get("diffusion") is None else f"{row['diffusion']:.4f}"
+        lines.append(f"{row['rank']:>4}  {row['fused']:7.4f}  {row['cosine']:7.4f}  {diffusion:>9}  "
                      f"{moved:+5d}  {what}")
     return "\n".join(lines)
 

@@ -70,6 +70,14 @@ def test_audio_search_table(tiny_index, tiny_checkpoint, audio_folder, capsys):
     assert len(out.splitlines()) == 2 + 4
 
 
+def test_more_results_than_reranked_candidates(tiny_index, tiny_checkpoint, capsys):
+    code = main(["search", "--index", str(tiny_index), "--checkpoint", str(tiny_checkpoint), "a tone",
+                 "-k", "5", "--top-k", "2"])
+    lines = capsys.readouterr().out.splitlines()[2:]
+    assert code == 0 and len(lines) == 5
+    assert lines[-1].split()[3] == "-"  # beyond the top 2: cosine order, no diffusion score
+
+
 def test_audio_search_needs_captions(tmp_path, audio_folder, tiny_checkpoint, capsys):
     out = tmp_path / "nocap"
     assert main(["index", str(audio_folder), "--out", str(out), "--checkpoint", str(tiny_checkpoint),

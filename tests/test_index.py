@@ -269,3 +269,26 @@ def test_encoder_mismatches_unknown_side_is_compatible():
     assert encoder_mismatches({}, ENCODERS["audio"], "audio") == []
     assert encoder_mismatches(ENCODERS["text"], dict(ENCODERS["text"], pooling="cls"), "text") == [
         "text.pooling: 'mean' != 'cls'"]
+
+
+def test_relative_paths_resolve_against_the_index_folder(tmp_path):
+    import os
+
+    from diffatr.retrieval.index import RetrievalIndex
+
+    index = RetrievalIndex(audio_features=torch.ones(2, 3), clip_ids=["a", "b"],
+                           paths=["../clips/a.wav", "/abs/b.wav"])
+    index.save(tmp_path / "idx")
+    loaded = RetrievalIndex.load(tmp_path / "idx")
+    assert loaded.paths == [os.path.normpath(str(tmp_path / "clips" / "a.wav")), "/abs/b.wav"]
+
+
+def test_shipped_example_index_points_at_the_shipped_clips():
+    import os
+    from pathlib import Path
+
+    from diffatr.retrieval.index import RetrievalIndex
+
+    index = RetrievalIndex.load(Path(__file__).resolve().parents[1] / "assets" / "examples" / "index")
+    assert len(index) == 10 and index.num_captions == 20
+    assert all(os.path.isfile(p) for p in index.paths)

@@ -456,7 +456,9 @@ class RetrievalIndex:
             if not isinstance(clips, list) or not all(isinstance(c, dict) for c in clips):
                 raise TypeError("'clips' must be a list of objects")
             clip_ids = [c["id"] for c in clips]
-            paths = [c.get("path") for c in clips]
+            # A relative path is relative to the index folder (a shipped index stays valid
+            # wherever the repository is cloned).
+            paths = [_resolve_path(c.get("path"), directory) for c in clips]
             captions = [c.get("captions", []) for c in clips]
             metadata = [c.get("metadata", {}) for c in clips]
             if not all(isinstance(i, str) for i in clip_ids):
@@ -497,6 +499,12 @@ class RetrievalIndex:
                        metadata=metadata, encoders=encoders)
         except IndexFormatError as err:
             raise fail(str(err)) from err
+
+
+def _resolve_path(path: Any, directory: Path) -> Any:
+    if isinstance(path, str) and path and not os.path.isabs(path):
+        return os.path.normpath(os.path.join(os.path.abspath(directory), path))
+    return path
 
 
 def _check_finite(features: Tensor, owners: Sequence[str], what: str) -> None:
