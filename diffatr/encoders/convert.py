@@ -11,16 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as save_tensors
 
 from diffatr.encoders.audio import AudioEncoderError, build_backbone
+from diffatr.fileio import atomic_write_bytes
 
 FORMAT = "diffatr-audio-backbone/1"
 PANNS_ARCHS = ("cnn14", "resnet38")
@@ -109,26 +109,10 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], dst: str | os.PathLike, metadata: Mapping[str, str]) -> Path:
-    """Write ``tensors`` (made contiguous) to ``dst`` via a temp file and ``os.replace``."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata=dict(metadata))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
+    """Write ``tensors`` (made contiguous) to ``dst`` atomically (see diffatr.fileio)."""
+    blob = save_tensors({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
+    return atomic_write_bytes(dst, blob)
 
 
 def _expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
