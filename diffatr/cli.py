@@ -1,4 +1,4 @@
-"""The ``diffatr`` command line: index, search, convert-panns, info.
+"""The ``diffatr`` command line: index, search, train, evaluate, convert-panns, info.
 
 Entry points seed and resolve devices; the library below them does not. Every user error
 (bad file, bad flag value, missing checkpoint) ends with one clear line on stderr and exit
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a checkpoint or an index",
                        description="Print the config of a checkpoint folder or the summary of an index folder.")
     p.add_argument("path", metavar="PATH")
+
+    _add_evaluate_parser(sub)
+    _add_train_parser(sub)
     return parser
 
 
@@ -251,7 +254,350 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_USER_ERROR
 
 
+def _add_evaluate_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="retrieval metrics of a checkpoint on a test split (Dis, Gen, Gen+Dis)",
+        description="R@1/5/10, mAP@10, median and mean rank, text->audio and audio->text, for three "
+                    "scorers side by side: cosine only (dis), diffusion only over the cosine top-K (gen), "
+                    "fused cosine + alpha * softmax(x0 / temperature) (gen+dis). Several --seeds (DDIM "
+                    "start noise) or several --checkpoint (e.g. 3 training seeds) give mean ± std "
+                    "(sample std; over checkpoints when there are several, else over seeds). "
+                    "Out of domain: evaluating a checkpoint on another dataset than it was trained on "
+                    "(e.g. trained on Clotho, --data AudioCaps) is the paper's out-of-domain setting; "
+                    "the result records both datasets and sets \"out_of_domain\": true.")
+    p.add_argument("--checkpoint", action="append", metavar="CKPT",
+                   help="checkpoint folder; repeat for several (mean ± std over them). "
+                        "Default: the shipped checkpoint")
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="dataset root (Clotho, AudioCaps, aac-datasets layout), a CSV/JSONL manifest, "
+                        "or a saved feature folder (features.json)")
+    p.add_argument("--kind", default="auto", metavar="KIND",
+                   help="layout of --data: auto (detect), clotho, audiocaps, aac-clotho, aac-audiocaps, "
+                        "manifest, folder (default auto)")
+    p.add_argument("--split", default="test", help="split to evaluate: train, val, test or the dataset's own name (default test)")
+    p.add_argument("--audio-dir", metavar="DIR", help="where the audio files are, if not in the dataset's usual place")
+    p.add_argument("--normalize-captions", action="store_true",
+                   help="lower-case captions and strip punctuation, as the baseline does")
+    p.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
+    group = p.add_argument_group("diffusion re-ranking (defaults come from the checkpoint)")
+    group.add_argument("--top-k", type=int, default=None, metavar="K", help="candidates re-ranked per query (paper: 32)")
+    group.add_argument("--steps", type=int, default=None, metavar="S", help="DDIM steps, 1..T (paper: 50)")
+    group.add_argument("--alpha", type=float, default=None,
+                       help="fused = cosine + alpha * softmax(x0 / temperature) (paper: 1)")
+    group.add_argument("--temperature", type=float, default=None, help="softmax temperature on the x0 estimate (paper: 1)")
+    group.add_argument("--seeds", "--seed", dest="seeds", type=int, nargs="+", default=None, metavar="SEED",
+                       help="DDIM start-noise seeds; several give mean ± std (default: the checkpoint's seed)")
+    group.add_argument("--scorers", nargs="+", choices=["dis", "gen", "gen+dis"], default=None,
+                       help="which scorers to compute (default all three)")
+    group.add_argument("--batch-size", type=int, default=256, help="queries per denoiser batch (speed only)")
+    group = p.add_argument_group("sweep")
+    group.add_argument("--sweep", action="store_true",
+                       help="also sweep Gen+Dis over DDIM steps x K (first checkpoint)")
+    group.add_argument("--sweep-steps", type=int, nargs="+", default=[1, 5, 10, 50], metavar="S",
+                       help="DDIM step counts of the sweep (default 1 5 10 50)")
+    group.add_argument("--sweep-top-k", type=int, nargs="+", default=[8, 16, 32], metavar="K",
+                       help="K values of the sweep (default 8 16 32)")
+    p.add_argument("--out", metavar="FILE.json", help="write the results as JSON (atomically)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--allow-download", action="store_true",
+                   help="let the text encoder fetch a hub model that is not on disk")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _device_for(name: str):
+    """--device -> torch.device; "cpu" makes no CUDA call at all."""
+    import torch
+
+    name = str(name or "auto")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        return torch.device(name)
+    raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from diffatr.checkpoint import default_checkpoint_dir, read_checkpoint
+    from diffatr.evaluate import SCORERS, evaluate_model, format_results, format_sweep, sweep
+    from diffatr.fileio import atomic_write_text
+
+    torch.manual_seed(0)  # nothing below uses global randomness; this only pins stray library calls
+    device = _device_for(args.device)
+    checkpoints = args.checkpoint or [str(default_checkpoint_dir())]
+    for path in checkpoints:  # fail on a bad checkpoint before reading any data
+        read_checkpoint(path)
+    knobs = {"top_k": args.top_k, "num_inference_steps": args.steps, "alpha": args.alpha,
+             "temperature": args.temperature, "batch_size": args.batch_size}
+    scorers = tuple(s for s in SCORERS if s in (args.scorers or SCORERS))
+
+    data_path = Path(args.data)
+    skipped: list = []
+    if (data_path / "features.json").is_file():  # a saved FeatureSet: no backbone needed
+        from diffatr.features import FeatureSet
+
+        data = FeatureSet.load(data_path)
+        # Which dataset these features came from is unknown: no out-of-domain verdict.
+        info = {"features": str(args.data), "split": args.split}
+        features_for = None
+    else:
+        from diffatr.data.datasets import load_split
+        from diffatr.features import compute_features, records_of
+        from diffatr.indexing import default_cache_dir
+
+        data = load_split(args.data, args.split, kind=args.kind, audio_dir=args.audio_dir,
+                          strict=args.strict, normalize_captions=args.normalize_captions)
+        skipped = list(data.skipped)
+        info = {"source": str(data_path.resolve()), "kind": data.kind, "split": data.split}
+        cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+        computed: dict[str, object] = {}
+
+        def features_for(model, split):
+            config = model.config
+            if args.allow_download:
+                config = dataclasses.replace(config, text=dataclasses.replace(config.text, allow_download=True))
+            key = json.dumps([dataclasses.asdict(config.audio), dataclasses.asdict(config.text)], sort_keys=True)
+            if key not in computed:  # checkpoints sharing backbones share the features
+                computed[key] = compute_features(records_of(split), config, cache_dir=cache_dir, device=device,
+                                                 strict=args.strict, progress=not args.quiet,
+                                                 desc=f"features ({info['split']})")
+                skipped.extend(computed[key].skipped)
+            return computed[key]
+
+    result = evaluate_model(checkpoints, data, knobs, seeds=args.seeds, scorers=scorers, data_info=info,
+                            features_fn=features_for, device=device)
+    result["data"]["num_skipped"] = len(skipped)
+    result["data"]["skipped"] = [list(map(str, s)) if isinstance(s, (tuple, list)) else str(s) for s in skipped]
+    print(format_results(result))
+    if args.sweep:
+        from diffatr.checkpoint import load_checkpoint
+
+        model = load_checkpoint(checkpoints[0]).to(device)
+        sweep_knobs = {k: v for k, v in knobs.items() if k not in ("top_k", "num_inference_steps")}
+        rows = sweep(model, features_for(model, data) if features_for else data, steps=args.sweep_steps, top_ks=args.sweep_top_k,
+                     knobs=sweep_knobs, seeds=args.seeds)
+        result["sweep"] = {"checkpoint": str(checkpoints[0]), "rows": rows}
+        print()
+        print(format_sweep(rows))
+    if skipped:
+        print(f"skipped {len(skipped)} clip(s) (missing or unreadable audio, or no captions):", file=sys.stderr)
+        for item in result["data"]["skipped"][:10]:
+            print(f"  {': '.join(item) if isinstance(item, list) else item}", file=sys.stderr)
+    if args.out:
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+
+# TrainConfig field -> (flag type, help). Every field but phase is a flag; None = the phase default.
+_TRAIN_FLAGS = {
+    "epochs": (int, "passes over the training captions (default: contrastive 20, diffusion 5)"),
+    "batch_size": (int, "pairs per step; phase 2: also K, the candidates per query (default 32; paper: 32 "
+                        "AudioCaps, 24 Clotho)"),
+    "lr": (float, "peak learning rate of AdamW (default: contrastive 1e-3, diffusion 1e-4)"),
+    "weight_decay": (float, "AdamW weight decay on weight matrices (default: contrastive 0.01, diffusion 0.2)"),
+    "warmup_fraction": (float, "share of all steps spent warming the lr up linearly; cosine decay after (default 0.1)"),
+    "grad_clip": (float, "max global gradient norm, 0 = off (default 1.0)"),
+    "ema_decay": (float, "EMA of the trained weights, 0 = off; the EMA weights are validated and saved "
+                         "(default: contrastive 0, diffusion 0.99)"),
+    "seed": (int, "seed of the initial weights, the data order and the diffusion noise (default 0)"),
+    "backbone_lr": (float, "with --finetune: peak lr of the backbones (default: --lr)"),
+    "eval_every": (int, "validate and save last/, best/ and the resume state every N --eval-unit (default 1)"),
+    "eval_unit": (str, "epoch | step (default epoch); a run also validates after its last step"),
+    "log_every": (int, "steps per training line in the log, losses averaged over them (default 10)"),
+    "num_workers": (int, "with --finetune: threads decoding audio, 0 = the main thread (default 0)"),
+    "device": (str, "auto | cpu | cuda | cuda:N (default auto: CUDA when available)"),
+    "max_steps": (int, "stop after this many steps in total; the lr schedule still spans all --epochs "
+                       "(for smoke tests; --resume can go on later)"),
+    "select_metric": (str, "validation metric that picks best/: a metric key such as text_to_audio/R@1, or "
+                           "mean/NAME for the mean of both directions (default mean/R@1; *rank metrics: lower is better)"),
+}
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train phase 1 (contrastive heads) or phase 2 (diffusion denoisers)",
+        description="Phase 1 (--phase contrastive): projection heads (and with --finetune the backbones) "
+                    "with symmetric NT-Xent; backbone features are computed once and cached. Phase 2 "
+                    "(--phase diffusion --init PHASE1_CKPT): the text->audio and audio->text denoisers on "
+                    "frozen embeddings, candidates = the in-batch items hardest first. Both write OUT/last, "
+                    "OUT/best (chosen on the validation split only, never test), OUT/log.jsonl and "
+                    "OUT/train_state (for --resume). Unset knobs take the phase's defaults (METHOD.md).")
+    p.add_argument("--phase", required=True, choices=["contrastive", "diffusion"], help="which training phase")
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="dataset root (Clotho, AudioCaps, aac-datasets layout) or a CSV/JSONL manifest with a split column")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (last/, best/, log.jsonl, train_state/)")
+    p.add_argument("--config", metavar="NAME_OR_JSON",
+                   help="model config: a name (default, tiny, paper-resnet38, paper-cnn14) or a JSON file. "
+                        "Phase 1 default: default. Phase 2 default: the --init checkpoint's config")
+    p.add_argument("--init", metavar="CKPT", help="phase 2: the phase-1 checkpoint to start from (its heads stay frozen)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out exactly (from its last validation); unset "
+                        "knobs, --config and --init come from that run")
+    group = p.add_argument_group("data")
+    group.add_argument("--kind", default="auto", metavar="KIND",
+                       help="layout of --data: auto (detect), clotho, audiocaps, aac-clotho, aac-audiocaps, manifest (default auto)")
+    group.add_argument("--train-split", default="train", metavar="NAME", help="training split (default train)")
+    group.add_argument("--val-split", default="val", metavar="NAME",
+                       help="validation split, the only data model selection sees (default val)")
+    group.add_argument("--audio-dir", metavar="DIR", help="where the audio files are, if not in the dataset's usual place")
+    group.add_argument("--normalize-captions", action="store_true",
+                       help="lower-case captions and strip punctuation, as the baseline does")
+    group.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
+    group.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
+    group.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    group.add_argument("--allow-download", action="store_true",
+                       help="let the text encoder fetch a hub model that is not on disk")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    group = p.add_argument_group("training (TrainConfig; saved in every checkpoint)")
+    for name, (kind, help_text) in _TRAIN_FLAGS.items():
+        choices = ["epoch", "step"] if name == "eval_unit" else None
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, choices=choices,
+                           metavar=None if choices else {int: "N", float: "X"}.get(kind, name.split("_")[-1].upper()),
+                           help=help_text)
+    group.add_argument("--finetune", action="store_true", default=None,
+                       help="phase 1: fine-tune the backbones too (waveforms and tokens every step; no feature cache)")
+    group.add_argument("--amp", action="store_true", default=None, help="bfloat16 mixed precision (CUDA only)")
+
+    group = p.add_argument_group("model knobs (override --config; saved in the checkpoint's config)")
+    group.add_argument("--init-temperature", type=float, default=None,
+                       help="phase 1: NT-Xent temperature, fixed or initial (paper: 0.07)")
+    group.add_argument("--learn-temperature", action=argparse.BooleanOptionalAction, default=None,
+                       help="phase 1: learn the logit scale (capped at 100) instead of fixing it")
+    group.add_argument("--ce-scale", type=float, default=None, help="phase 2: loss = CE(ce_scale * x0_hat, positive) (paper: 100)")
+    group.add_argument("--denoiser-width", type=int, default=None, help="phase 2: d, the denoiser width (paper: 512)")
+    group.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                       help="phase 2: add the attention weights to the denoiser output (reference code: on)")
+    group.add_argument("--num-train-timesteps", type=int, default=None, help="phase 2: T, diffusion steps (paper: 50)")
+    group.add_argument("--schedule", choices=["cosine", "linear"], default=None, help="phase 2: noise schedule (paper: cosine)")
+    group.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
+                       help="clamp the x0 estimate to [-1, 1] at each DDIM step (reference: on)")
+    group.add_argument("--top-k", type=int, default=None, metavar="K",
+                       help="validation re-ranking: candidates per query (paper: 32)")
+    group.add_argument("--steps", type=int, default=None, metavar="S", help="validation re-ranking: DDIM steps, 1..T")
+    group.add_argument("--alpha", type=float, default=None,
+                       help="validation re-ranking: fused = cosine + alpha * softmax(x0 / temperature)")
+    group.add_argument("--temperature", type=float, default=None,
+                       help="validation re-ranking: softmax temperature on the x0 estimate (not the NT-Xent one)")
+    group.add_argument("--ddim-seed", type=int, default=None, help="validation re-ranking: seed of the start noise x_T")
+
+
+def _override_model_config(config, args: argparse.Namespace):
+    """The model config with the knobs given on the command line."""
+    import dataclasses
+
+    def pick(section, **values):
+        values = {k: v for k, v in values.items() if v is not None}
+        return dataclasses.replace(section, **values) if values else section
+
+    top = {}
+    if args.init_temperature is not None:
+        top["init_temperature"] = args.init_temperature
+    if args.learn_temperature is not None:
+        top["learn_temperature"] = args.learn_temperature
+    text = config.text
+    if args.allow_download:
+        text = dataclasses.replace(text, allow_download=True)
+    return dataclasses.replace(
+        config, **top, text=text,
+        denoiser=pick(config.denoiser, width=args.denoiser_width, residual=args.residual),
+        diffusion=pick(config.diffusion, ce_scale=args.ce_scale, num_train_timesteps=args.num_train_timesteps,
+                       schedule=args.schedule, clip_x0=args.clip_x0),
+        retrieval=pick(config.retrieval, top_k=args.top_k, num_inference_steps=args.steps, alpha=args.alpha,
+                       temperature=args.temperature, seed=args.ddim_seed),
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from diffatr.checkpoint import read_checkpoint
+    from diffatr.config import ModelConfig, TrainConfig, from_dict, load_model_config
+    from diffatr.data.datasets import load_split
+    from diffatr.indexing import default_cache_dir
+    from diffatr.train import STATE_DIR, resolve_device, train_contrastive, train_diffusion
+
+    flags = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "finetune", "amp")}
+    saved = None
+    state_file = Path(args.out) / STATE_DIR / "state.json"
+    if args.resume and state_file.is_file():
+        saved = json.loads(state_file.read_text()).get("progress", {})
+    if saved:  # unset knobs continue the interrupted run's settings; it runs to the end unless --max-steps
+        base = dataclasses.replace(from_dict(TrainConfig, saved["train"]), max_steps=None)
+        if base.phase != args.phase:
+            raise ValueError(f"--out {args.out} holds a {base.phase} run, not {args.phase}")
+        train_config = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
+    else:
+        train_config = TrainConfig.for_phase(args.phase, **flags)
+
+    fingerprint = (saved or {}).get("fingerprint", {})
+    init = args.init or fingerprint.get("init checkpoint")
+    if args.config:
+        config = load_model_config(args.config)
+    elif "model config" in fingerprint:
+        config = from_dict(ModelConfig, fingerprint["model config"])
+    elif args.phase == "diffusion":
+        if not init:
+            raise ValueError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
+        config, _ = read_checkpoint(init)
+    else:
+        config = load_model_config("default")
+    if args.phase == "diffusion" and not init:
+        raise ValueError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
+    if args.phase == "contrastive" and args.init:
+        raise ValueError("--init applies to --phase diffusion; phase 1 starts from --config")
+    config = _override_model_config(config, args)
+
+    device = resolve_device(train_config.device)
+    # The only global seeding: stray library draws are pinned. CPU runs never touch torch.cuda.
+    torch.random.default_generator.manual_seed(train_config.seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(train_config.seed)
+
+    splits = {}
+    for role, name in (("train", args.train_split), ("val", args.val_split)):
+        splits[role] = load_split(args.data, name, kind=args.kind, audio_dir=args.audio_dir, strict=args.strict,
+                                  normalize_captions=args.normalize_captions)
+        print(f"{role}: {splits[role].summary()}", file=sys.stderr)
+    if splits["train"].split is not None and splits["train"].split == splits["val"].split:
+        raise ValueError(f"--train-split and --val-split name the same split ({splits['train'].split})")
+    data_info = {"source": str(Path(args.data).resolve()), "kind": splits["train"].kind,
+                 "split": splits["train"].split, "val_split": splits["val"].split,
+                 "normalize_captions": bool(args.normalize_captions),
+                 "skipped_at_load": {role: s.num_skipped for role, s in splits.items()}}
+    cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+    common = dict(resume=args.resume, device=device, cache_dir=cache_dir, strict=args.strict,
+                  progress=not args.quiet, data_info=data_info)
+    if args.phase == "contrastive":
+        result = train_contrastive(config, train_config, splits["train"], splits["val"], args.out, **common)
+    else:
+        result = train_diffusion(init, train_config, splits["train"], splits["val"], args.out, model_config=config,
+                                 **common)
+    best = "n/a" if result.best_value is None else f"{result.best_value:.2f}"
+    print(f"{args.phase}: {result.step} step(s); best validation {train_config.select_metric} = {best} "
+          f"at step {result.best_step} -> {result.best}")
+    print(f"last: {result.last}   log: {result.log}")
+    return 0
+
+
 COMMANDS = {"index": _cmd_index, "search": _cmd_search, "convert-panns": _cmd_convert, "info": _cmd_info}
+COMMANDS["evaluate"] = _cmd_evaluate
+COMMANDS["train"] = _cmd_train
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,6 +137,97 @@ class ModelConfig:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
 
+
+PHASES = ("contrastive", "diffusion")
+
+# Per-phase defaults. Diffusion: the reference optimiser of METHOD.md ("Phase 2"). Contrastive:
+# ours, for frozen backbones and small projection heads (the paper does not state them).
+PHASE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "contrastive": {"epochs": 20, "lr": 1e-3, "weight_decay": 0.01, "ema_decay": 0.0},
+    "diffusion": {"epochs": 5, "lr": 1e-4, "weight_decay": 0.2, "ema_decay": 0.99},
+}
+# Fields that may change between an interrupted run and its ``--resume`` (they do not change
+# the weights: where to run, how far to go, how often to report).
+RESUME_MUTABLE_FIELDS = ("max_steps", "device", "num_workers", "log_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one training phase runs. Saved in every checkpoint it writes (``extra["train"]``).
+
+    ``TrainConfig.for_phase(phase, **overrides)`` starts from the phase's defaults
+    (``PHASE_DEFAULTS``); the class defaults are the contrastive ones.
+    """
+
+    phase: str = "contrastive"  # "contrastive" (phase 1) | "diffusion" (phase 2)
+    epochs: int = 20
+    batch_size: int = 32  # pairs per step; phase 2: also K, the candidates per query
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.01  # on weight matrices only (not biases, norms, the logit scale)
+    warmup_fraction: float = 0.1  # linear warm-up over this share of all steps, then cosine to 0
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    ema_decay: float = 0.0  # EMA of the trained weights (0 = off); the EMA is saved and evaluated
+    seed: int = 0  # initial weights, data order, diffusion noise
+    finetune: bool = False  # phase 1 only: train the backbones too (else features are cached)
+    backbone_lr: float | None = None  # fine-tuning: peak lr of the backbones (None = lr)
+    eval_every: int = 1  # validate (and save last/, best/, the resume state) every N units ...
+    eval_unit: str = "epoch"  # ... of "epoch" | "step"; always also after the last step
+    log_every: int = 10  # steps per training line in the JSONL log (losses averaged over them)
+    num_workers: int = 0  # fine-tuning: threads decoding audio (0 = in the main thread)
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: bool = False  # bfloat16 autocast (CUDA only)
+    max_steps: int | None = None  # stop after this many steps (the LR schedule is unchanged)
+    select_metric: str = "mean/R@1"  # validation metric for best/ ("mean/X" = both directions)
+
+    @classmethod
+    def for_phase(cls, phase: str, **overrides: Any) -> "TrainConfig":
+        """The defaults of ``phase``, with ``overrides`` (None values are ignored)."""
+        if phase not in PHASE_DEFAULTS:
+            raise ConfigError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+        values = dict(PHASE_DEFAULTS[phase], phase=phase)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.phase not in PHASES:
+            problems.append(f"phase must be one of {', '.join(PHASES)}, got {self.phase!r}")
+        for name in ("epochs", "batch_size", "eval_every", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if self.batch_size == 1:
+            problems.append("batch_size must be at least 2 (in-batch items are the negatives)")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            problems.append(f"lr must be positive, got {self.lr!r}")
+        if self.backbone_lr is not None and not self.backbone_lr > 0:
+            problems.append(f"backbone_lr must be positive, got {self.backbone_lr!r}")
+        if not self.weight_decay >= 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            problems.append(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        if not self.grad_clip >= 0:
+            problems.append(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip!r}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay!r}")
+        if self.eval_unit not in ("epoch", "step"):
+            problems.append(f"eval_unit must be 'epoch' or 'step', got {self.eval_unit!r}")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            problems.append(f"num_workers must be >= 0, got {self.num_workers!r}")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            problems.append(f"max_steps must be a positive integer or None, got {self.max_steps!r}")
+        if self.finetune and self.phase != "contrastive":
+            problems.append("finetune applies to phase 1 (contrastive) only: phase 2 keeps the encoders frozen")
+        device = str(self.device)
+        if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+            problems.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not isinstance(self.select_metric, str) or not self.select_metric:
+            problems.append("select_metric must be a metric name such as 'mean/R@1' or 'text_to_audio/R@1'")
+        if problems:
+            raise ConfigError("TrainConfig: " + "; ".join(problems))
+
+
 # ----------------------------------------------------------------------------- JSON round trip
 
 

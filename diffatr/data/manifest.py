@@ -10,6 +10,7 @@ manifest's folder. Nothing here decodes audio.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,56 @@ CAPTION_SEPARATOR = " | "
 
 class ManifestError(ValueError):
     """A manifest that cannot be read; the message names the file and line."""
+
+
+class DatasetError(ManifestError):
+    """A dataset split that cannot be read (missing CSV, bad row, missing or corrupt audio in
+    strict mode, duplicate clip ids); the message names the file and says what to do."""
+
+
+# Split names as the datasets spell them -> the canonical train / val / test.
+SPLIT_ALIASES = {
+    "train": "train", "training": "train", "dev": "train", "development": "train",
+    "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
+}
+
+
+def canonical_split(name: str) -> str:
+    """``"development"`` -> ``"train"``, ``"validation"`` -> ``"val"``, ``"evaluation"`` ->
+    ``"test"`` (any case); names outside ``SPLIT_ALIASES`` come back stripped, as given."""
+    key = str(name).strip()
+    return SPLIT_ALIASES.get(key.lower(), key)
+
+
+def read_csv_table(path: str | Path, required: Iterable[str], what: str) -> list[dict[str, str]]:
+    """Rows of a CSV with a header, as dicts keyed by stripped column names.
+
+    UTF-8 (with or without BOM) is tried first; Latin-1 is the fallback because some
+    published dataset CSVs were saved from spreadsheet tools in a legacy encoding.
+
+    Raises:
+        DatasetError: unreadable file or a missing required column (names the file).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DatasetError(f"cannot read {what} {path}: {err}") from err
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [str(h).strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DatasetError(
+            f"{path} is not a {what}: missing column(s) {', '.join(missing)} "
+            f"(found: {', '.join(header) or 'no header'})"
+        )
+    return [{str(k).strip(): (v if v is not None else "") for k, v in row.items() if k is not None}
+            for row in reader]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,718 @@
+"""Evaluation: the protocol metrics of three scorers (Dis, Gen, Gen+Dis), in both directions.
+
+Owns the evaluation loop of METHOD.md "Inference" over a test split: project the frozen-backbone
+features once, score every caption against every clip with cosine (Dis), with the diffusion
+re-rank alone over each query's cosine top-K (Gen), and with the fused score (Gen+Dis), then
+PROTOCOL.md's metrics; mean and std over DDIM seeds or checkpoints; a sweep over DDIM steps and
+K; the out-of-domain flag. ``score_matrices`` is pure tensor code; ``evaluate_model`` may load
+checkpoints and compute features through a callable, but never prints or parses flags (cli.py).
+
+Shape legend: N clips, M captions, Q queries, C candidates, K re-ranked candidates per query,
+D shared embedding width, Da / Dt audio / text backbone feature widths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from diffatr.metrics import retrieval_metrics
+from diffatr.retrieval.engine import rerank_topk, stable_topk
+
+__all__ = [
+    "DIRECTIONS",
+    "KNOBS",
+    "METRICS",
+    "SCORERS",
+    "EvaluationError",
+    "EvalFeatures",
+    "dataset_identity",
+    "evaluate_model",
+    "format_results",
+    "format_sweep",
+    "is_out_of_domain",
+    "resolve_knobs",
+    "score_matrices",
+    "scorer_metrics",
+    "sweep",
+    "training_data",
+]
+
+DIRECTIONS = ("text_to_audio", "audio_to_text")
+SCORERS = ("dis", "gen", "gen+dis")
+KNOBS = ("top_k", "num_inference_steps", "alpha", "temperature", "seed")
+# The per-direction metric names of diffatr.metrics.retrieval_metrics, in table order.
+METRICS = ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
+STD_KIND = "sample standard deviation (ddof=1); 0.0 when there is a single value"
+# Rows of backbone features projected at once (bounds memory of the heads' activations).
+_PROJECT_CHUNK = 8192
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run as asked (bad knob, features that do not fit the model)."""
+
+
+# ----------------------------------------------------------------------------- features
+
+
+@dataclass
+class EvalFeatures:
+    """Frozen-backbone features of one evaluation split.
+
+    Attributes:
+        audio: (N, Da) audio backbone features, one row per clip.
+        text: (M, Dt) text backbone features, one row per caption.
+        caption_to_clip: (M,) int64 clip row of each caption.
+    """
+
+    audio: Tensor
+    text: Tensor
+    caption_to_clip: Tensor
+
+
+def _as_features(data: Any) -> EvalFeatures:
+    """Anything with ``audio``, ``text`` and ``caption_to_clip`` (a FeatureSet, a mapping, a
+    3-tuple) as EvalFeatures."""
+    if isinstance(data, EvalFeatures):
+        return data
+    if isinstance(data, Mapping):
+        try:
+            audio, text, labels = data["audio"], data["text"], data["caption_to_clip"]
+        except KeyError as err:
+            raise EvaluationError("evaluation features need 'audio', 'text' and 'caption_to_clip'; "
+                                  f"missing {err}") from err
+    elif isinstance(data, (tuple, list)) and len(data) == 3:
+        audio, text, labels = data
+    elif all(hasattr(data, name) for name in ("audio", "text", "caption_to_clip")):
+        audio, text, labels = data.audio, data.text, data.caption_to_clip
+    else:
+        raise EvaluationError(
+            f"cannot evaluate on a {type(data).__name__}: give split data (diffatr.data.datasets."
+            "load_split) or features with audio (N, Da), text (M, Dt) and caption_to_clip (M,)")
+    audio, text = torch.as_tensor(audio), torch.as_tensor(text)
+    labels = torch.as_tensor(labels)
+    if audio.ndim != 2 or text.ndim != 2 or labels.ndim != 1 or labels.shape[0] != text.shape[0]:
+        raise EvaluationError(
+            f"expected audio (N, Da), text (M, Dt) and caption_to_clip (M,), got "
+            f"{tuple(audio.shape)}, {tuple(text.shape)} and {tuple(labels.shape)}")
+    if audio.shape[0] == 0 or text.shape[0] == 0:
+        raise EvaluationError(f"nothing to evaluate: {audio.shape[0]} clip(s) and {text.shape[0]} caption(s); "
+                              "the split needs clips with captions")
+    return EvalFeatures(audio=audio, text=text, caption_to_clip=labels.long())
+
+
+def _model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+@torch.no_grad()
+def _project(project: Callable[[Tensor], Tensor], features: Tensor, device: torch.device) -> Tensor:
+    parts = [project(features[i : i + _PROJECT_CHUNK].to(device, torch.float32))
+             for i in range(0, features.shape[0], _PROJECT_CHUNK)]
+    return torch.cat(parts)
+
+
+def _check_widths(model: Any, features: EvalFeatures) -> None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    problems = []
+    if features.audio.shape[1] != config.audio.embed_dim:
+        problems.append(f"audio features are {features.audio.shape[1]}-d, the model's audio backbone "
+                        f"({config.audio.name}) gives {config.audio.embed_dim}-d")
+    if features.text.shape[1] != config.text.embed_dim:
+        problems.append(f"text features are {features.text.shape[1]}-d, the model's text backbone "
+                        f"gives {config.text.embed_dim}-d")
+    if problems:
+        raise EvaluationError("; ".join(problems) + ": compute the features with this checkpoint's backbones")
+
+
+# ----------------------------------------------------------------------------- knobs
+
+
+def resolve_knobs(model: Any, knobs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The inference knobs: the model's ``config.retrieval`` defaults, overridden by ``knobs``.
+
+    Args:
+        model: a DiffATR (or anything with ``config.retrieval`` and ``config.diffusion``).
+        knobs: any of top_k, num_inference_steps, alpha, temperature, seed (None = default),
+            and batch_size (queries per denoiser batch; speed only, not recorded as a knob).
+
+    Returns:
+        {"top_k", "num_inference_steps", "alpha", "temperature", "seed"} (+ "batch_size" if given).
+
+    Raises:
+        EvaluationError: an unknown knob or a value out of range (steps outside 1..T ...).
+    """
+    knobs = dict(knobs or {})
+    unknown = sorted(set(knobs) - set(KNOBS) - {"batch_size"})
+    if unknown:
+        raise EvaluationError(f"unknown evaluation knobs {unknown}; known: {list(KNOBS)} and batch_size")
+    config = getattr(model, "config", None)
+    defaults = dataclasses.asdict(config.retrieval) if config is not None else {}
+    out: dict[str, Any] = {
+        "top_k": 32, "num_inference_steps": 50, "alpha": 1.0, "temperature": 1.0, "seed": 0}
+    out.update({k: v for k, v in defaults.items() if k in KNOBS})
+    out.update({k: v for k, v in knobs.items() if v is not None})
+    for name in ("top_k", "num_inference_steps", "seed") + (("batch_size",) if "batch_size" in out else ()):
+        value = out[name]
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:
+            raise EvaluationError(f"{name} must be an integer, got {value!r}")
+        out[name] = int(value)
+    out["alpha"], out["temperature"] = float(out["alpha"]), float(out["temperature"])
+    if out["top_k"] < 1:
+        raise EvaluationError(f"top_k must be at least 1, got {out['top_k']}")
+    if not out["temperature"] > 0 or not math.isfinite(out["temperature"]):
+        raise EvaluationError(f"temperature must be a positive number, got {out['temperature']}")
+    if not math.isfinite(out["alpha"]):
+        raise EvaluationError(f"alpha must be a finite number, got {out['alpha']}")
+    if out.get("batch_size", 1) < 1:
+        raise EvaluationError(f"batch_size must be at least 1, got {out['batch_size']}")
+    num_train = config.diffusion.num_train_timesteps if config is not None else None
+    steps = out["num_inference_steps"]
+    if steps < 1 or (num_train is not None and steps > num_train):
+        raise EvaluationError(f"num_inference_steps (--steps) must lie in 1..{num_train or 'T'} "
+                              f"(the checkpoint's diffusion steps T), got {steps}")
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring (pure tensors)
+
+
+def _direction_scores(model: Any, direction: str, prepared: "_Prepared", knobs: Mapping[str, Any],
+                      scorers: Sequence[str]) -> dict[str, Tensor]:
+    """The requested scorers' (Q, C) matrices for one direction."""
+    if direction == "text_to_audio":
+        queries, candidates, cosine = prepared.text_embeds, prepared.audio_embeds, prepared.cosine_t2a
+    else:
+        queries, candidates, cosine = prepared.audio_embeds, prepared.text_embeds, prepared.cosine_a2t
+    out: dict[str, Tensor] = {}
+    if "dis" in scorers:
+        out["dis"] = cosine
+    if not ({"gen", "gen+dis"} & set(scorers)):
+        return out  # cosine only: no denoiser is touched
+    denoiser = model.denoisers[direction]
+    cache = prepared.cache(direction, model)
+    scheduler = model.make_scheduler()
+    k = min(int(knobs["top_k"]), candidates.shape[0])
+    # One matrix gives both the top-K and the untouched entries, so they agree exactly.
+    top_scores, top_indices = stable_topk(cosine, k)  # (Q, K), cosine order
+    factorised = hasattr(denoiser, "forward_cached")
+    result = rerank_topk(
+        queries, candidates, top_scores, top_indices, denoiser, scheduler,
+        num_inference_steps=knobs["num_inference_steps"], alpha=knobs["alpha"],
+        temperature=knobs["temperature"], seed=knobs["seed"], candidate_cache=cache if factorised else None,
+        factorised=factorised, batch_size=int(knobs.get("batch_size", 256)))
+    if "gen+dis" in scorers:
+        out["gen+dis"] = cosine.scatter(1, result.indices, result.fused)  # S + alpha * softmax(x0/temp) on top-K
+    if "gen" in scorers:
+        # Diffusion alone inside the top-K. Rank-encoded (2 + (K - j) / K for the j-th by
+        # diffusion) rather than 2 + softmax, so that exact ties of the diffusion term (x0 is
+        # clamped to [-1, 1], so saturated entries tie) are broken by the cosine order, as the
+        # engine's stable sort does, instead of by the metrics' pessimistic tie rule. Every
+        # value is > 2 >= any cosine, so entries outside the top-K follow in cosine order.
+        diffusion = torch.empty_like(result.diffusion).scatter_(1, result.cosine_rank, result.diffusion)
+        order = torch.sort(diffusion, dim=1, descending=True, stable=True).indices  # (Q, K) positions in cosine order
+        rank_value = 2.0 + (k - torch.arange(k, device=cosine.device, dtype=cosine.dtype)) / k  # (K,)
+        gen_top = torch.empty_like(top_scores).scatter_(1, order, rank_value.expand_as(order).contiguous())
+        out["gen"] = cosine.scatter(1, top_indices, gen_top)
+    return out
+
+
+@torch.no_grad()
+def score_matrices(
+    model: Any,
+    audio_features: Tensor,
+    text_features: Tensor,
+    knobs: Mapping[str, Any] | None = None,
+    scorers: Sequence[str] = SCORERS,
+    *,
+    _prepared: "_Prepared | None" = None,
+) -> dict[str, dict[str, Tensor]]:
+    """Score matrices of the three scorers in both directions (METHOD.md "Inference").
+
+    - "dis": cosine S of the L2-normalised projections (the phase-1 model alone).
+    - "gen": the diffusion term alone on each query's cosine top-K: the K entries are ordered by
+      softmax(x0 / temperature) (ties by cosine order) and valued 2 + (K - j) / K for the j-th,
+      above every cosine; the other entries keep S, so they follow in cosine order. Only the
+      ranking is meaningful (what the metrics use).
+    - "gen+dis": S + alpha * softmax(x0 / temperature) on the top-K, S elsewhere.
+    Each direction uses its own denoiser and candidate cache; the DDIM start noise x_T comes
+    from ``knobs["seed"]`` and is shared by every query (results do not depend on query order).
+    Gen and Gen+Dis come from one DDIM run per direction.
+
+    Args:
+        model: a DiffATR (``project_text``, ``project_audio``, ``denoisers``, ``make_scheduler``);
+            computation follows its device. Call ``model.eval()`` first.
+        audio_features: (N, Da) audio backbone features.
+        text_features: (M, Dt) text backbone features.
+        knobs: top_k, num_inference_steps, alpha, temperature, seed, batch_size; missing ones
+            come from ``model.config.retrieval`` (see ``resolve_knobs``).
+        scorers: which of "dis", "gen", "gen+dis" to compute ("dis" alone runs no diffusion).
+
+    Returns:
+        {"text_to_audio": {scorer: (M, N)}, "audio_to_text": {scorer: (N, M)}}, float32 on the
+        model's device.
+    """
+    bad = sorted(set(scorers) - set(SCORERS))
+    if bad or not scorers:
+        raise EvaluationError(f"scorers must be a non-empty subset of {list(SCORERS)}, got {list(scorers)}")
+    knobs = resolve_knobs(model, knobs)
+    prepared = _prepared or _Prepared.build(model, audio_features, text_features)
+    return {direction: _direction_scores(model, direction, prepared, knobs, scorers) for direction in DIRECTIONS}
+
+
+@dataclass
+class _Prepared:
+    """What depends only on (model, features): projections, cosine matrices, candidate caches.
+    Built once and reused across seeds and sweep points."""
+
+    audio_embeds: Tensor  # (N, D)
+    text_embeds: Tensor  # (M, D)
+    cosine_t2a: Tensor  # (M, N)
+    cosine_a2t: Tensor  # (N, M)
+    caches: dict[str, Any]
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: Any, audio_features: Tensor, text_features: Tensor) -> "_Prepared":
+        device = _model_device(model)
+        audio_embeds = _project(model.project_audio, torch.as_tensor(audio_features), device)  # (N, D)
+        text_embeds = _project(model.project_text, torch.as_tensor(text_features), device)  # (M, D)
+        cosine = text_embeds @ audio_embeds.T  # (M, N)
+        if not bool(torch.isfinite(cosine).all()):
+            raise EvaluationError("similarities contain NaN or inf: some features are not finite; "
+                                  "recompute them (clear the feature cache for this split)")
+        return cls(audio_embeds, text_embeds, cosine, cosine.T.contiguous(), {})
+
+    def cache(self, direction: str, model: Any) -> Any:
+        denoiser = model.denoisers[direction]
+        if direction not in self.caches and hasattr(denoiser, "precompute"):
+            candidates = self.audio_embeds if direction == "text_to_audio" else self.text_embeds
+            with torch.no_grad():
+                self.caches[direction] = denoiser.precompute(candidates)
+        return self.caches.get(direction)
+
+
+def scorer_metrics(matrices: Mapping[str, Mapping[str, Tensor]],
+                   caption_to_clip: Tensor) -> dict[str, dict[str, float]]:
+    """``retrieval_metrics`` per scorer.
+
+    Args:
+        matrices: the output of ``score_matrices``.
+        caption_to_clip: (M,) clip row of each caption.
+
+    Returns:
+        {scorer: {"text_to_audio/R@1": ..., "audio_to_text/mean_rank": ...}} (percent for R@k
+        and mAP@10; 1-based ranks). Counts are left out (they do not depend on the scorer).
+    """
+    out = {}
+    for scorer in SCORERS:
+        if scorer not in matrices["text_to_audio"]:
+            continue
+        metrics = retrieval_metrics(matrices["text_to_audio"][scorer], matrices["audio_to_text"][scorer],
+                                    caption_to_clip)
+        out[scorer] = {k: float(v) for k, v in metrics.items() if "/" in k}
+    return out
+
+
+# ----------------------------------------------------------------------------- mean +- std
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    # statistics works in exact fractions: equal values give exactly their value and std 0.0.
+    values = [float(v) for v in values]
+    mean = float(statistics.mean(values))
+    return mean, (float(statistics.stdev(values)) if len(values) > 1 else 0.0)
+
+
+def _aggregate(per_run: Sequence[Mapping[str, Mapping[str, float]]]) -> tuple[dict, dict]:
+    """Mean and sample std over runs, per scorer and metric."""
+    means, stds = {}, {}
+    for scorer in per_run[0]:
+        means[scorer], stds[scorer] = {}, {}
+        for key in per_run[0][scorer]:
+            mean, std = _mean_std([run[scorer][key] for run in per_run])
+            means[scorer][key], stds[scorer][key] = mean, std
+    return means, stds
+
+
+# ----------------------------------------------------------------------------- in / out of domain
+
+
+_BENCHMARKS = ("audiocaps", "clotho")
+
+
+def dataset_identity(info: Mapping[str, Any] | None) -> str | None:
+    """Which dataset a data description names, for the in/out-of-domain check.
+
+    An explicit ``name`` wins; a Clotho or AudioCaps kind (any layout: official CSVs,
+    aac-datasets) is the dataset itself, whatever the split; otherwise (a manifest of one's own
+    data) the folder that holds the source, so train.csv and test.csv side by side are one
+    dataset. None when nothing is known.
+    """
+    if not info:
+        return None
+    if info.get("name"):
+        return str(info["name"]).lower()
+    kind = str(info.get("kind") or "").lower()
+    for bench in _BENCHMARKS:
+        if bench in kind:
+            return bench
+    source = info.get("source")
+    if source:
+        path = Path(str(source)).expanduser().resolve()
+        folder = path.parent if path.suffix else path
+        return f"data:{folder}"
+    return kind or None
+
+
+_IDENTITY_KEYS = ("name", "kind", "source", "split")
+
+
+def training_data(extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What a checkpoint was trained on, from its ``extra`` (written by ``diffatr train``), or None.
+
+    Reads ``extra["train_data"]`` or ``extra["data"]``: a mapping with name / kind / source /
+    split at its top level or under its ``"train"`` entry (train.py stores the data facts with
+    per-split summaries under "train" and "val"), or a plain string (a source or dataset name).
+
+    Returns:
+        {"name"?, "kind"?, "source"?, "split"?} (the keys found) or None.
+    """
+    if not extra:
+        return None
+    for key in ("train_data", "data", "dataset"):
+        value = extra.get(key)
+        if isinstance(value, str) and value:
+            return {"source": value}
+        if not isinstance(value, Mapping) or not value:
+            continue
+        out = {k: value[k] for k in _IDENTITY_KEYS if isinstance(value.get(k), str) and value[k]}
+        nested = value.get("train")
+        if isinstance(nested, Mapping):
+            for k in _IDENTITY_KEYS:
+                if isinstance(nested.get(k), str) and nested[k]:
+                    out.setdefault(k, nested[k])
+        if out:
+            return out
+    return None
+
+
+def is_out_of_domain(train: Mapping[str, Any] | None, evaluation: Mapping[str, Any] | None) -> bool | None:
+    """True when the checkpoint was trained on another dataset than the one evaluated (the
+    paper's Clotho -> AudioCaps setting), False when the same, None when the training data is
+    unknown (a checkpoint saved without it)."""
+    a, b = dataset_identity(train), dataset_identity(evaluation)
+    if a is None or b is None:
+        return None
+    return a != b
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _load(item: Any, device: torch.device | str | None) -> tuple[Any, str | None]:
+    """A model (as given, or loaded from a checkpoint folder) and its label."""
+    if isinstance(item, (str, Path)):
+        from diffatr.checkpoint import load_checkpoint
+
+        model = load_checkpoint(item, map_location="cpu")
+        if device is not None:
+            model = model.to(device)
+        return model, str(item)
+    if device is not None and hasattr(item, "to"):
+        item = item.to(device)
+    return item, getattr(item, "checkpoint_path", None)
+
+
+def _data_info(data: Any, data_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    info = dict(data_info or {})
+    for name in ("source", "kind", "split"):
+        value = getattr(data, name, None)
+        if name not in info and isinstance(value, (str, Path)):
+            info[name] = str(value)
+    return info
+
+
+def evaluate_model(
+    checkpoint_or_model: Any,
+    split_data_or_features: Any,
+    knobs: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+    *,
+    scorers: Sequence[str] = SCORERS,
+    data_info: Mapping[str, Any] | None = None,
+    features_fn: Callable[[Any, Any], Any] | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Evaluate one or several checkpoints on one split: three scorers, both directions.
+
+    Out of domain: evaluating a checkpoint trained on one dataset (say Clotho) on another (say
+    AudioCaps) is simply an evaluation on that data; the result records the checkpoint's
+    training data (``extra["train_data"]`` or ``extra["data"]``, written by ``diffatr train``)
+    and the evaluation data, and sets ``out_of_domain`` to True when they name different
+    datasets (``dataset_identity``: Clotho / AudioCaps by kind whatever the split or layout,
+    own data by the folder of its manifest), False when the same, None when the checkpoint
+    does not say what it was trained on.
+
+    Mean and std: with several DDIM seeds, each checkpoint's metrics are averaged over the
+    seeds; with one checkpoint the std is over the seeds, with several checkpoints (e.g. 3
+    training seeds, as the paper reports) the mean and std are over the checkpoints' seed-means.
+    The std is the *sample* standard deviation (ddof = 1), 0.0 for a single value. Dis does
+    not depend on the DDIM seed (its std over seeds is 0). Every run is kept under ``runs``.
+
+    Args:
+        checkpoint_or_model: a checkpoint folder, a DiffATR model, or a list of these.
+        split_data_or_features: features (an object or mapping with audio (N, Da), text
+            (M, Dt), caption_to_clip (M,), e.g. diffatr.features.FeatureSet), or split data
+            (diffatr.data.datasets.SplitData) turned into features per checkpoint by
+            ``features_fn(model, split_data)`` (default: ``diffatr.features``).
+        knobs: top_k, num_inference_steps, alpha, temperature (and batch_size); missing ones
+            come from each checkpoint's ``config.retrieval``; ``seed`` is used when ``seeds`` is None.
+        seeds: DDIM start-noise seeds (None: the knob's seed).
+        scorers: a subset of ("dis", "gen", "gen+dis").
+        data_info: what the evaluation data is ({"source", "kind", "split"} or {"name"}); taken
+            from the split data's attributes when not given.
+        features_fn: how to turn split data into features for a model.
+        device: move models here (default: where they are; checkpoints load on the CPU).
+
+    Returns:
+        A JSON-able dict: {"scorers": {"dis": {"text_to_audio/R@1": mean, ...}, "gen": ...,
+        "gen+dis": ...}, "std": (same layout), "std_over": "seeds" | "checkpoints" | "none",
+        "std_kind", "num_clips", "num_captions", "knobs", "seeds", "checkpoint" (a path, or a
+        list for several), "checkpoints": [{"checkpoint", "train_data", "out_of_domain"}],
+        "data", "train_data", "out_of_domain", "runs": [{"checkpoint", "seed", "scorers"}]}.
+    """
+    items = list(checkpoint_or_model) if isinstance(checkpoint_or_model, (list, tuple)) else [checkpoint_or_model]
+    if not items:
+        raise EvaluationError("no checkpoint to evaluate")
+    info = _data_info(split_data_or_features, data_info)
+    is_features = _looks_like_features(split_data_or_features)
+    runs: list[dict[str, Any]] = []
+    per_checkpoint: list[dict[str, dict[str, float]]] = []
+    checkpoints: list[dict[str, Any]] = []
+    resolved_knobs: dict[str, Any] | None = None
+    counts: tuple[int, int] | None = None
+    for item in items:
+        model, label = _load(item, device)
+        if hasattr(model, "eval"):
+            model.eval()
+        knobs_i = resolve_knobs(model, knobs)
+        recorded = {k: knobs_i[k] for k in KNOBS}
+        run_seeds = [int(s) for s in (seeds if seeds is not None else [knobs_i["seed"]])]
+        if not run_seeds:
+            raise EvaluationError("give at least one seed")
+        if resolved_knobs is None:
+            resolved_knobs = recorded
+        elif _without_seed(recorded) != _without_seed(resolved_knobs):
+            raise EvaluationError(
+                f"the checkpoints have different default knobs ({resolved_knobs} vs {recorded}); mean and "
+                "std over them would mix settings: give --top-k, --steps, --alpha and --temperature explicitly")
+        if is_features:
+            raw = split_data_or_features
+        else:
+            raw = (features_fn or _default_features_fn)(model, split_data_or_features)
+        if hasattr(raw, "check_encoders") and getattr(model, "config", None) is not None:
+            raw.check_encoders(model.config)  # a FeatureSet knows which backbones made it
+        features = _as_features(raw)
+        _check_widths(model, features)
+        shape = (features.audio.shape[0], features.text.shape[0])
+        if counts is not None and shape != counts:
+            raise EvaluationError(f"checkpoints saw different numbers of clips/captions {counts} vs {shape}")
+        counts = shape
+        prepared = _Prepared.build(model, features.audio, features.text)
+        labels = features.caption_to_clip.to(prepared.cosine_t2a.device)
+        seed_metrics = []
+        dis_metrics = None
+        for seed in run_seeds:
+            wanted = [s for s in scorers if s != "dis" or dis_metrics is None]
+            metrics = {}
+            if wanted:
+                matrices = score_matrices(model, features.audio, features.text, {**knobs_i, "seed": seed},
+                                          wanted, _prepared=prepared)
+                metrics = scorer_metrics(matrices, labels)
+            if "dis" in scorers:
+                dis_metrics = metrics.get("dis", dis_metrics)  # cosine does not depend on the seed
+                metrics["dis"] = dis_metrics
+            metrics = {s: metrics[s] for s in SCORERS if s in metrics}
+            seed_metrics.append(metrics)
+            runs.append({"checkpoint": label, "seed": seed, "scorers": metrics})
+        mean, _ = _aggregate(seed_metrics)
+        per_checkpoint.append(mean)
+        extra = getattr(model, "checkpoint_extra", None)
+        train = training_data(extra)
+        checkpoints.append({"checkpoint": label, "train_data": train,
+                            "out_of_domain": is_out_of_domain(train, info)})
+
+    if len(items) > 1:
+        means, stds = _aggregate(per_checkpoint)
+        std_over = "checkpoints"
+    else:
+        means, stds = _aggregate([r["scorers"] for r in runs])
+        std_over = "seeds" if len(runs) > 1 else "none"
+    flags = {c["out_of_domain"] for c in checkpoints}
+    trains = [c["train_data"] for c in checkpoints]
+    return {
+        "scorers": means,
+        "std": stds,
+        "std_over": std_over,
+        "std_kind": STD_KIND,
+        "num_runs": len(runs),
+        "num_clips": counts[0],
+        "num_captions": counts[1],
+        "knobs": resolved_knobs,
+        "seeds": list(dict.fromkeys(r["seed"] for r in runs)),
+        "checkpoint": checkpoints[0]["checkpoint"] if len(items) == 1 else [c["checkpoint"] for c in checkpoints],
+        "checkpoints": checkpoints,
+        "data": info,
+        "train_data": trains[0] if len(items) == 1 or all(t == trains[0] for t in trains) else trains,
+        "out_of_domain": flags.pop() if len(flags) == 1 else None,
+        "runs": runs,
+    }
+
+
+def _without_seed(knobs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in knobs.items() if k != "seed"}
+
+
+def _looks_like_features(data: Any) -> bool:
+    if isinstance(data, (EvalFeatures, tuple, list, Mapping)):
+        return True
+    return all(hasattr(data, name) for name in ("audio", "text", "caption_to_clip"))
+
+
+def _default_features_fn(model: Any, split: Any) -> Any:
+    """Features of split data for this model's backbones, through the default on-disk feature
+    cache (backbones run on the CPU; the CLI passes its own function with a device)."""
+    from diffatr.features import compute_features, records_of
+    from diffatr.indexing import default_cache_dir
+
+    return compute_features(records_of(split), model.config, cache_dir=default_cache_dir(), progress=False)
+
+
+# ----------------------------------------------------------------------------- sweep
+
+
+def sweep(
+    model: Any,
+    features: Any,
+    steps: Iterable[int] = (1, 5, 10, 50),
+    top_ks: Iterable[int] = (8, 16, 32),
+    knobs: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """R@1/5/10 of Gen+Dis for every (DDIM steps, K), both directions.
+
+    Args:
+        model: a DiffATR in eval mode.
+        features: audio (N, Da), text (M, Dt), caption_to_clip (M,) (as for ``evaluate_model``).
+        steps: DDIM step counts (each in 1..T).
+        top_ks: K values (clamped to the corpus size of each direction).
+        knobs: alpha, temperature, seed, batch_size (top_k and steps come from the grid).
+        seeds: DDIM seeds; several give the mean (and "std", sample std) per point.
+
+    Returns:
+        One dict per (steps, K), steps-major: {"num_inference_steps", "top_k",
+        "text_to_audio/R@1", ..., "audio_to_text/R@10", "std": {same keys}}.
+    """
+    features = _as_features(features)
+    _check_widths(model, features)
+    base = resolve_knobs(model, knobs)
+    steps, top_ks = [int(s) for s in steps], [int(k) for k in top_ks]
+    if not steps or not top_ks:
+        raise EvaluationError("the sweep needs at least one step count and one K")
+    for s in steps:  # validate the whole grid before spending time on it
+        resolve_knobs(model, {**base, "num_inference_steps": s})
+    for k in top_ks:
+        resolve_knobs(model, {**base, "top_k": k})
+    run_seeds = [int(s) for s in (seeds if seeds is not None else [base["seed"]])]
+    prepared = _Prepared.build(model, features.audio, features.text)
+    labels = features.caption_to_clip.to(prepared.cosine_t2a.device)
+    keys = [f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)]
+    rows = []
+    for s in steps:
+        for k in top_ks:
+            per_seed = []
+            for seed in run_seeds:
+                point = {**base, "num_inference_steps": s, "top_k": k, "seed": seed}
+                matrices = score_matrices(model, features.audio, features.text, point, ("gen+dis",),
+                                          _prepared=prepared)
+                per_seed.append(scorer_metrics(matrices, labels))
+            mean, std = _aggregate(per_seed)
+            row: dict[str, Any] = {"num_inference_steps": s, "top_k": k}
+            row.update({key: mean["gen+dis"][key] for key in keys})
+            row["std"] = {key: std["gen+dis"][key] for key in keys}
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+_HEADERS = {"R@1": "R@1", "R@5": "R@5", "R@10": "R@10", "mAP@10": "mAP@10", "median_rank": "medR",
+            "mean_rank": "meanR"}
+_ARROWS = {"text_to_audio": "text->audio", "audio_to_text": "audio->text"}
+
+
+def _cell(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f}±{std:.2f}"
+
+
+def format_results(result: Mapping[str, Any]) -> str:
+    """A readable table of ``evaluate_model``'s result: rows scorer x direction, columns
+    R@1 R@5 R@10 mAP@10 medR meanR (mean±std when there are several runs)."""
+    multi = result.get("std_over") in ("seeds", "checkpoints")
+    ckpt = result.get("checkpoint")
+    ckpt = ", ".join(map(str, ckpt)) if isinstance(ckpt, list) else ckpt
+    data = result.get("data") or {}
+    where = " ".join(f"{k}={data[k]}" for k in ("source", "kind", "split") if data.get(k))
+    lines = [f"{result['num_clips']} clips, {result['num_captions']} captions"
+             + (f"  |  data: {where}" if where else "") + (f"  |  checkpoint: {ckpt}" if ckpt else "")]
+    knobs = result.get("knobs") or {}
+    lines.append("knobs: " + " ".join(f"{k}={knobs[k]}" for k in KNOBS if k in knobs and k != "seed")
+                 + f" seeds={','.join(map(str, result.get('seeds', [])))}")
+    if multi:
+        n = len(result["checkpoints"]) if result["std_over"] == "checkpoints" else result["num_runs"]
+        lines.append(f"mean ± std over {n} {result['std_over']} (sample std, ddof=1)")
+    if result.get("out_of_domain"):
+        train = result.get("train_data")
+        lines.append(f"out of domain: trained on {dataset_identity(train) if isinstance(train, Mapping) else train}, "
+                     f"evaluated on {dataset_identity(data)}")
+    width = 14 if multi else 7
+    header = f"{'scorer':<8} {'direction':<12}" + "".join(f" {_HEADERS[m]:>{width}}" for m in METRICS)
+    lines += [header, "-" * len(header)]
+    for scorer in SCORERS:
+        if scorer not in result["scorers"]:
+            continue
+        for direction in DIRECTIONS:
+            cells = []
+            for m in METRICS:
+                key = f"{direction}/{m}"
+                std = result["std"][scorer][key] if multi else None
+                cells.append(f" {_cell(result['scorers'][scorer][key], std):>{width}}")
+            lines.append(f"{scorer:<8} {_ARROWS[direction]:<12}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def format_sweep(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A table of ``sweep`` rows: steps, K, then R@1/5/10 of Gen+Dis per direction."""
+    keys = [f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)]
+    short = {"text_to_audio": "T2A", "audio_to_text": "A2T"}
+    header = f"{'steps':>5} {'K':>4}" + "".join(f" {short[k.split('/')[0]]} {k.split('/')[1]:>5}" for k in keys)
+    lines = ["Gen+Dis sweep over DDIM steps and K", header, "-" * len(header)]
+    for row in rows:
+        lines.append(f"{row['num_inference_steps']:>5} {row['top_k']:>4}"
+                     + "".join(f" {row[k]:>9.2f}" for k in keys))
+    return "\n".join(lines)
