@@ -1,0 +1,833 @@
+"""The demo's logic as plain functions of plain types: no Gradio here, so it is tested directly.
+
+``DemoApp.load()`` loads the checkpoint, the demo corpus and both encoders once at start-up.
+Each browser session owns a ``DemoSession`` (its own uploaded clips and its last trajectory);
+the shipped index is never changed. Handlers take strings, paths, numbers and
+``(sample_rate, array)`` pairs and return JSON-able dicts. A user mistake raises ``DemoError``
+with a message written for the user; softer problems (a caption or a recording that was cut)
+come back as ``notices``. ``app.py`` turns all of this into components; ``plots.py`` draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+import warnings
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from diffatr.audio.io import AudioError, AudioTruncatedWarning, decode_audio, is_silent, prepare_waveform
+from diffatr.data.manifest import AUDIO_SUFFIXES, ClipRecord
+from diffatr.retrieval.engine import SearchEngine, SearchError
+from diffatr.retrieval.index import IndexFormatError, RetrievalIndex
+
+__all__ = [
+    "AUDIO_MAX_SECONDS",
+    "DemoApp",
+    "DemoError",
+    "DemoSession",
+    "MAX_QUERY_CHARS",
+    "MAX_RESULTS",
+    "Settings",
+    "demo_index_dir",
+]
+
+# The corpus the demo searches. The ~200-clip demo corpus will replace the ten examples here.
+DEMO_INDEX_ENV = "DIFFATR_DEMO_INDEX"
+DEFAULT_DEMO_INDEX = Path(__file__).resolve().parents[1] / "assets" / "examples" / "index"
+
+MAX_RESULTS = 10  # result slots on the page (and the cap on k)
+TOP_K_MAX = 64  # K: candidates re-ranked per query (the engine clamps it to the corpus)
+ALPHA_MAX = 10.0
+SEED_MAX = 2**31 - 1
+MAX_QUERY_CHARS = 500  # longer captions are cut (the text encoder reads 128 tokens anyway)
+# Audio queries and uploads are cut here (the library's max_seconds policy, with a notice):
+# on the 2-core CPU this keeps an audio query or one upload at about a second.
+AUDIO_MAX_SECONDS = 30.0
+MAX_SESSION_CLIPS = 200  # uploaded clips one session may index
+MAX_ZIP_MEMBERS = 2000
+MAX_ZIP_BYTES = 1 << 30  # uncompressed bytes extracted from one zip
+USER_PREFIX = "yours/"
+
+
+class DemoError(ValueError):
+    """A request the demo cannot answer; the message tells the user what to do."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message for the user that does not stop the request ("info" or "warning")."""
+
+    level: str
+    text: str
+
+
+def demo_index_dir() -> Path:
+    """The corpus index the demo searches: ``$DIFFATR_DEMO_INDEX`` or the shipped examples."""
+    env = os.environ.get(DEMO_INDEX_ENV)
+    return Path(env) if env else DEFAULT_DEMO_INDEX
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def _number(value: Any, name: str, default: float) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return float(default)
+    if isinstance(value, bool):
+        raise DemoError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DemoError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise DemoError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _integer(value: Any, name: str, default: int, low: int, high: int) -> int:
+    number = _number(value, name, default)
+    if number != int(number):
+        raise DemoError(f"{name} must be a whole number, got {value!r}")
+    if not low <= number <= high:
+        raise DemoError(f"{name} must be between {low} and {high}, got {int(number)}")
+    return int(number)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs of one search (see ``diffatr.retrieval.engine.rerank``).
+
+    Attributes:
+        k: results shown (1..MAX_RESULTS).
+        num_inference_steps: DDIM steps S (1..T).
+        top_k: K, candidates re-ranked by the diffusion (clamped to the corpus size).
+        alpha: weight of the diffusion score in fused = cosine + alpha * softmax(x0).
+        seed: seed of the start noise x_T (same seed, same trajectory).
+    """
+
+    k: int = 5
+    num_inference_steps: int = 50
+    top_k: int = 32
+    alpha: float = 1.0
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, *, k: Any = None, num_inference_steps: Any = None, top_k: Any = None,
+              alpha: Any = None, seed: Any = None, defaults: Settings | None = None,
+              max_steps: int = 50) -> Settings:
+        """Validate values from a form or an API call (None = the default).
+
+        Raises:
+            DemoError: a value that is not a number or is out of range.
+        """
+        d = defaults or cls()
+        alpha_value = _number(alpha, "alpha", d.alpha)
+        if not 0.0 <= alpha_value <= ALPHA_MAX:
+            raise DemoError(f"alpha must be between 0 and {ALPHA_MAX:g}, got {alpha_value:g}")
+        return cls(
+            k=_integer(k, "k (results)", d.k, 1, MAX_RESULTS),
+            num_inference_steps=_integer(num_inference_steps, "DDIM steps", d.num_inference_steps, 1, max_steps),
+            top_k=_integer(top_k, "K (candidates)", d.top_k, 1, TOP_K_MAX),
+            alpha=alpha_value,
+            seed=_integer(seed, "seed", d.seed, 0, SEED_MAX),
+        )
+
+    def knobs(self) -> dict[str, Any]:
+        """The engine's keyword arguments."""
+        return {"top_k": self.top_k, "num_inference_steps": self.num_inference_steps,
+                "alpha": self.alpha, "seed": self.seed}
+
+
+# ----------------------------------------------------------------------------- session
+
+
+@dataclass
+class DemoSession:
+    """What belongs to one browser session: its uploads and its last trajectory.
+
+    Attributes:
+        session_id: a random id (keys the server-side engine cache).
+        user_index: the session's own clips, or None.
+        upload_dir: a private folder for files extracted from zips (removed by ``close``).
+        trajectory: the trajectory view of the last search (see ``DemoApp.search_text``).
+        version: bumped whenever ``user_index`` changes.
+    """
+
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    user_index: RetrievalIndex | None = None
+    upload_dir: str | None = None
+    trajectory: dict[str, Any] | None = None
+    version: int = 0
+
+    @property
+    def num_uploads(self) -> int:
+        return 0 if self.user_index is None else len(self.user_index)
+
+    def close(self) -> None:
+        """Delete the files this session extracted (called when the session ends)."""
+        if self.upload_dir:
+            shutil.rmtree(self.upload_dir, ignore_errors=True)
+            self.upload_dir = None
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def _short_error(err: BaseException, *paths: Any) -> str:
+    """The error message with server-side paths replaced by file names."""
+    text = str(err)
+    for path in paths:
+        if path:
+            text = text.replace(str(path), Path(str(path)).name)
+    return text
+
+
+class _CheckedAudioEncoder:
+    """Wraps the audio encoder for indexing uploads: decodes through ``audio/io.py`` with the
+    demo's length cut, refuses silence, records cuts and failures per file, and turns any
+    failure into ``AudioError`` so that ``build_index`` lists the file instead of stopping."""
+
+    def __init__(self, encoder: Any, max_seconds: float, names: Mapping[str, str]) -> None:
+        self.encoder = encoder
+        self.config = encoder.config
+        self.max_seconds = max_seconds
+        self.names = names  # path -> the name the user knows
+        self.truncated: list[str] = []
+        self.failures: dict[str, str] = {}  # path -> reason
+
+    def embed_file(self, path: str) -> torch.Tensor:
+        try:
+            return self._embed(str(path))
+        except AudioError as err:
+            self.failures[str(path)] = str(err)
+            raise
+
+    def _embed(self, path: str) -> torch.Tensor:
+        name = self.names.get(path, Path(path).name)
+        try:
+            decoded = decode_audio(path, self.encoder.sample_rate, max_seconds=self.max_seconds)
+        except AudioError as err:
+            raise AudioError(_short_error(err, path)) from None
+        except Exception as err:  # noqa: BLE001 - one bad upload must never stop the others
+            raise AudioError(f"could not read {name} ({type(err).__name__}: {err})") from None
+        if is_silent(decoded.waveform):
+            raise AudioError("the audio is silent (peak below -80 dBFS): nothing to index")
+        if decoded.truncated:
+            self.truncated.append(name)
+        try:
+            return self.encoder.embed_waveform(decoded.waveform, decoded.sample_rate)
+        except Exception as err:  # noqa: BLE001
+            raise AudioError(f"could not embed {name} ({type(err).__name__}: {err})") from None
+
+
+class DemoApp:
+    """The loaded model, corpus and encoders, shared by every session (read-only).
+
+    Args:
+        model: a DiffATR in eval mode.
+        index: the demo corpus (never modified).
+        text_encoder: ``encode(list[str]) -> (Q, Dt)``.
+        audio_encoder: an AudioEncoder (``embed_waveform``, ``sample_rate``, ``config``).
+        engine_cache_size: engines over (corpus + a session's uploads) kept in memory.
+    """
+
+    def __init__(self, model: Any, index: RetrievalIndex, text_encoder: Any, audio_encoder: Any,
+                 *, engine_cache_size: int = 16) -> None:
+        self.model = model
+        self.index = index
+        self.text_encoder = text_encoder
+        self.audio_encoder = audio_encoder
+        self.engine = SearchEngine(model, index, text_encoder=text_encoder, audio_encoder=audio_encoder)
+        retrieval = model.config.retrieval
+        self.max_steps = int(model.config.diffusion.num_train_timesteps)
+        self.defaults = Settings(k=5, num_inference_steps=min(retrieval.num_inference_steps, self.max_steps),
+                                 top_k=min(retrieval.top_k, TOP_K_MAX), alpha=float(retrieval.alpha),
+                                 seed=int(retrieval.seed))
+        self._engines: OrderedDict[tuple[str, int], SearchEngine] = OrderedDict()
+        self._engine_cache_size = engine_cache_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, checkpoint_dir: str | os.PathLike | None = None,
+             index_dir: str | os.PathLike | None = None, *, warm_up: bool = True) -> DemoApp:
+        """Load everything from disk (nothing is downloaded).
+
+        Args:
+            checkpoint_dir: default ``diffatr.checkpoint.default_checkpoint_dir()``.
+            index_dir: default ``demo_index_dir()``.
+            warm_up: run one query so the first user's query is as fast as the next.
+        """
+        from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+        from diffatr.encoders.audio import build_audio_encoder
+        from diffatr.encoders.text import TextEncoder
+
+        model = load_checkpoint(checkpoint_dir or default_checkpoint_dir())
+        index = RetrievalIndex.load(index_dir or demo_index_dir())
+        audio_config = dataclasses.replace(model.config.audio, max_seconds=AUDIO_MAX_SECONDS)
+        app = cls(model, index, TextEncoder(model.config.text), build_audio_encoder(audio_config))
+        if warm_up:
+            app.search_text("a sound", app.defaults, DemoSession())
+        return app
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def audio_dirs(self) -> list[str]:
+        """Folders holding the corpus audio (the app serves files from these)."""
+        return sorted({str(Path(p).parent) for p in self.index.paths if p})
+
+    def parse_settings(self, **values: Any) -> Settings:
+        """``Settings.parse`` with this checkpoint's defaults and step limit."""
+        return Settings.parse(defaults=self.defaults, max_steps=self.max_steps, **values)
+
+    def example_queries(self, n: int = 5) -> list[str]:
+        """Up to ``n`` captions spread over the corpus (for the examples under the search box)."""
+        firsts = [caps[0] for caps in self.index.captions if caps]
+        if not firsts:
+            return ["a dog barking"]
+        step = max(1, len(firsts) // n)
+        return firsts[::step][:n]
+
+    def example_audio(self, n: int = 3) -> list[str]:
+        """Up to ``n`` corpus clips that exist on disk (examples for the audio tab)."""
+        paths = [p for p in self.index.paths if p and Path(p).is_file()]
+        step = max(1, len(paths) // n)
+        return paths[::step][:n]
+
+    def corpus_summary(self, session: DemoSession | None) -> str:
+        """One line: what a search in this session looks through."""
+        text = f"{len(self.index)} shipped clips ({self.index.num_captions} captions)"
+        if session is not None and session.user_index is not None:
+            ui = session.user_index
+            text += f" + {len(ui)} of your clips ({ui.num_captions} captions)"
+        return text
+
+    def engine_for(self, session: DemoSession | None) -> SearchEngine:
+        """The shared engine, or one over (corpus + this session's uploads), cached."""
+        if session is None or session.user_index is None:
+            return self.engine
+        key = (session.session_id, session.version)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+                return engine
+        combined = self.index.concat(session.user_index)
+        engine = SearchEngine(self.model, combined, text_encoder=self.text_encoder,
+                              audio_encoder=self.audio_encoder)
+        with self._lock:
+            for old in [k for k in self._engines if k[0] == session.session_id]:
+                del self._engines[old]
+            self._engines[key] = engine
+            while len(self._engines) > self._engine_cache_size:
+                self._engines.popitem(last=False)
+        return engine
+
+    def forget(self, session: DemoSession | None) -> None:
+        """Drop a finished session's cached engine and extracted files."""
+        if session is None:
+            return
+        with self._lock:
+            for old in [k for k in self._engines if k[0] == session.session_id]:
+                del self._engines[old]
+        session.close()
+
+    # ------------------------------------------------------------------ search
+
+    def search_text(self, query: Any, settings: Settings, session: DemoSession) -> dict[str, Any]:
+        """Text -> audio.
+
+        Args:
+            query: the caption typed by the user.
+            settings: validated knobs (``parse_settings``).
+            session: this user's session; its ``trajectory`` is replaced.
+
+        Returns:
+            ``{"direction", "query", "settings", "corpus", "results": [hit dicts], "notices":
+            [{"level", "text"}]}``; hits are ``SearchHit.to_dict()`` with ``path`` renamed
+            ``audio_path``, plus ``source``, ``license`` and ``yours``.
+
+        Raises:
+            DemoError: an empty or non-text query, or a search that cannot run.
+        """
+        notices: list[Notice] = []
+        if query is None:
+            query = ""
+        if not isinstance(query, str):
+            raise DemoError(f"the query must be text, got {type(query).__name__}")
+        text = " ".join(query.split())  # newlines and runs of spaces mean nothing to the encoder
+        if not text:
+            raise DemoError("The caption is empty: type a few words describing a sound, e.g. 'a dog barking'.")
+        if len(text) > MAX_QUERY_CHARS:
+            cut = text[:MAX_QUERY_CHARS].rsplit(" ", 1)[0] or text[:MAX_QUERY_CHARS]
+            notices.append(Notice("warning", f"The caption was {len(text):,} characters long; only its "
+                                             f"first {len(cut):,} characters were used."))
+            text = cut
+        try:
+            features = torch.as_tensor(self.text_encoder.encode([text]))
+        except ValueError as err:
+            raise DemoError(f"Could not read the caption: {err}") from None
+        return self._search("text_to_audio", features, text, settings, session, notices)
+
+    def search_audio(self, audio: Any, settings: Settings, session: DemoSession) -> dict[str, Any]:
+        """Audio -> text.
+
+        Args:
+            audio: a file path, or a ``(sample_rate, array)`` pair (a microphone recording).
+            settings, session: as for ``search_text``.
+
+        Returns:
+            As ``search_text``; each hit's ``caption`` is the matched caption.
+
+        Raises:
+            DemoError: no audio, unreadable or silent audio, no captions to search.
+        """
+        notices: list[Notice] = []
+        waveform, rate, name = self._read_query_audio(audio, notices)
+        try:
+            features = self.audio_encoder.embed_waveform(waveform, rate)[None]  # (1, Da)
+        except AudioError as err:
+            raise DemoError(f"Could not use {name} as a query: {err}") from None
+        return self._search("audio_to_text", features, name, settings, session, notices)
+
+    def _read_query_audio(self, audio: Any, notices: list[Notice]) -> tuple[np.ndarray, int, str]:
+        """(waveform (S,) float32, its rate, a name) from whatever the audio input gave."""
+        target = self.audio_encoder.sample_rate
+        cut_note = (f"only its first {AUDIO_MAX_SECONDS:g} s were used (the demo's limit per "
+                    "recording).")
+        if audio is None or (isinstance(audio, str) and not audio.strip()):
+            raise DemoError("No audio yet: upload a sound file or record one with the microphone.")
+        if isinstance(audio, Mapping) and audio.get("path"):  # a Gradio FileData dict
+            audio = audio["path"]
+        if isinstance(audio, (str, os.PathLike)):
+            path = Path(audio)
+            name = path.name
+            try:
+                decoded = decode_audio(path, target, max_seconds=AUDIO_MAX_SECONDS)
+            except AudioError as err:
+                raise DemoError(f"Could not read {name} as audio: {_short_error(err, path)}") from None
+            except Exception as err:  # noqa: BLE001 - an odd file must give a message, not a crash
+                raise DemoError(f"Could not read {name} as audio ({type(err).__name__}).") from None
+            if decoded.truncated:
+                notices.append(Notice("warning", f"{name} is longer than {AUDIO_MAX_SECONDS:g} s; {cut_note}"))
+            waveform, rate = decoded.waveform, decoded.sample_rate
+        elif isinstance(audio, (tuple, list)) and len(audio) == 2:
+            rate, array = audio
+            if isinstance(rate, np.ndarray) and not isinstance(array, np.ndarray):
+                rate, array = array, rate
+            name = "the recording"
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", AudioTruncatedWarning)
+                    waveform = prepare_waveform(array, rate, target, max_seconds=AUDIO_MAX_SECONDS)
+            except AudioError as err:
+                raise DemoError(f"Could not use the recording: {err}") from None
+            if any(issubclass(w.category, AudioTruncatedWarning) for w in caught):
+                notices.append(Notice("warning", f"The recording is longer than {AUDIO_MAX_SECONDS:g} s; {cut_note}"))
+            rate = target
+        else:
+            raise DemoError("Unsupported audio input: give a file or a microphone recording.")
+        if is_silent(waveform):
+            raise DemoError(f"{name[0].upper() + name[1:]} is silent (no sound above -80 dBFS): "
+                            "record or upload a sound to search with.")
+        return waveform, int(rate), name
+
+    def _search(self, direction: str, features: torch.Tensor, query: str, settings: Settings,
+                session: DemoSession, notices: list[Notice]) -> dict[str, Any]:
+        engine = self.engine_for(session)
+        try:
+            result = engine.rerank_features(direction, features, k=settings.k, return_trajectory=True,
+                                            **settings.knobs())
+        except SearchError as err:
+            raise DemoError(str(err)) from None
+        hits = engine.hits(result, direction, settings.k)[0]
+        k_eff = int(result.trajectory.x_t.shape[-1])  # K after clamping to the corpus size
+        session.trajectory = self._trajectory_view(engine, result, direction, query, settings)
+        rows = []
+        for hit in hits:
+            row = hit.to_dict()
+            # Not "path": API clients take any {"path": ...} object for a file to download.
+            row["audio_path"] = row.pop("path")
+            # The attribution names the recording's author; "source" says where the file came from.
+            row["source"] = hit.metadata.get("attribution") or hit.metadata.get("source")
+            row["license"] = hit.metadata.get("license") or hit.metadata.get("licence")
+            row["yours"] = hit.clip_id.startswith(USER_PREFIX) and session.user_index is not None
+            rows.append(row)
+        return {
+            "direction": direction,
+            "query": query,
+            "settings": dataclasses.asdict(settings) | {"top_k_used": k_eff},
+            "corpus": self.corpus_summary(session),
+            "results": rows,
+            "notices": [dataclasses.asdict(n) for n in notices],
+        }
+
+    @staticmethod
+    def _trajectory_view(engine: SearchEngine, result: Any, direction: str, query: str,
+                         settings: Settings) -> dict[str, Any]:
+        """The JSON-able view ``plots.py`` draws: candidates in cosine order (the denoiser's)."""
+        x_t, pred_x0 = result.query_trajectory(0)  # (S+1, K), (S, K)
+        k = int(x_t.shape[-1])
+        cosine_rank = result.cosine_rank[0, :k].tolist()  # final position -> cosine position
+        final_rank = [0] * k
+        cosine = [0.0] * k
+        rows = [0] * k
+        diffusion = [0.0] * k
+        fused = [0.0] * k
+        for position, cos_pos in enumerate(cosine_rank):
+            final_rank[cos_pos] = position
+            cosine[cos_pos] = float(result.cosine[0, position])
+            rows[cos_pos] = int(result.indices[0, position])
+            diffusion[cos_pos] = float(result.diffusion[0, position])
+            fused[cos_pos] = float(result.fused[0, position])
+        index = engine.index
+        if direction == "text_to_audio":
+            labels = [index.clip_ids[r] for r in rows]
+        else:
+            labels = [index.flat_captions[r] for r in rows]
+        return {
+            "direction": direction,
+            "query": query,
+            "labels": labels,
+            "rows": rows,
+            "final_rank": final_rank,
+            "cosine": cosine,
+            "diffusion": diffusion,
+            "fused": fused,
+            "highlight": min(settings.k, k),
+            "timesteps": [int(t) for t in result.trajectory.timesteps.tolist()],
+            "x_t": [[round(float(v), 6) for v in row] for row in x_t.tolist()],
+            "pred_x0": [[round(float(v), 6) for v in row] for row in pred_x0.tolist()],
+            "settings": dataclasses.asdict(settings),
+        }
+
+    def trajectory(self, session: DemoSession | None) -> dict[str, Any]:
+        """The last search's trajectory view in this session.
+
+        Raises:
+            DemoError: no search yet in this session.
+        """
+        if session is None or session.trajectory is None:
+            raise DemoError("No search yet in this session: search by text or by sound first.")
+        return session.trajectory
+
+    # ------------------------------------------------------------------ uploads
+
+    def index_uploads(self, files: Any, session: DemoSession,
+                      on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Index the user's files (audio, or zips of audio) into this session only.
+
+        A caption may come with a clip as ``NAME.txt`` (one caption per line) beside
+        ``NAME.wav``, uploaded with it or inside the same zip. Files that cannot be used are
+        listed with the reason; the rest are indexed.
+
+        Args:
+            files: paths (or Gradio FileData dicts); a single path is accepted too.
+            session: the session that will search them.
+            on_progress: ``on_progress(done, total)`` after each file.
+
+        Returns:
+            ``{"indexed", "skipped": [{"file", "reason"}], "your_clips", "corpus", "clips":
+            [ids added], "notices"}``.
+
+        Raises:
+            DemoError: no files given, or the session already holds MAX_SESSION_CLIPS clips.
+        """
+        paths = _as_paths(files)
+        if not paths:
+            raise DemoError("Choose one or more audio files (or a .zip of them) to index first.")
+        room = MAX_SESSION_CLIPS - session.num_uploads
+        if room <= 0:
+            raise DemoError(f"This session already holds {MAX_SESSION_CLIPS} of your clips (the demo's "
+                            "limit): clear them to index others.")
+        skipped: list[dict[str, str]] = []
+        notices: list[Notice] = []
+        audio, captions, names = self._collect_uploads(paths, session, skipped)
+        if len(audio) > room:
+            for path in audio[room:]:
+                skipped.append({"file": names[path], "reason": f"over the limit of {MAX_SESSION_CLIPS} "
+                                                              "clips per session"})
+            audio = audio[:room]
+        taken = set(self.index.clip_ids) | set(session.user_index.clip_ids if session.user_index else [])
+        records = []
+        for path in audio:
+            clip_id = _unique_id(USER_PREFIX + Path(names[path]).stem, taken)
+            taken.add(clip_id)
+            records.append(ClipRecord(clip_id, path, tuple(captions.get(path, ())),
+                                      metadata={"source": f"your upload: {names[path]}",
+                                                "license": "yours (kept in this session only)"}))
+        added: list[str] = []
+        if records:
+            from diffatr.indexing import build_index
+
+            encoder = _CheckedAudioEncoder(self.audio_encoder, AUDIO_MAX_SECONDS, names)
+            text_encoder = self.text_encoder if any(r.captions for r in records) else None
+            try:
+                new_index, _ = build_index(records, encoder, text_encoder, cache=None, progress=False,
+                                           on_progress=on_progress)
+            except AudioError:  # not one file could be used; the reasons are in encoder.failures
+                new_index = None
+            for record in records:
+                if record.path in encoder.failures:
+                    skipped.append({"file": names[record.path], "reason": encoder.failures[record.path]})
+            if new_index is not None:
+                previous = session.user_index
+                try:
+                    session.user_index = new_index if previous is None else previous.concat(new_index)
+                    session.version += 1
+                    self.engine_for(session)  # builds the session's engine now: fails here, not at search
+                except (IndexFormatError, SearchError) as err:
+                    session.user_index = previous
+                    session.version += 1
+                    raise DemoError(f"Could not add these clips to the corpus: {err}") from None
+                added = list(new_index.clip_ids)
+                for name in encoder.truncated:
+                    notices.append(Notice("warning", f"{name} is longer than {AUDIO_MAX_SECONDS:g} s: only "
+                                                     "its first part was indexed."))
+        if not added:
+            notices.append(Notice("warning", "No file could be indexed: see the list of skipped files."))
+        return {
+            "indexed": len(added),
+            "clips": added,
+            "skipped": skipped,
+            "your_clips": session.num_uploads,
+            "corpus": self.corpus_summary(session),
+            "notices": [dataclasses.asdict(n) for n in notices],
+        }
+
+    def clear_uploads(self, session: DemoSession) -> dict[str, Any]:
+        """Forget this session's clips (the shipped corpus is untouched)."""
+        removed = session.num_uploads
+        self.forget(session)
+        session.user_index = None
+        session.version += 1
+        return {"removed": removed, "your_clips": 0, "corpus": self.corpus_summary(session)}
+
+    def _collect_uploads(self, paths: list[str], session: DemoSession,
+                         skipped: list[dict[str, str]]) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+        """Expand zips; pair NAME.txt captions with NAME.<audio>. Returns (audio paths in order,
+        captions by path, the user's name of each path)."""
+        audio: list[str] = []
+        names: dict[str, str] = {}
+        sidecars: dict[str, list[str]] = {}  # stem (lower case) -> captions
+        for path in paths:
+            name = Path(path).name
+            suffix = Path(path).suffix.lower()
+            if suffix == ".zip" or (suffix not in AUDIO_SUFFIXES and _is_zip(path)):
+                self._extract_zip(path, session, audio, names, sidecars, skipped)
+            elif suffix == ".txt":
+                sidecars[Path(name).stem.lower()] = _read_captions(path)
+            elif not Path(path).is_file():
+                skipped.append({"file": name, "reason": "the file is missing (the upload did not finish)"})
+            else:
+                # Any other name is tried: libsndfile recognises formats by content, and a
+                # file that is not audio is listed with the decoder's reason.
+                audio.append(path)
+                names[path] = name
+        captions = {p: sidecars.get(Path(names[p]).stem.lower(), []) for p in audio}
+        return audio, captions, names
+
+    def _extract_zip(self, path: str, session: DemoSession, audio: list[str], names: dict[str, str],
+                     sidecars: dict[str, list[str]], skipped: list[dict[str, str]]) -> None:
+        zip_name = Path(path).name
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            skipped.append({"file": zip_name, "reason": f"not a readable zip archive ({err})"})
+            return
+        with archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) > MAX_ZIP_MEMBERS:
+                skipped.append({"file": zip_name, "reason": f"holds {len(members)} files; the demo "
+                                                            f"reads zips of at most {MAX_ZIP_MEMBERS}"})
+                return
+            if session.upload_dir is None:
+                session.upload_dir = tempfile.mkdtemp(prefix="diffatr-uploads-")
+            target = Path(tempfile.mkdtemp(prefix="zip-", dir=session.upload_dir))
+            budget = MAX_ZIP_BYTES
+            for number, member in enumerate(members):
+                inner = member.filename.replace("\\", "/")
+                base = inner.rsplit("/", 1)[-1]
+                shown = f"{zip_name}/{inner}"
+                suffix = Path(base).suffix.lower()
+                if base.startswith(".") or "__MACOSX/" in inner:
+                    continue  # resource forks and hidden files are not the user's sounds
+                if suffix not in AUDIO_SUFFIXES and suffix != ".txt":
+                    skipped.append({"file": shown, "reason": "not an audio file type "
+                                                             f"(supported: {', '.join(sorted(AUDIO_SUFFIXES))})"})
+                    continue
+                if member.file_size > budget:
+                    skipped.append({"file": shown, "reason": "the zip unpacks to more than "
+                                                             f"{MAX_ZIP_BYTES >> 20} MB"})
+                    continue
+                # Never use the member's own path on disk: "../" in a zip must not escape.
+                out = target / f"{number:05d}_{_safe_name(base)}"
+                try:
+                    with archive.open(member) as src, open(out, "wb") as dst:
+                        written = _copy_limited(src, dst, budget)
+                except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError) as err:
+                    skipped.append({"file": shown, "reason": f"could not be unpacked ({err})"})
+                    continue
+                if written is None:
+                    skipped.append({"file": shown, "reason": "the zip unpacks to more than "
+                                                             f"{MAX_ZIP_BYTES >> 20} MB"})
+                    out.unlink(missing_ok=True)
+                    continue
+                budget -= written
+                if suffix == ".txt":
+                    sidecars[Path(base).stem.lower()] = _read_captions(str(out))
+                else:
+                    audio.append(str(out))
+                    names[str(out)] = base
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _as_paths(files: Any) -> list[str]:
+    if files is None:
+        return []
+    if isinstance(files, (str, os.PathLike, Mapping)):
+        files = [files]
+    out = []
+    for item in files:
+        if isinstance(item, Mapping):
+            item = item.get("path") or item.get("name")
+        elif hasattr(item, "name") and not isinstance(item, (str, os.PathLike)):
+            item = item.name  # a tempfile wrapper
+        if item:
+            out.append(str(item))
+    return out
+
+
+def _is_zip(path: str) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _read_captions(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [" ".join(line.split())[:MAX_QUERY_CHARS] for line in text.splitlines() if line.strip()][:20]
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "clip"
+    return cleaned[:100]
+
+
+def _unique_id(base: str, taken: set[str]) -> str:
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def _copy_limited(src: Any, dst: Any, budget: int, chunk: int = 1 << 20) -> int | None:
+    """Copy at most ``budget`` bytes; None if there was more (a zip bomb or a huge member)."""
+    written = 0
+    while True:
+        block = src.read(chunk)
+        if not block:
+            return written
+        written += len(block)
+        if written > budget:
+            return None
+        dst.write(block)
+
+
+def hits_table(response: Mapping[str, Any]) -> list[list[Any]]:
+    """Rows for a results table: rank (1-based), caption, clip, fused, cosine, diffusion, moved."""
+    rows = []
+    for hit in response.get("results", []):
+        diffusion = hit.get("diffusion")
+        rows.append([hit["rank"] + 1, hit.get("caption") or "", hit["clip_id"], round(hit["fused"], 3),
+                     round(hit["cosine"], 3), None if diffusion is None else round(diffusion, 3),
+                     _moved_text(hit.get("moved", 0))])
+    return rows
+
+
+def _moved_text(moved: int) -> str:
+    if moved > 0:
+        return f"▲ {moved}"
+    if moved < 0:
+        return f"▼ {-moved}"
+    return "0"
+
+
+def hit_markdown(hit: Mapping[str, Any]) -> str:
+    """A short Markdown card for one text->audio result."""
+    caption = hit.get("caption") or "(no caption)"
+    others = [c for c in hit.get("captions", []) if c != caption]
+    diffusion = hit.get("diffusion")
+    lines = [
+        f"**#{hit['rank'] + 1} · {_md_escape(hit['clip_id'])}**: {_md_escape(caption)}",
+        f"fused **{hit['fused']:.3f}** = cosine {hit['cosine']:.3f}"
+        + (f" + α·diffusion {diffusion:.3f}" if diffusion is not None else " (not re-ranked)")
+        + f" · places moved by the diffusion: {_moved_text(int(hit.get('moved', 0)))}",
+    ]
+    if others:
+        lines.append("also: " + "; ".join(_md_escape(c) for c in others[:3]))
+    source, licence = hit.get("source"), hit.get("license")
+    if source or licence:
+        lines.append(f"<small>source: {_md_escape(str(source or 'unknown'))} · licence: "
+                     f"{_md_escape(str(licence or 'unknown'))}</small>")
+    return "  \n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    return re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
+
+
+def notices_of(response: Mapping[str, Any]) -> list[Notice]:
+    """The notices of a handler's response, as ``Notice`` objects."""
+    return [Notice(n["level"], n["text"]) for n in response.get("notices", [])]
+
+
+def iter_steps(view: Mapping[str, Any], start: int = 0) -> Iterable[int]:
+    """The steps an animation shows from ``start`` to x_0 (restarts at 0 when at the end)."""
+    last = len(view["x_t"]) - 1
+    start = 0 if start >= last else max(0, int(start))
+    return range(start, last + 1)
+
+
+def skipped_table(report: Mapping[str, Any]) -> list[list[str]]:
+    """Rows (file, reason) of the files an upload could not use."""
+    return [[s["file"], s["reason"]] for s in report.get("skipped", [])]
+
+
+def status_line(response: Mapping[str, Any]) -> str:
+    """A one-line summary of a search for the status text."""
+    s = response["settings"]
+    n = len(response["results"])
+    return (f"{n} result{'s' if n != 1 else ''} from {response['corpus']} · K = {s['top_k_used']} re-ranked "
+            f"in {s['num_inference_steps']} DDIM steps · α = {s['alpha']:g} · seed {s['seed']}")
+
+
+def upload_status(report: Mapping[str, Any]) -> str:
+    """A one-line summary of an upload."""
+    skipped = len(report.get("skipped", []))
+    text = f"Indexed {report['indexed']} file{'s' if report['indexed'] != 1 else ''}"
+    if skipped:
+        text += f", skipped {skipped}"
+    return text + f". Searching now: {report['corpus']}."
+

@@ -1,0 +1,68 @@
+"""Start ``python app.py`` on a free localhost port for the API and browser tests (not a test).
+
+The app runs in its own process, exactly as a user or a Hugging Face Space starts it, with the
+corpus pinned to the shipped examples so that the tests do not depend on a later corpus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "assets" / "examples"
+START_TIMEOUT_S = 120  # generous: a loaded CI machine; the measured start-up is printed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(log_path: Path) -> Iterator[tuple[str, float]]:
+    """Run the app until the block ends; yields (url, start-up seconds).
+
+    The app's output goes to ``log_path`` (shown when it fails to start).
+    """
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               DIFFATR_DEMO_INDEX=str(EXAMPLES / "index"), PYTHONUNBUFFERED="1")
+    url = f"http://127.0.0.1:{port}/"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() - started > START_TIMEOUT_S:
+                raise RuntimeError(f"app.py did not answer within {START_TIMEOUT_S} s:\n"
+                                   f"{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "config", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(0.25)
+        startup = time.monotonic() - started
+        print(f"\napp.py answered after {startup:.1f} s (start-up)")
+        yield url, startup
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)

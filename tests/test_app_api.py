@@ -1,0 +1,117 @@
+"""The app's named API endpoints, called with gradio_client against ``python app.py`` on localhost.
+
+One app process serves the module; each test uses its own client(s), i.e. its own session(s).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from app_server import EXAMPLES, running_app
+from conftest import write_tone
+
+pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
+client_module = pytest.importorskip("gradio_client")
+Client, handle_file = client_module.Client, client_module.handle_file
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ENDPOINTS = {"/search_text", "/search_audio", "/trajectory", "/index_uploads", "/clear_uploads"}
+FAST = dict(k=3, steps=10, top_k=8, alpha=1.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    with running_app(tmp_path_factory.mktemp("app") / "app.log") as (address, _):
+        yield address
+
+
+def _client(url: str) -> Client:
+    return Client(url, verbose=False, download_files=False)
+
+
+def test_named_endpoints(url: str) -> None:
+    info = _client(url).view_api(return_format="dict", print_info=False)
+    assert ENDPOINTS <= set(info["named_endpoints"])
+    params = [p["parameter_name"] for p in info["named_endpoints"]["/search_text"]["parameters"]]
+    assert params == ["caption", "k", "steps", "top_k", "alpha", "seed"]  # the session state is hidden
+
+
+def test_text_search_and_its_trajectory(url: str) -> None:
+    client = _client(url)
+    response = client.predict("a dog barking", **FAST, api_name="/search_text")
+    assert response["direction"] == "text_to_audio" and len(response["results"]) == 3
+    assert any("dog" in " ".join(h["captions"]) for h in response["results"][:2])
+    view = client.predict(api_name="/trajectory")
+    assert view["query"] == "a dog barking"
+    assert len(view["x_t"]) == FAST["steps"] + 1 and len(view["x_t"][0]) == FAST["top_k"]
+    again = client.predict("a dog barking", **FAST, api_name="/search_text")
+    assert client.predict(api_name="/trajectory")["x_t"] == view["x_t"]  # same seed, same animation
+    assert again["results"] == response["results"]
+
+
+def test_bad_input_gives_a_message_and_the_next_query_works(url: str, tmp_path: Path) -> None:
+    client = _client(url)
+    with pytest.raises(AppError, match="empty"):
+        client.predict("   ", **FAST, api_name="/search_text")
+    long = client.predict("a cat meowing " * 800, **FAST, api_name="/search_text")  # 11,200 characters
+    assert long["results"] and long["notices"]
+    with pytest.raises(AppError, match="minimum"):  # Gradio checks the slider's range
+        client.predict("a cat", **{**FAST, "k": 0}, api_name="/search_text")
+    with pytest.raises(AppError, match="seed"):  # and the app checks what Gradio does not
+        client.predict("a cat", **{**FAST, "seed": 2**40}, api_name="/search_text")
+
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with pytest.raises(AppError, match="corrupt.wav"):
+        client.predict(handle_file(str(corrupt)), **FAST, api_name="/search_audio")
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(8000, dtype=np.int16), 8000)
+    with pytest.raises(AppError, match="silent"):
+        client.predict(handle_file(str(silent)), **FAST, api_name="/search_audio")
+    odd = write_tone(tmp_path / "odd.flac", freq=500, seconds=1.0, sr=22050, channels=3)
+    assert client.predict(handle_file(str(odd)), **FAST, api_name="/search_audio")["results"]
+    response = client.predict(handle_file(str(EXAMPLES / "cat.mp3")), **FAST, api_name="/search_audio")
+    assert any("cat" in h["caption"] for h in response["results"][:2])
+    assert client.predict("a cat", **FAST, api_name="/search_text")["results"]
+
+
+def test_sessions_do_not_see_each_other(url: str, tmp_path: Path) -> None:
+    alice, bob = _client(url), _client(url)
+    beep = write_tone(tmp_path / "beep.wav", freq=3000, seconds=1.0)
+    caption = tmp_path / "beep.txt"
+    caption.write_text("a high electronic beep\n")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"junk")
+    report = alice.predict([handle_file(str(beep)), handle_file(str(caption)), handle_file(str(broken))],
+                           api_name="/index_uploads")
+    assert report["indexed"] == 1 and report["clips"] == ["yours/beep"]
+    assert [s["file"] for s in report["skipped"]] == ["broken.wav"]
+
+    everything = {**FAST, "k": 10, "top_k": 64}
+    results: dict[str, dict] = {}
+
+    def search(name: str, client: Client, query: str) -> None:
+        client.predict(query, **everything, api_name="/search_text")
+        results[name] = client.predict(api_name="/trajectory")
+
+    threads = [threading.Thread(target=search, args=("alice", alice, "a high electronic beep")),
+               threading.Thread(target=search, args=("bob", bob, "a sheep bleating"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results["alice"]["query"] == "a high electronic beep"
+    assert results["bob"]["query"] == "a sheep bleating"
+    assert "yours/beep" in results["alice"]["labels"]
+    assert not any(label.startswith("yours/") for label in results["bob"]["labels"])
+    with pytest.raises(AppError, match="No search yet"):
+        _client(url).predict(api_name="/trajectory")  # a third user has no trajectory at all
+
+    assert alice.predict(api_name="/clear_uploads")["removed"] == 1
+    alice.predict("a high electronic beep", **everything, api_name="/search_text")
+    assert "yours/beep" not in alice.predict(api_name="/trajectory")["labels"]

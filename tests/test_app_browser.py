@@ -1,0 +1,205 @@
+"""The real page in headless Chromium (Debian's chromium + chromium-driver, driven by selenium).
+
+Types a caption, searches, sees the audio players and the trajectory plot, checks that the plot
+is streamed step by step and that moving the step slider redraws it, searches by sound, and
+saves a screenshot of each tab (into $DIFFATR_SCREENSHOT_DIR, e.g. assets/screenshots, when set).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from app_server import EXAMPLES, running_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip("Debian's chromium and chromium-driver are not installed "
+                "(apt-get install -y chromium chromium-driver; .ci/run does this)", allow_module_level=True)
+pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
+
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+WAIT_S = 60
+STEPS = 20  # DDIM steps the page is set to
+LAST = f"step {STEPS} / {STEPS}"
+# The plot's figure as plotly.js holds it (gr.Plot renders with Plotly.react into this div).
+PLOT_STATE = """
+const g = document.querySelector(arguments[0] + ' .js-plotly-plot');
+if (!g || !g.data || !g.data.length) return null;
+return {y: Array.from(g.data[0].y || []), z: g.data[0].z ? g.data[0].z.length : 0,
+        title: (g.layout.title && g.layout.title.text) || '', n: g.data.length};
+"""
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("browser")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", "--window-size=1400,1560",
+                 f"--user-data-dir={tmp / 'profile'}"):
+        options.add_argument(flag)
+    with running_app(tmp / "app.log") as (url, _):
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            driver.get(url)
+            yield driver
+        finally:
+            driver.quit()
+
+
+def _screenshot_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("DIFFATR_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _plot(driver, selector: str = "#trajectory-plot") -> dict | None:
+    return driver.execute_script(PLOT_STATE, selector)
+
+
+def _step(state: dict | None) -> int:
+    """The DDIM step a plot shows, from its title ("step 12 / 50 ..."); -1 if none."""
+    match = re.match(r"step (\d+) /", (state or {}).get("title", ""))
+    return int(match.group(1)) if match else -1
+
+
+def _wait(driver, condition, what: str):
+    try:
+        return WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(lambda d: condition(d))
+    except Exception as err:  # a timeout: say what did not show up
+        raise AssertionError(f"timed out waiting for {what}") from err
+
+
+def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: Path) -> None:
+    driver = page
+    box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
+    # Fewer DDIM steps than the default 50 (a shorter animation, and the control is exercised).
+    steps = driver.find_element(By.CSS_SELECTOR, "#steps-slider input[type=number]")
+    steps.send_keys(Keys.CONTROL, "a")
+    steps.send_keys(str(STEPS), Keys.TAB)
+    box.send_keys("a dog barking")
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+
+    # The figures stream in one DDIM step at a time: several distinct steps are seen.
+    titles, deadline = set(), time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        state = _plot(driver)
+        if state and state["title"].startswith("step"):
+            titles.add(state["title"].split(":")[0].split(" (")[0])
+            if state["title"].startswith(LAST):
+                break
+        time.sleep(0.03)
+    assert LAST in titles, f"the animation did not reach x_0; saw {sorted(titles)}"
+    assert len(titles) >= 5, f"the plot was not streamed step by step; saw {sorted(titles)}"
+
+    final = _plot(driver)
+    assert len(final["y"]) == 10 and final["n"] == 2  # all ten clips re-ranked; bars + x0 estimates
+    assert _plot(driver, "#trajectory-heatmap")["z"] == STEPS + 1  # the whole path: x_T .. x_0
+    players = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] audio")
+                    or d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] [data-testid=waveform-controls]"),
+                    "audio players")
+    assert players
+    shown = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[id^=result-card-]") if c.is_displayed()]
+    assert len(shown) == 5, shown  # k = 5 by default
+    assert "dog" in " ".join(shown[:2]) and "CC0-1.0" in shown[0] and "fused" in shown[0]
+
+    # A click on the slider's track redraws that step without a new search.
+    track = driver.find_element(By.CSS_SELECTOR, "#step-slider input[type=range]")
+    width = track.size["width"]
+    ActionChains(driver).move_to_element_with_offset(track, -width // 2 + 5 + width // 5, 0).click().perform()
+    moved = _wait(driver, lambda d: (s := _plot(d)) and not s["title"].startswith(LAST) and s, "a redraw")
+    assert moved["y"] != final["y"]
+    # Typing a step into the slider's box: step 0 is the start noise x_T.
+    number = driver.find_element(By.CSS_SELECTOR, "#step-slider input[type=number]")
+    number.send_keys(Keys.CONTROL, "a")
+    number.send_keys("0", Keys.ENTER)
+    start = _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith("step 0 ") and s, "step 0")
+    assert start["y"] != final["y"] and start["y"] != moved["y"]
+    assert start["n"] == 1  # no x0 estimate before the first step
+
+    # Play replays the stored trajectory from the slider's step; Pause stops it where it is.
+    driver.find_element(By.CSS_SELECTOR, "#play-button").click()
+    _wait(driver, lambda d: 1 <= _step(_plot(d)) <= STEPS // 3, "Play to start")
+    driver.find_element(By.CSS_SELECTOR, "#pause-button").click()
+    time.sleep(1.0)
+    paused = _step(_plot(driver))
+    time.sleep(1.0)
+    assert _step(_plot(driver)) == paused < STEPS
+    driver.find_element(By.CSS_SELECTOR, "#play-button").click()
+    _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith(LAST), "the replay to finish")
+    assert _plot(driver)["y"] == final["y"]  # the same x_0 as the search drew
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(str(_screenshot_dir(tmp_path) / "text_to_audio.png"))
+
+
+def test_audio_search_tab(page, tmp_path: Path) -> None:
+    driver = page
+    _wait(driver, lambda d: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Audio')]"),
+          "the tabs").click()
+    upload = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#audio-query input[type=file]"),
+                   "the audio upload")
+    upload.send_keys(str(EXAMPLES / "cat.mp3"))
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#audio-query audio")
+          or d.find_elements(By.CSS_SELECTOR, "#audio-query [data-testid=waveform-controls]"), "the uploaded clip")
+    driver.find_element(By.CSS_SELECTOR, "#audio-search").click()
+    table = _wait(driver, lambda d: (t := d.find_element(By.CSS_SELECTOR, "#caption-table").text) and "meow" in t and t,
+                  "ranked captions")
+    assert "cat" in table
+    _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith(LAST) and "cat.mp3" in s["title"],
+          "the audio query's diffusion")
+    assert len(_plot(driver)["y"]) == 20  # the candidates are the 20 captions
+
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(str(_screenshot_dir(tmp_path) / "audio_to_text.png"))
+
+    # A file that is not audio: a clear message, and the page still works.
+    bad = tmp_path / "not_audio.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    driver.find_element(By.CSS_SELECTOR, "#audio-query button[aria-label='Clear']").click()
+    upload = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#audio-query input[type=file]"), "upload")
+    upload.send_keys(str(bad))
+    time.sleep(1.0)
+    driver.find_element(By.CSS_SELECTOR, "#audio-search").click()
+    _wait(driver, lambda d: "Could not read not_audio.wav" in d.find_element(By.TAG_NAME, "body").text,
+          "the error message")
+    # ... and the next query works.
+    driver.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Text')]").click()
+    box = driver.find_element(By.CSS_SELECTOR, "#caption-box textarea")
+    box.clear()
+    box.send_keys("an owl hooting")
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+    _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith(LAST) and "owl" in s["title"],
+          "the next query after an error")
+
+
+def test_upload_tab_indexes_good_files_and_lists_bad_ones(page, tmp_path: Path) -> None:
+    driver = page
+    _wait(driver, lambda d: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Your sounds')]"),
+          "the tabs").click()
+    notes = tmp_path / "notes.txt.wav"
+    notes.write_text("not a sound")
+    files = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#upload-files input[type=file]"), "the file input")
+    files.send_keys(f"{EXAMPLES / 'pig.mp3'}\n{notes}")
+    # (the file list shows a name as stem and suffix in two elements)
+    _wait(driver, lambda d: "notes.txt" in d.find_element(By.CSS_SELECTOR, "#upload-files").get_attribute(
+        "textContent"), "the upload")
+    driver.find_element(By.CSS_SELECTOR, "#index-button").click()
+    status = _wait(driver, lambda d: (t := d.find_element(By.CSS_SELECTOR, "#upload-status").text) and t, "the report")
+    assert "Indexed 1 file, skipped 1" in status and "1 of your clips" in status
+    assert "notes.txt.wav" in driver.find_element(By.CSS_SELECTOR, "#skipped-table").text
+    assert "1 of your clips" in driver.find_element(By.CSS_SELECTOR, "#corpus-line").text

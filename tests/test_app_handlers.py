@@ -1,0 +1,360 @@
+"""The demo's handlers called directly (no browser, no server): diffatr.demo and diffatr.plots.
+
+One DemoApp is loaded for the module, on the shipped checkpoint and the ten example clips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import write_tone
+
+pytest.importorskip("plotly", reason="the app extra is not installed: pip install -e '.[app]'")
+
+from diffatr import demo as demo_module  # noqa: E402
+from diffatr import plots  # noqa: E402
+from diffatr.demo import (  # noqa: E402
+    AUDIO_MAX_SECONDS,
+    MAX_QUERY_CHARS,
+    DemoApp,
+    DemoError,
+    DemoSession,
+    Settings,
+    iter_steps,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "assets" / "examples"
+
+
+@pytest.fixture(scope="module")
+def app() -> DemoApp:
+    return DemoApp.load(index_dir=EXAMPLES / "index", warm_up=False)
+
+
+@pytest.fixture
+def fast(app: DemoApp) -> Settings:
+    return app.parse_settings(k=3, num_inference_steps=10, top_k=8, alpha=1.0, seed=0)
+
+
+def _softmax(values: list[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_settings_defaults_coercion_and_ranges(app: DemoApp) -> None:
+    d = app.parse_settings()
+    assert d == app.defaults
+    s = app.parse_settings(k=5.0, num_inference_steps="20", top_k=8.0, alpha=0.5, seed=3.0)
+    assert (s.k, s.num_inference_steps, s.top_k, s.alpha, s.seed) == (5, 20, 8, 0.5, 3)
+    for bad in [dict(k=0), dict(k=11), dict(k=2.5), dict(num_inference_steps=app.max_steps + 1),
+                dict(top_k=0), dict(alpha=-1), dict(alpha=float("nan")), dict(seed=-1), dict(seed="abc"),
+                dict(k=True)]:
+        with pytest.raises(DemoError):
+            app.parse_settings(**bad)
+
+
+# ----------------------------------------------------------------------------- text -> audio
+
+
+def test_text_search_results_and_trajectory(app: DemoApp, fast: Settings) -> None:
+    session = DemoSession()
+    response = app.search_text("a dog barking", fast, session)
+    json.dumps(response)  # the API returns it as JSON
+    hits = response["results"]
+    assert len(hits) == 3
+    assert [h["rank"] for h in hits] == [0, 1, 2]
+    fused = [h["fused"] for h in hits]
+    assert fused == sorted(fused, reverse=True)
+    assert any("dog" in " ".join(h["captions"]) for h in hits[:2])
+    for h in hits:
+        assert Path(h["audio_path"]).is_file()
+        assert h["license"] == "CC0-1.0" and h["source"]
+        assert h["moved"] == h["cosine_rank"] - h["rank"]
+        assert math.isclose(h["fused"], h["cosine"] + fast.alpha * h["diffusion"], rel_tol=1e-5)
+        assert h["yours"] is False
+    view = session.trajectory
+    assert view is app.trajectory(session)
+    assert len(view["x_t"]) == fast.num_inference_steps + 1
+    assert len(view["pred_x0"]) == len(view["timesteps"]) == fast.num_inference_steps
+    assert all(len(row) == fast.top_k for row in view["x_t"])
+    assert sorted(view["final_rank"]) == list(range(fast.top_k))
+    # x_0 (last row) is what the diffusion score was computed from: softmax(x0 / temperature 1).
+    np.testing.assert_allclose(_softmax(view["x_t"][-1]), view["diffusion"], atol=1e-4)
+    # the candidates are in cosine order
+    assert view["cosine"] == sorted(view["cosine"], reverse=True)
+    top = {view["labels"][i] for i, r in enumerate(view["final_rank"]) if r < fast.k}
+    assert top == {h["clip_id"] for h in hits}
+
+
+def test_same_seed_same_trajectory_other_seed_other_noise(app: DemoApp, fast: Settings) -> None:
+    a, b, c = DemoSession(), DemoSession(), DemoSession()
+    app.search_text("ducks quacking", fast, a)
+    app.search_text("ducks quacking", fast, b)
+    app.search_text("ducks quacking", Settings(**{**fast.__dict__, "seed": 7}), c)
+    assert a.trajectory["x_t"] == b.trajectory["x_t"]
+    assert a.trajectory["x_t"][0] != c.trajectory["x_t"][0]
+
+
+def test_k_larger_than_corpus_is_clamped(app: DemoApp) -> None:
+    session = DemoSession()
+    response = app.search_text("a horse", app.parse_settings(k=10, top_k=64, num_inference_steps=5), session)
+    assert response["settings"]["top_k_used"] == len(app.index)
+    assert len(response["results"]) == len(app.index)
+
+
+@pytest.mark.parametrize("query", ["", "   \n\t ", None])
+def test_empty_caption_is_a_clear_error_and_the_next_query_works(app: DemoApp, fast: Settings, query) -> None:
+    session = DemoSession()
+    with pytest.raises(DemoError, match="empty"):
+        app.search_text(query, fast, session)
+    assert app.search_text("a cat", fast, session)["results"]
+
+
+def test_non_text_caption(app: DemoApp, fast: Settings) -> None:
+    with pytest.raises(DemoError, match="text"):
+        app.search_text(12345, fast, DemoSession())
+
+
+def test_ten_thousand_character_caption_is_cut_with_a_notice(app: DemoApp, fast: Settings) -> None:
+    response = app.search_text("a dog barking loudly " * 500, fast, DemoSession())  # 10,500 characters
+    assert len(response["query"]) <= MAX_QUERY_CHARS
+    assert response["results"]
+    assert any(n["level"] == "warning" and "characters" in n["text"] for n in response["notices"])
+
+
+# ----------------------------------------------------------------------------- audio -> text
+
+
+def test_audio_search_by_file(app: DemoApp, fast: Settings) -> None:
+    session = DemoSession()
+    response = app.search_audio(str(EXAMPLES / "cat.mp3"), fast, session)
+    assert response["direction"] == "audio_to_text"
+    assert any("cat" in h["caption"] for h in response["results"][:2])
+    assert session.trajectory["direction"] == "audio_to_text"
+    assert len(session.trajectory["labels"]) == fast.top_k  # captions
+
+
+def test_audio_search_by_microphone_tuple_odd_rate_and_channels(app: DemoApp, fast: Settings) -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(11025 * 2) / 11025
+    mono = 0.3 * np.sin(2 * np.pi * 600 * t) + 0.01 * rng.standard_normal(t.shape)
+    six = (np.stack([mono] * 6, axis=1) * 32767).astype(np.int16)  # (S, 6) int16 at 11,025 Hz
+    response = app.search_audio((11025, six), fast, DemoSession())
+    assert len(response["results"]) == fast.k
+    swapped = app.search_audio((mono.astype(np.float32), 11025), fast, DemoSession())  # (array, rate)
+    assert len(swapped["results"]) == fast.k
+
+
+def test_odd_file_formats_work(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+    for name, sr, channels in [("a.flac", 8000, 2), ("b.wav", 96000, 3), ("c.ogg", 22050, 1)]:
+        path = write_tone(tmp_path / name, freq=700, seconds=1.5, sr=sr, channels=channels)
+        assert app.search_audio(str(path), fast, DemoSession())["results"]
+
+
+def test_bad_audio_files_give_clear_errors_and_the_next_query_works(app: DemoApp, fast: Settings,
+                                                                    tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    text = tmp_path / "notes.mp3"
+    text.write_text("this is not audio at all\n" * 50)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    session = DemoSession()
+    for path in (corrupt, text, empty, tmp_path / "missing.wav"):
+        with pytest.raises(DemoError) as info:
+            app.search_audio(str(path), fast, session)
+        message = str(info.value)
+        assert path.name in message and str(tmp_path) not in message  # names the file, hides the server path
+    for bad in [None, "", 42, (0, np.zeros(100)), (16000, np.zeros((2, 2, 2))), (16000, np.full(1000, np.nan)),
+                (16000, np.zeros(0))]:
+        with pytest.raises(DemoError):
+            app.search_audio(bad, fast, session)
+    assert app.search_audio(str(EXAMPLES / "dog.mp3"), fast, session)["results"]
+
+
+def test_silent_audio_is_refused_with_a_message(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+    silent = tmp_path / "silence.wav"
+    sf.write(str(silent), np.zeros(16000, dtype=np.float32), 16000)
+    with pytest.raises(DemoError, match="silent"):
+        app.search_audio(str(silent), fast, DemoSession())
+    with pytest.raises(DemoError, match="silent"):
+        app.search_audio((16000, np.zeros(16000, dtype=np.int16)), fast, DemoSession())
+
+
+def test_hour_long_file_is_cut_with_a_notice(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "hour.wav"
+    rng = np.random.default_rng(1)
+    sf.write(str(path), (rng.standard_normal(3600 * 1000) * 3000).astype(np.int16), 1000)  # 1 h at 1 kHz
+    response = app.search_audio(str(path), fast, DemoSession())
+    assert response["results"]
+    assert any(n["level"] == "warning" and f"{AUDIO_MAX_SECONDS:g} s" in n["text"] for n in response["notices"])
+    long_mic = (8000, (rng.standard_normal(8000 * 45) * 0.1).astype(np.float32))  # 45 s recording
+    response = app.search_audio(long_mic, fast, DemoSession())
+    assert any("longer than" in n["text"] for n in response["notices"])
+
+
+# ----------------------------------------------------------------------------- uploads
+
+
+def _beep_files(folder: Path) -> list[str]:
+    folder.mkdir(exist_ok=True)
+    beep = write_tone(folder / "beep.wav", freq=3000, seconds=1.0, sr=16000)
+    (folder / "beep.txt").write_text("a high electronic beep\n")
+    hum = write_tone(folder / "hum.flac", freq=60, seconds=1.0, sr=8000, channels=2)
+    broken = folder / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    silence = folder / "quiet.wav"
+    sf.write(str(silence), np.zeros(8000, dtype=np.float32), 8000)
+    notes = folder / "notes.pdf"
+    notes.write_bytes(b"%PDF-1.4 not audio")
+    return [str(p) for p in (beep, folder / "beep.txt", hum, broken, silence, notes)]
+
+
+def test_uploads_indexed_for_this_session_only(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+    n_shipped = len(app.index)
+    mine, other = DemoSession(), DemoSession()
+    calls: list[tuple[int, int]] = []
+    report = app.index_uploads(_beep_files(tmp_path / "up"), mine, on_progress=lambda d, t: calls.append((d, t)))
+    json.dumps(report)
+    assert report["indexed"] == 2 and report["your_clips"] == 2
+    skipped = {s["file"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == {"broken.wav", "quiet.wav", "notes.pdf"}
+    assert "silent" in skipped["quiet.wav"]
+    assert all(str(tmp_path) not in reason for reason in skipped.values())
+    assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(app.index) == n_shipped  # the shipped index is untouched
+
+    everything = app.parse_settings(k=10, top_k=64, num_inference_steps=5)
+    app.search_text("a high electronic beep", everything, mine)
+    assert "yours/beep" in mine.trajectory["labels"]
+    assert len(mine.trajectory["labels"]) == n_shipped + 2
+    app.search_text("a high electronic beep", everything, other)
+    assert not any(label.startswith("yours/") for label in other.trajectory["labels"])
+    # The uploaded caption is searchable audio -> text in this session (and only here).
+    app.search_audio(str(tmp_path / "up" / "beep.wav"), everything, mine)
+    assert "a high electronic beep" in mine.trajectory["labels"]
+    app.search_audio(str(tmp_path / "up" / "beep.wav"), everything, other)
+    assert "a high electronic beep" not in other.trajectory["labels"]
+    hits = app.search_text("a high electronic beep", app.parse_settings(k=10, top_k=64), mine)["results"]
+    assert any(h["yours"] and h["clip_id"] == "yours/beep" for h in hits)
+
+    # A second upload of the same name gets a new id; clearing forgets both.
+    again = app.index_uploads([str(tmp_path / "up" / "beep.wav")], mine)
+    assert again["clips"] == ["yours/beep-2"] and again["your_clips"] == 3
+    cleared = app.clear_uploads(mine)
+    assert cleared["removed"] == 3 and mine.user_index is None
+    app.search_text("a high electronic beep", everything, mine)
+    assert len(mine.trajectory["labels"]) == n_shipped
+
+
+def test_zip_upload_is_unpacked_safely(app: DemoApp, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = _beep_files(src)
+    archive = tmp_path / "sounds.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(files[0], "pack/beep.wav")
+        zf.write(files[1], "pack/beep.txt")
+        zf.write(files[2], "../../escape.flac")  # zip-slip: must land inside the session folder
+        zf.writestr("readme.md", "not audio")
+        zf.writestr("__MACOSX/._beep.wav", "resource fork")
+    bad_zip = tmp_path / "broken.zip"
+    bad_zip.write_bytes(b"PK\x03\x04 this is not really a zip")
+    session = DemoSession()
+    report = app.index_uploads([str(archive), str(bad_zip)], session)
+    assert report["indexed"] == 2
+    assert set(report["clips"]) == {"yours/beep", "yours/escape"}
+    reasons = {s["file"]: s["reason"] for s in report["skipped"]}
+    assert "zip" in reasons["broken.zip"] and "not an audio file" in reasons["sounds.zip/readme.md"]
+    assert len(reasons) == 2
+    upload_dir = Path(session.upload_dir)
+    assert not (tmp_path / "escape.flac").exists() and not (tmp_path.parent / "escape.flac").exists()
+    assert all(upload_dir in Path(p).parents for p in session.user_index.paths)
+    ix = session.user_index
+    assert ix.captions[ix.clip_ids.index("yours/beep")] == ["a high electronic beep"]
+    app.forget(session)
+    assert not upload_dir.exists()
+
+
+def test_upload_errors(app: DemoApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = DemoSession()
+    for nothing in (None, [], ""):
+        with pytest.raises(DemoError, match="Choose"):
+            app.index_uploads(nothing, session)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"junk")
+    report = app.index_uploads([str(broken)], session)  # nothing usable: listed, not raised
+    assert report["indexed"] == 0 and report["skipped"][0]["file"] == "broken.wav"
+    assert report["notices"] and session.user_index is None
+    monkeypatch.setattr(demo_module, "MAX_SESSION_CLIPS", 1)
+    files = [str(write_tone(tmp_path / f"t{i}.wav", freq=300 + 100 * i)) for i in range(2)]
+    report = app.index_uploads(files, session)
+    assert report["indexed"] == 1 and "limit" in report["skipped"][0]["reason"]
+    with pytest.raises(DemoError, match="limit"):
+        app.index_uploads(files[:1], session)
+
+
+def test_trajectory_before_any_search(app: DemoApp) -> None:
+    with pytest.raises(DemoError, match="search"):
+        app.trajectory(DemoSession())
+    with pytest.raises(DemoError):
+        app.trajectory(None)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def test_step_figure_follows_the_trajectory(app: DemoApp, fast: Settings) -> None:
+    session = DemoSession()
+    app.search_text("a rooster crowing", fast, session)
+    view = session.trajectory
+    s = plots.num_steps(view)
+    first, last = plots.trajectory_step_figure(view, 0), plots.trajectory_step_figure(view, s)
+    np.testing.assert_allclose(first.data[0].y, view["x_t"][0], atol=1e-4)
+    np.testing.assert_allclose(last.data[0].y, view["x_t"][-1], atol=1e-4)
+    assert list(first.data[0].y) != list(last.data[0].y)
+    assert len(first.data) == 1 and len(last.data) == 2  # x0 estimates appear from step 1
+    colours = list(last.data[0].marker.color)
+    assert colours.count(plots.TOP_COLOUR) == fast.k
+    assert "x_T" in first.layout.title.text and "x_0" in last.layout.title.text
+    assert plots.trajectory_step_figure(view, 999).layout.title.text == last.layout.title.text  # clamped
+    assert first.layout.yaxis.range == last.layout.yaxis.range  # steps compare on one scale
+    heat = plots.trajectory_heatmap(view)
+    assert np.asarray(heat.data[0].z).shape == (s + 1, fast.top_k)
+    for fig in (first, last, heat, plots.empty_figure()):
+        assert "bdata" not in fig.to_json()  # plain lists: any plotly.js renders them
+
+
+def test_iter_steps(app: DemoApp) -> None:
+    view = {"x_t": [[0.0]] * 6}
+    assert list(iter_steps(view)) == [0, 1, 2, 3, 4, 5]
+    assert list(iter_steps(view, 3)) == [3, 4, 5]
+    assert list(iter_steps(view, 5)) == [0, 1, 2, 3, 4, 5]  # at the end: play again from x_T
+
+
+# ----------------------------------------------------------------------------- hosting files
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\s\[<>=!~;]", r.strip(), maxsplit=1)[0].lower() for r in requirements if r.strip()}
+
+
+def test_requirements_txt_lists_the_project_and_app_dependencies() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = [line.split("#", 1)[0] for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    listed = _names([line for line in lines if line.strip() and not line.strip().startswith("-")])
+    needed = _names(project["dependencies"] + project["optional-dependencies"]["app"])
+    assert needed <= listed, f"requirements.txt misses {sorted(needed - listed)}"
