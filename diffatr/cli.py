@@ -308,19 +308,10 @@ def _add_evaluate_parser(sub) -> None:
 
 
 def _device_for(name: str):
-    """--device -> torch.device; "cpu" makes no CUDA call at all."""
-    import torch
+    """--device -> torch.device (see diffatr.train.resolve_device); "cpu" makes no CUDA call."""
+    from diffatr.train import resolve_device
 
-    name = str(name or "auto")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        return torch.device(name)
-    raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return resolve_device(name)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -598,6 +589,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 COMMANDS = {"index": _cmd_index, "search": _cmd_search, "convert-panns": _cmd_convert, "info": _cmd_info}
 COMMANDS["evaluate"] = _cmd_evaluate
 COMMANDS["train"] = _cmd_train
+
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:

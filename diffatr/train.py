@@ -94,17 +94,22 @@ class TrainResult:
 # ----------------------------------------------------------------------------- devices, schedule
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU. Only CUDA runs touch ``torch.cuda`` beyond
-    the one ``is_available()`` check that ``"auto"`` needs."""
-    if str(name) == "auto":
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+
+    Only CUDA runs touch ``torch.cuda`` beyond the one ``is_available()`` check that ``"auto"``
+    needs. Anything else is a TrainError (a ValueError: the CLI reports it in one line).
+    """
+    name = str(name or "auto")
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"device {name!r} was asked for, but no CUDA device is available; use --device cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise TrainError(f"device must be auto, cpu or cuda, got {name!r}")
-    return device
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise TrainError(f"--device {name}: no CUDA device is available on this machine; use --device cpu or auto")
+        return torch.device(name)
+    raise TrainError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
