@@ -53,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-text", action="store_true", help="do not embed captions (audio -> text search needs them)")
+    p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="keep only manifest rows whose column equals VALUE (e.g. split=test, demo=1); repeatable")
     p.add_argument("--allow-download", action="store_true",
                    help="let the text encoder fetch a hub model that is not on disk")
+    p.add_argument("--relative-paths", action="store_true",
+                   help="store audio paths relative to the index folder (for an index shipped with its clips)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", help="rank an index's clips for a caption, or its captions for an audio file",
@@ -62,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(needs an index with captions).")
     p.add_argument("query", nargs="?", help="a caption to search for (text -> audio)")
     p.add_argument("--audio", metavar="FILE", help="an audio file to search with (audio -> text)")
-    p.add_argument("--index", metavar="DIR", help="index folder (default: the shipped example index)")
+    p.add_argument("--index", metavar="DIR", help="index folder (default: the shipped demo corpus, assets/corpus/demo_index)")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint folder (default: the shipped checkpoint)")
     p.add_argument("-k", type=int, default=10, help="number of results to show (default 10)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
@@ -124,7 +128,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         config, _ = read_checkpoint(args.checkpoint or default_checkpoint_dir())
     else:
         config = load_model_config("default")
-    records = read_records(args.source)
+    records = _filter_records(read_records(args.source), args.where)
     if not records:
         print(f"diffatr: no audio files found in {args.source}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -138,6 +142,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
         cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                              dataclasses.asdict(config.audio))
     index, report = build_index(records, audio_encoder, text_encoder, cache=cache, progress=not args.quiet)
+    if args.relative_paths:
+        out_dir = os.path.abspath(args.out)
+        index.paths = [os.path.relpath(p, out_dir) if p else p for p in index.paths]
     index.save(args.out)
     print(f"indexed {report.indexed} clip(s), {index.num_captions} caption(s) -> {args.out}"
           + (f" ({report.cache_hits} from cache)" if report.cache_hits else ""))
@@ -146,6 +153,17 @@ def _cmd_index(args: argparse.Namespace) -> int:
         for path, reason in report.skipped:
             print(f"  {path}: {reason}", file=sys.stderr)
     return 0
+
+
+def _filter_records(records, conditions: list[str]):
+    """Keep records whose manifest column (``split`` or a metadata column) equals the value."""
+    for condition in conditions:
+        column, sep, value = condition.partition("=")
+        if not sep or not column:
+            raise ValueError(f"--where needs COLUMN=VALUE, got {condition!r}")
+        records = [r for r in records
+                   if str(r.split if column == "split" else r.metadata.get(column, "")) == value]
+    return records
 
 
 def _knobs(args: argparse.Namespace, defaults) -> dict:
@@ -217,11 +235,11 @@ def _format_table(rows: list[dict], direction: str) -> str:
 
 
 def default_index_dir() -> Path:
-    """The index of the shipped example clips."""
+    """The index of the shipped demo corpus (194 real recordings), or ``$DIFFATR_INDEX``."""
     env = os.environ.get("DIFFATR_INDEX")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "assets" / "examples" / "index"
+    return Path(__file__).resolve().parents[1] / "assets" / "corpus" / "demo_index"
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ __all__ = [
 
 # The corpus the demo searches. The ~200-clip demo corpus will replace the ten examples here.
 DEMO_INDEX_ENV = "DIFFATR_DEMO_INDEX"
-DEFAULT_DEMO_INDEX = Path(__file__).resolve().parents[1] / "assets" / "examples" / "index"
+DEFAULT_DEMO_INDEX = Path(__file__).resolve().parents[1] / "assets" / "corpus" / "demo_index"
 
 MAX_RESULTS = 10  # result slots on the page (and the cap on k)
 TOP_K_MAX = 64  # K: candidates re-ranked per query (the engine clamps it to the corpus)
@@ -75,7 +75,7 @@ class Notice:
 
 
 def demo_index_dir() -> Path:
-    """The corpus index the demo searches: ``$DIFFATR_DEMO_INDEX`` or the shipped examples."""
+    """The corpus index the demo searches: ``$DIFFATR_DEMO_INDEX`` or the shipped demo corpus."""
     env = os.environ.get(DEMO_INDEX_ENV)
     return Path(env) if env else DEFAULT_DEMO_INDEX
 

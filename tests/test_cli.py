@@ -126,3 +126,19 @@ def test_help_explains_every_flag(command, capsys):
             assert flag in text
         if action.option_strings and action.dest != "help":
             assert action.help, f"{command} {action.option_strings} has no help text"
+
+
+def test_index_where_filters_manifest_rows(tmp_path, audio_folder, tiny_checkpoint, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,caption,split,demo\n"
+                        f"{audio_folder / 'beep.wav'},a beep,test,1\n"
+                        f"{audio_folder / 'tone.wav'},a tone,train,1\n"
+                        f"{audio_folder / 'low_hum.wav'},a hum,test,0\n")
+    out = tmp_path / "idx"
+    code = main(["index", str(manifest), "--out", str(out), "--checkpoint", str(tiny_checkpoint),
+                 "--where", "split=test", "--where", "demo=1", "--no-cache", "--quiet"])
+    assert code == 0
+    from diffatr.retrieval.index import RetrievalIndex
+
+    assert RetrievalIndex.load(out).clip_ids == ["beep"]
+    assert main(["index", str(manifest), "--out", str(out), "--where", "nonsense"]) == 2
