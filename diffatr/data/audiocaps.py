@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from diffatr.data.manifest import ClipRecord, DatasetError, canonical_split, read_csv_table
+from diffatr.data.manifest import ClipRecord, DatasetError, canonical_split, find_captions_csv, read_csv_table
 
 AUDIOCAPS_SPLITS = ("train", "val", "test")
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3")
@@ -183,12 +183,7 @@ def read_audiocaps(root: str | Path, split: str, audio_dir: str | Path | None = 
     """
     root = Path(root)
     candidates = audiocaps_csv_candidates(root, split)
-    csv_path = next((p for p in candidates if p.is_file()), None)
-    if csv_path is None:
-        raise DatasetError(
-            f"no AudioCaps captions file for split {split!r} under {root}: expected "
-            + " or ".join(str(p.relative_to(root)) for p in candidates)
-            + " (columns audiocap_id, youtube_id, start_time, caption, from "
-              "github.com/cdjkim/audiocaps). Nothing is downloaded"
-        )
+    csv_path = find_captions_csv(root, split, candidates, "AudioCaps",
+                                 " (columns audiocap_id, youtube_id, start_time, caption, from "
+                                 "github.com/cdjkim/audiocaps). Nothing is downloaded")
     return read_audiocaps_csv(csv_path, split, audio_folders(root, split, audio_dir))

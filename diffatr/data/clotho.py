@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffatr.data.manifest import ClipRecord, DatasetError, canonical_split, read_csv_table
+from diffatr.data.manifest import ClipRecord, DatasetError, canonical_split, find_captions_csv, read_csv_table
 
 # canonical split -> the name Clotho uses in file and folder names.
 CLOTHO_SPLITS = {"train": "development", "val": "validation", "test": "evaluation"}
@@ -111,14 +111,9 @@ def read_clotho(root: str | Path, split: str, audio_dir: str | Path | None = Non
     root = Path(root)
     name = clotho_split_name(split)
     candidates = clotho_csv_candidates(root, split)
-    csv_path = next((p for p in candidates if p.is_file()), None)
-    if csv_path is None:
-        raise DatasetError(
-            f"no Clotho captions file for split {split!r} under {root}: expected "
-            + " or ".join(str(p.relative_to(root)) for p in candidates)
-            + ". Nothing is downloaded: get Clotho v2.1 from Zenodo (record 4783391) and point at "
-              "the folder holding its CSVs"
-        )
+    csv_path = find_captions_csv(root, split, candidates, "Clotho",
+                                 ". Nothing is downloaded: get Clotho v2.1 from Zenodo (record 4783391) "
+                                 "and point at the folder holding its CSVs")
     if audio_dir is not None:
         audio_dir = Path(audio_dir)
         audio_folder = audio_dir / name if (audio_dir / name).is_dir() else audio_dir

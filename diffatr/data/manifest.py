@@ -39,6 +39,25 @@ SPLIT_ALIASES = {
 }
 
 
+def find_captions_csv(root: Path, split: str, candidates: list[Path], dataset: str, hint: str) -> Path:
+    """The first of ``candidates`` that exists; else a DatasetError naming all of them.
+
+    Args:
+        root: the dataset folder (paths in the message are relative to it).
+        split: the split asked for.
+        candidates: where the captions CSV may be, in order of preference.
+        dataset: its name for the message ("Clotho", "AudioCaps").
+        hint: what to do, appended to the message.
+    """
+    csv_path = next((p for p in candidates if p.is_file()), None)
+    if csv_path is None:
+        raise DatasetError(
+            f"no {dataset} captions file for split {split!r} under {root}: expected "
+            + " or ".join(str(p.relative_to(root)) for p in candidates) + hint
+        )
+    return csv_path
+
+
 def canonical_split(name: str) -> str:
     """``"development"`` -> ``"train"``, ``"validation"`` -> ``"val"``, ``"evaluation"`` ->
     ``"test"`` (any case); names outside ``SPLIT_ALIASES`` come back stripped, as given."""
