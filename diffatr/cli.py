@@ -431,8 +431,11 @@ _TRAIN_FLAGS = {
     "device": (str, "auto | cpu | cuda | cuda:N (default auto: CUDA when available)"),
     "max_steps": (int, "stop after this many steps in total; the lr schedule still spans all --epochs "
                        "(for smoke tests; --resume can go on later)"),
+    "negatives": (str, "phase 2: batch (the other in-batch items, the reference) | mined (each query's K-1 nearest "
+                       "other-clip items in the whole training set, as at inference) (default batch)"),
     "select_metric": (str, "validation metric that picks best/: a metric key such as text_to_audio/R@1, or "
-                           "mean/NAME for the mean of both directions (default mean/R@1; *rank metrics: lower is better)"),
+                           "mean/NAME for the mean of both directions (default mean/R@1: in phase 2 the fused Gen+Dis score; "
+                           "gen/mean/R@1 selects on the diffusion term alone; *rank metrics: lower is better)"),
 }
 
 

@@ -139,6 +139,7 @@ class ModelConfig:
 
 
 PHASES = ("contrastive", "diffusion")
+NEGATIVES = ("batch", "mined")
 
 # Per-phase defaults. Diffusion: the reference optimiser of METHOD.md ("Phase 2"). Contrastive:
 # ours, for frozen backbones and small projection heads (the paper does not state them).
@@ -178,6 +179,10 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast (CUDA only)
     max_steps: int | None = None  # stop after this many steps (the LR schedule is unchanged)
     select_metric: str = "mean/R@1"  # validation metric for best/ ("mean/X" = both directions)
+    # Phase 2 only: where a query's K - 1 negatives come from. "batch": the other items of
+    # its batch (the reference); "mined": its K - 1 nearest non-matching items in the whole
+    # training pool by phase-1 cosine, the kind of candidates re-ranking sees at inference.
+    negatives: str = "batch"
 
     @classmethod
     def for_phase(cls, phase: str, **overrides: Any) -> "TrainConfig":
@@ -222,6 +227,10 @@ class TrainConfig:
         device = str(self.device)
         if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
             problems.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.negatives not in NEGATIVES:
+            problems.append(f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
+        elif self.negatives != "batch" and self.phase != "diffusion":
+            problems.append("negatives applies to phase 2 (diffusion) only")
         if not isinstance(self.select_metric, str) or not self.select_metric:
             problems.append("select_metric must be a metric name such as 'mean/R@1' or 'text_to_audio/R@1'")
         if problems:

@@ -248,6 +248,29 @@ def diffusion_candidates(query: Tensor, pool: Tensor) -> Tensor:
     return pool[order]  # (B, K, D)
 
 
+def mined_candidates(query: Tensor, query_owner: Tensor, positive: Tensor, pool: Tensor, pool_owner: Tensor,
+                     k: int) -> Tensor:
+    """Candidates mined from a whole pool: the positive, then the query's K - 1 nearest pool
+    items that belong to another clip, hardest first (what the cosine top-K holds at inference).
+
+    Items of the query's own clip other than the positive (its other captions) are never
+    negatives.
+
+    Args:
+        query: (B, D) L2-normalised queries; query_owner: (B,) the clip of each query.
+        positive: (B,) pool row of each query's positive.
+        pool: (P, D) L2-normalised candidates; pool_owner: (P,) the clip of each pool item.
+        k: K, candidates per query (at most 1 + the pool items of other clips).
+
+    Returns:
+        (B, K, D) candidates, the positive at index 0.
+    """
+    scores = query.float() @ pool.float().T  # (B, P)
+    scores = scores.masked_fill(pool_owner[None, :] == query_owner[:, None], float("-inf"))
+    negatives = torch.topk(scores, k - 1, dim=1, sorted=True).indices  # (B, K-1), hardest first
+    return pool[torch.cat([positive[:, None], negatives], dim=1)]  # (B, K, D)
+
+
 # ----------------------------------------------------------------------------- EMA, metrics, log
 
 
@@ -295,20 +318,23 @@ def select_value(metrics: dict[str, Any], name: str) -> float:
     mean of ``text_to_audio/X`` and ``audio_to_text/X``)."""
     if name in metrics:
         return float(metrics[name])
-    if name.startswith("mean/"):
-        keys = [f"{d}/{name[5:]}" for d in DIRECTIONS]
+    prefix, mean, metric = name.rpartition("mean/")  # "mean/R@1" or a scorer's "gen/mean/R@1"
+    if mean and metric and (not prefix or prefix.endswith("/")):
+        keys = [f"{prefix}{d}/{metric}" for d in DIRECTIONS]
         if all(k in metrics for k in keys):
             return float(sum(metrics[k] for k in keys) / 2)
     known = sorted(k for k in metrics if "/" in k)
-    raise TrainError(f"unknown select metric {name!r}; use one of {', '.join(known)} or mean/<name> (e.g. mean/R@1)")
+    raise TrainError(f"unknown select metric {name!r}; use one of {', '.join(known)} or mean/<name> (e.g. mean/R@1; phase 2 also gen/<key>, gen/mean/<name>)")
 
 
 def _higher_is_better(name: str) -> bool:
     return "rank" not in name
 
 
-def _check_select_metric(name: str) -> None:
+def _check_select_metric(name: str, phase: str = "contrastive") -> None:
     example = retrieval_metrics(torch.eye(2), None, torch.arange(2))
+    if phase == "diffusion":  # phase 2 also validates the diffusion term alone
+        example.update({f"gen/{k}": v for k, v in example.items() if "/" in k})
     select_value(example, name)
 
 
@@ -872,11 +898,11 @@ def train_diffusion(
     Returns:
         TrainResult.
     """
-    from diffatr.retrieval.engine import full_fused_scores
+    from diffatr.evaluate import score_matrices
 
     if train_config.phase != "diffusion":
         raise TrainError(f"train_diffusion needs a TrainConfig with phase 'diffusion', got {train_config.phase!r}")
-    _check_select_metric(train_config.select_metric)
+    _check_select_metric(train_config.select_metric, "diffusion")
     dev = resolve_device(device or train_config.device)
     out_dir = Path(out_dir)
     initial = load_checkpoint(init)
@@ -911,17 +937,24 @@ def train_diffusion(
         audio_emb = model.project_audio(train.audio.to(dev))  # (N, D)
         val_text = model.project_text(val.text.to(dev))  # (Mv, D)
         val_audio = model.project_audio(val.audio.to(dev))  # (Nv, D)
-    owner = train.caption_to_clip.to(dev)
+    owner = train.caption_to_clip.to(dev)  # (M,)
+    audio_owner = torch.arange(train.num_clips, device=dev)  # (N,)
     batch_size = _fit_batch(train_config.batch_size, train.num_clips, "clips")
     knobs = dataclasses.asdict(config.retrieval)
     cosine_metrics = retrieval_metrics((val_text @ val_audio.T).float().cpu(), None, val.caption_to_clip)
 
     def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
         rows = rows.to(dev)
-        texts, audios = text_emb[rows], audio_emb[owner[rows]]  # (B, D) each; distinct clips
+        clips = owner[rows]  # (B,) distinct
+        texts, audios = text_emb[rows], audio_emb[clips]  # (B, D) each
         losses = {}
         for direction, query, pool in (("text_to_audio", texts, audios), ("audio_to_text", audios, texts)):
-            candidates = diffusion_candidates(query, pool)  # (B, K, D), positive at 0
+            if train_config.negatives == "mined":
+                candidates = (mined_candidates(texts, clips, clips, audio_emb, audio_owner, batch_size)
+                              if direction == "text_to_audio" else
+                              mined_candidates(audios, clips, rows, text_emb, owner, batch_size))
+            else:
+                candidates = diffusion_candidates(query, pool)  # (B, K, D), positive at 0
             losses[direction] = generation_loss(model.denoisers[direction], scheduler, query, candidates,
                                                 generator=generators["noise"], ce_scale=config.diffusion.ce_scale,
                                                 positive_index=0)
@@ -929,9 +962,15 @@ def train_diffusion(
         return loss, {f"loss_{d}": float(v.detach()) for d, v in losses.items()}
 
     def validate() -> dict[str, Any]:
-        fused_t2a = full_fused_scores(val_text, val_audio, model.denoisers["text_to_audio"], scheduler, **knobs)
-        fused_a2t = full_fused_scores(val_audio, val_text, model.denoisers["audio_to_text"], scheduler, **knobs)
-        metrics = retrieval_metrics(fused_t2a.float().cpu(), fused_a2t.float().cpu(), val.caption_to_clip)
+        # Gen+Dis (the fused score) at the config's knobs, plus Gen (the diffusion term alone)
+        # under "gen/...": with a temperature far above 1 / ce_scale the fused ranking barely
+        # moves, and Gen still shows whether the denoisers learn.
+        scores = score_matrices(model, val.audio.to(dev), val.text.to(dev), knobs, ("gen", "gen+dis"))
+        metrics = retrieval_metrics(scores["text_to_audio"]["gen+dis"].float().cpu(),
+                                    scores["audio_to_text"]["gen+dis"].float().cpu(), val.caption_to_clip)
+        gen = retrieval_metrics(scores["text_to_audio"]["gen"].float().cpu(),
+                                scores["audio_to_text"]["gen"].float().cpu(), val.caption_to_clip)
+        metrics.update({f"gen/{k}": v for k, v in gen.items() if "/" in k})
         return {"metrics": metrics, "cosine_metrics": cosine_metrics, "knobs": knobs}
 
     embeds_digest = _digest([train.digest(), val.digest(), float(text_emb.sum()), float(audio_emb.sum())])

@@ -4,6 +4,7 @@ The benchmark itself trains for minutes; these only check that its reporting cod
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def quality():
     spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 def _metrics(value):
@@ -51,5 +56,42 @@ def test_help_lists_the_options(quality, capsys):
         quality.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--seeds", "--quick", "--skip-backbone"):
+    for flag in ("--seeds", "--quick", "--skip-backbone", "--recipes", "--train-only", "--ddim-seeds"):
         assert flag in out
+
+
+def _result(dis, gen_dis, std, seeds=3):
+    """An evaluate_model-like result: every seed at the same value, the given std."""
+    scorers = {"dis": _metrics(dis), "gen": _metrics(0.0), "gen+dis": _metrics(gen_dis)}
+    return {"scorers": scorers, "std": {s: _metrics(std) for s in scorers},
+            "runs": [{"checkpoint": f"seed{i}", "seed": 0, "scorers": scorers} for i in range(seeds)]}
+
+
+def test_claim_needs_a_gain_above_the_seed_std_everywhere(quality):
+    big = {split: quality.gains_of(_result(10.0, 13.0, 1.0)) for split in ("test", "ood")}
+    assert all(g["gain"] == pytest.approx(3.0) and g["gain_per_seed"] == [pytest.approx(3.0)] * 3
+               for g in big["test"].values())
+    assert quality.claim_of(big) == {"holds": True, "ood_gain_at_least_in_domain": True}
+    small = {"test": big["test"], "ood": quality.gains_of(_result(10.0, 10.5, 1.0))}  # ood gain within the std
+    assert quality.claim_of(small) == {"holds": False, "ood_gain_at_least_in_domain": False}
+    none = {split: quality.gains_of(_result(10.0, 10.0, 0.0)) for split in ("test", "ood")}
+    assert quality.claim_of(none) == {"holds": False, "ood_gain_at_least_in_domain": None}
+
+
+def test_recipe_table_has_a_row_per_recipe(quality):
+    res = _result(10.0, 12.0, 0.5)
+    res["num_clips"] = 7
+    rec = {"knobs": {"temperature": 0.1, "alpha": 3.0}, "val_mean_r1": 30.0,
+           "results": {"test": res, "ood": res}, "gains": {s: quality.gains_of(res) for s in ("test", "ood")}}
+    table = quality.recipe_table({"reference": rec, "long": rec}).splitlines()
+    assert len(table) == 2 + 2
+    assert table[2].startswith("| reference | temp 0.1, alpha 3.0 | 30.0 | 10.0 / 0.0 / 12.0 (+2.0, std 0.5)")
+    assert all(line.count("|") == table[0].count("|") for line in table)
+
+
+def test_recipes_are_distinct_training_setups(quality):
+    assert quality.DEFAULT_RECIPE in quality.RECIPES
+    setups = [(tuple(sorted(r.train.items())), tuple(sorted(r.denoiser.items())), tuple(sorted(r.diffusion.items())))
+              for r in quality.RECIPES.values()]
+    assert len(set(setups)) == len(setups)
+    assert len({quality.slug(name) for name in quality.RECIPES}) == len(quality.RECIPES)  # distinct run folders

@@ -30,6 +30,8 @@ from diffatr.train import (
     epoch_batches,
     hardest_first,
     lr_at,
+    mined_candidates,
+    select_value,
     train_contrastive,
     train_diffusion,
     unique_clip_batches,
@@ -115,7 +117,9 @@ def test_both_phases_through_the_cli(data, tmp_path, monkeypatch, capsys):
         train_lines = [r for r in log if r["type"] == "train"]
         val_lines = [r for r in log if r["type"] == "val"]
         assert train_lines and all({"loss", "lr", "step", "epoch", "grad_norm"} <= set(r) for r in train_lines)
-        assert len(val_lines) == 2 and all(r["split"] == "val" and set(r["metrics"]) == METRIC_KEYS for r in val_lines)
+        # phase 2 also reports the diffusion term alone ("gen/..." keys)
+        expected = METRIC_KEYS | ({f"gen/{k}" for k in METRIC_KEYS if "/" in k} if run == p2 else set())
+        assert len(val_lines) == 2 and all(r["split"] == "val" and set(r["metrics"]) == expected for r in val_lines)
         assert all(r["metrics"]["num_clips"] == 4 and r["metrics"]["num_captions"] == 20 for r in val_lines)
 
     config1, extra1 = read_checkpoint(p1 / "best")
@@ -273,6 +277,52 @@ def test_hardest_first_puts_the_positive_first_then_by_cosine():
     assert candidates.shape == (6, 6, 8)
     assert torch.equal(candidates[:, 0], pool)
     assert torch.equal(candidates, pool[order])
+
+
+def test_mined_candidates_are_the_nearest_items_of_other_clips():
+    g = torch.Generator().manual_seed(1)
+    pool = torch.nn.functional.normalize(torch.randn(12, 8, generator=g), dim=-1)  # 12 captions
+    pool_owner = torch.arange(12) // 3  # 4 clips, 3 captions each
+    query = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=-1)  # 3 audio queries
+    query_owner = torch.tensor([0, 2, 3])
+    positive = torch.tensor([1, 8, 9])  # one caption of each query's clip
+    candidates = mined_candidates(query, query_owner, positive, pool, pool_owner, k=5)  # (B, K, D)
+    assert candidates.shape == (3, 5, 8)
+    assert torch.equal(candidates[:, 0], pool[positive])
+    scores = query @ pool.T
+    for i in range(3):
+        rows = [int((pool == c).all(dim=1).nonzero()) for c in candidates[i, 1:]]
+        # the other captions of the query's own clip are never negatives ...
+        assert all(int(pool_owner[r]) != int(query_owner[i]) for r in rows)
+        # ... and the negatives are the K-1 most similar of the rest, hardest first
+        others = [r for r in range(12) if int(pool_owner[r]) != int(query_owner[i])]
+        best = sorted(others, key=lambda r: -float(scores[i, r]))[:4]
+        assert rows == best
+
+
+def test_diffusion_phase_trains_on_mined_negatives(data, phase1, tmp_path):
+    out = tmp_path / "mined"
+    result = train_diffusion(phase1 / "best", _small("diffusion", negatives="mined", batch_size=4,
+                                                     select_metric="gen/mean/R@1"),
+                             data["train"], data["val"], out, progress=False)
+    log = _log(out / "log.jsonl")
+    assert log[0]["train"]["negatives"] == "mined"
+    val = [r for r in log if r["type"] == "val"]
+    # phase-2 validation reports the diffusion term alone too, and it can pick best/
+    assert all(0 <= r["metrics"]["gen/text_to_audio/R@1"] <= 100 for r in val)
+    assert select_value(val[0]["metrics"], "gen/mean/R@1") == pytest.approx(
+        (val[0]["metrics"]["gen/text_to_audio/R@1"] + val[0]["metrics"]["gen/audio_to_text/R@1"]) / 2)
+    assert result.best_value == pytest.approx(max(select_value(r["metrics"], "gen/mean/R@1") for r in val))
+    with pytest.raises(TrainError, match="gen/mean/R@1"):  # phase 1 has no diffusion term to select on
+        train_contrastive(data["config"], _small("contrastive", select_metric="gen/mean/R@1"), data["train"],
+                          data["val"], tmp_path / "p1", progress=False)
+    assert all(math.isfinite(r["loss"]) for r in log if r["type"] == "train")
+    assert read_checkpoint(out / "best")[1]["train"]["negatives"] == "mined"
+    with pytest.raises(ConfigError, match="negatives"):
+        TrainConfig.for_phase("diffusion", negatives="random")
+    with pytest.raises(ConfigError, match="phase 2"):
+        TrainConfig.for_phase("contrastive", negatives="mined")
+    assert (result.best / "model.safetensors").exists() and result.step > 0
 
 
 def test_lr_schedule_warms_up_then_decays():
