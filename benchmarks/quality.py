@@ -15,7 +15,8 @@
    (``tiny-cnn``, fine-tuned end to end), both phase 1 with the same epochs, every seed.
 
 Writes benchmarks/results/quality.json (atomically, after every section, so a partial run
-leaves its numbers) and prints Markdown tables. Training runs live under --runs (default
+leaves its numbers) and prints Markdown tables; a section skipped with --skip-grid or
+--skip-backbone keeps its numbers from the previous report. Training runs live under --runs (default
 /tmp/qualityruns) and are reused when a run's ``done.json`` marker exists, so
 ``--train-only`` runs can fill them in parallel processes first.
 
@@ -302,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
         "recipe_notes": {name: RECIPES[name].note for name in recipes}, "default_recipe": DEFAULT_RECIPE,
     }
 
+    # A skipped section keeps its numbers from the previous report (marked as carried over), so the
+    # slow backbone runs and the grid can be refreshed separately.
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    for section, skipped in (("grid", args.skip_grid), ("backbone", args.skip_backbone)):
+        if skipped and section in previous:
+            report[section] = {**previous[section], "carried_over_from": previous.get("command")}
+
     def save() -> None:
         report["elapsed_s"] = round(time.time() - started, 1)
         atomic_write_text(out, json.dumps(report, indent=2, sort_keys=False) + "\n")
@@ -343,9 +351,10 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate_model(model, feats[split], scorers=("dis",), data_info={"name": f"corpus/{split}"})
             dis[split] = {k: v for k, v in r["scorers"]["dis"].items() if k.split("/")[-1] in SHOWN}
         for steps, k, temp, alpha in itertools.product(GRID_STEPS, GRID_K, FUSION_TEMPS, FUSION_ALPHAS):
-            row: dict[str, Any] = {"num_inference_steps": steps, "top_k": k, "temperature": temp, "alpha": alpha}
+            knobs = {"num_inference_steps": steps, "top_k": k, "temperature": temp, "alpha": alpha}
+            row: dict[str, Any] = dict(knobs)
             for split in ("val",) + EVAL_SPLITS:
-                r = evaluate_model(model, feats[split], dict(row), seeds=args.ddim_seeds[:1], scorers=("gen+dis",),
+                r = evaluate_model(model, feats[split], knobs, seeds=args.ddim_seeds[:1], scorers=("gen+dis",),
                                    data_info={"name": f"corpus/{split}"})
                 row[split] = {k2: v for k2, v in r["scorers"]["gen+dis"].items() if k2.split("/")[-1] in SHOWN}
             grid.append(row)
