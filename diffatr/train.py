@@ -324,7 +324,8 @@ def select_value(metrics: dict[str, Any], name: str) -> float:
         if all(k in metrics for k in keys):
             return float(sum(metrics[k] for k in keys) / 2)
     known = sorted(k for k in metrics if "/" in k)
-    raise TrainError(f"unknown select metric {name!r}; use one of {', '.join(known)} or mean/<name> (e.g. mean/R@1; phase 2 also gen/<key>, gen/mean/<name>)")
+    raise TrainError(f"unknown select metric {name!r}; use one of {', '.join(known)} or mean/<name> "
+                     "(e.g. mean/R@1; phase 2 also gen/<key>, gen/mean/<name>)")
 
 
 def _higher_is_better(name: str) -> bool:
@@ -947,14 +948,16 @@ def train_diffusion(
         rows = rows.to(dev)
         clips = owner[rows]  # (B,) distinct
         texts, audios = text_emb[rows], audio_emb[clips]  # (B, D) each
+        # direction -> (queries, their in-batch pool, each positive's row in the whole training
+        # pool, that whole pool, the clip of each of its items)
+        sides = {"text_to_audio": (texts, audios, clips, audio_emb, audio_owner),
+                 "audio_to_text": (audios, texts, rows, text_emb, owner)}
         losses = {}
-        for direction, query, pool in (("text_to_audio", texts, audios), ("audio_to_text", audios, texts)):
+        for direction, (query, batch_pool, positive, pool, pool_owner) in sides.items():
             if train_config.negatives == "mined":
-                candidates = (mined_candidates(texts, clips, clips, audio_emb, audio_owner, batch_size)
-                              if direction == "text_to_audio" else
-                              mined_candidates(audios, clips, rows, text_emb, owner, batch_size))
+                candidates = mined_candidates(query, clips, positive, pool, pool_owner, batch_size)  # (B, K, D)
             else:
-                candidates = diffusion_candidates(query, pool)  # (B, K, D), positive at 0
+                candidates = diffusion_candidates(query, batch_pool)  # (B, K, D), positive at 0
             losses[direction] = generation_loss(model.denoisers[direction], scheduler, query, candidates,
                                                 generator=generators["noise"], ce_scale=config.diffusion.ce_scale,
                                                 positive_index=0)
