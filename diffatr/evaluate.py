@@ -378,7 +378,7 @@ def dataset_identity(info: Mapping[str, Any] | None) -> str | None:
     return kind or None
 
 
-_IDENTITY_KEYS = ("name", "kind", "source", "split")
+_IDENTITY_KEYS = ("name", "kind", "source", "split", "source_sha256")
 
 
 def training_data(extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -413,7 +413,12 @@ def training_data(extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def is_out_of_domain(train: Mapping[str, Any] | None, evaluation: Mapping[str, Any] | None) -> bool | None:
     """True when the checkpoint was trained on another dataset than the one evaluated (the
     paper's Clotho -> AudioCaps setting), False when the same, None when the training data is
-    unknown (a checkpoint saved without it)."""
+    unknown (a checkpoint saved without it). One manifest file (same content hash) is one
+    dataset wherever it lies, so a shipped checkpoint evaluated on its shipped data from another
+    clone is in domain."""
+    digests = {(info or {}).get("source_sha256") for info in (train, evaluation)}
+    if len(digests) == 1 and None not in digests and not any((info or {}).get("name") for info in (train, evaluation)):
+        return False
     a, b = dataset_identity(train), dataset_identity(evaluation)
     if a is None or b is None:
         return None
@@ -443,7 +448,21 @@ def _data_info(data: Any, data_info: Mapping[str, Any] | None) -> dict[str, Any]
         value = getattr(data, name, None)
         if name not in info and isinstance(value, (str, Path)):
             info[name] = str(value)
-    return info
+    return with_source_sha256(info)
+
+
+def with_source_sha256(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``info`` plus ``source_sha256``, the content hash of its source when that is a file (a
+    manifest), so that the same manifest is recognised wherever it lies (a clone, a copy)."""
+    out = dict(info)
+    source = out.get("source")
+    if "source_sha256" not in out and isinstance(source, (str, Path)):
+        path = Path(source).expanduser()
+        if path.is_file():
+            from diffatr.encoders.cache import file_sha256
+
+            out["source_sha256"] = file_sha256(path)
+    return out
 
 
 def evaluate_model(

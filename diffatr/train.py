@@ -593,7 +593,9 @@ def _features(split: Any, config: ModelConfig, encoders: LazyEncoders, *, cache_
 
 
 def _data_extra(train: Any, val: Any, data_info: dict[str, Any] | None) -> dict[str, Any]:
-    data = dict(data_info or {})
+    from diffatr.evaluate import with_source_sha256
+
+    data = with_source_sha256(data_info or {})  # the manifest's hash: the same data wherever it lies
     data["train"] = dict(data.get("train", {}), **train.summary())
     data["val"] = dict(data.get("val", {}), **val.summary())
     return data

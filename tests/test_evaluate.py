@@ -26,6 +26,7 @@ from diffatr.evaluate import (
     format_results,
     format_sweep,
     is_out_of_domain,
+    with_source_sha256,
     resolve_knobs,
     score_matrices,
     sweep,
@@ -344,6 +345,20 @@ def test_out_of_domain_flag_from_the_checkpoint_training_data(tmp_path):
     assert unknown["out_of_domain"] is None and unknown["train_data"] is None
 
 
+def test_a_copied_manifest_is_in_domain(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "manifest.csv").write_text("path,caption,split\nx.wav,a dog,train\n")
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "model",
+                           extra={"data": {"kind": "manifest", "source": str(tmp_path / "a" / "manifest.csv"),
+                                           "source_sha256": with_source_sha256(
+                                               {"source": str(tmp_path / "a" / "manifest.csv")})["source_sha256"]}})
+    copy = {"kind": "manifest", "source": str(tmp_path / "b" / "manifest.csv"), "split": "test"}
+    assert evaluate_model(ckpt, random_features(), {"top_k": 3}, data_info=copy)["out_of_domain"] is False
+    (tmp_path / "b" / "manifest.csv").write_text("path,caption,split\ny.wav,a cat,test\n")  # other data
+    assert evaluate_model(ckpt, random_features(), {"top_k": 3}, data_info=copy)["out_of_domain"] is True
+
+
 def test_dataset_identity():
     assert dataset_identity({"kind": "aac-clotho", "split": "dev"}) == "clotho"
     assert dataset_identity({"kind": "AudioCaps"}) == "audiocaps"
@@ -353,6 +368,11 @@ def test_dataset_identity():
     assert dataset_identity(None) is None
     assert is_out_of_domain({"kind": "manifest", "source": "/a/m.csv"}, {"kind": "manifest", "source": "/b/m.csv"})
     assert is_out_of_domain({"kind": "clotho"}, None) is None
+    # one manifest (same content hash) is one dataset wherever it lies; different content is not
+    assert is_out_of_domain({"kind": "manifest", "source": "/a/m.csv", "source_sha256": "ab"},
+                            {"kind": "manifest", "source": "/b/m.csv", "source_sha256": "ab"}) is False
+    assert is_out_of_domain({"kind": "manifest", "source": "/a/m.csv", "source_sha256": "ab"},
+                            {"kind": "manifest", "source": "/b/m.csv", "source_sha256": "cd"}) is True
     assert training_data({"data": "/data/clotho"}) == {"source": "/data/clotho"}
     assert training_data({"step": 3}) is None
     # train.py's layout: data facts with per-split summaries under "train" / "val".
