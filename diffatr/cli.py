@@ -294,6 +294,11 @@ def _add_evaluate_parser(sub) -> None:
                    help="layout of --data: auto (detect), clotho, audiocaps, aac-clotho, aac-audiocaps, "
                         "manifest, folder (default auto)")
     p.add_argument("--split", default="test", help="split to evaluate: train, val, test or the dataset's own name (default test)")
+    p.add_argument("--per-sound", nargs="?", type=int, const=0, default=None, metavar="N",
+                   help="score a gallery of one clip per sound (label group, identical caption, near-duplicate: "
+                        "a hit on any clip of the right sound counts), at most N sounds drawn with seed 0; "
+                        "makes a training split with numbered variants comparable to test (e.g. --split train "
+                        "--per-sound 98)")
     p.add_argument("--audio-dir", metavar="DIR", help="where the audio files are, if not in the dataset's usual place")
     p.add_argument("--normalize-captions", action="store_true",
                    help="lower-case captions and strip punctuation, as the baseline does")
@@ -333,6 +338,21 @@ def _device_for(name: str):
     return resolve_device(name)
 
 
+def _per_sound_gallery(features, max_sounds: int | None):
+    """``features`` cut to one clip per sound (at most ``max_sounds``, 0 = all, drawn with seed 0);
+    None leaves them whole."""
+    import torch
+
+    from diffatr.data.sounds import one_clip_per_sound
+
+    if max_sounds is None:
+        return features
+    if max_sounds < 0:
+        raise ValueError(f"--per-sound N must be positive (or given without N for every sound), got {max_sounds}")
+    rows = one_clip_per_sound(features.sound_units(), max_sounds or None, torch.Generator().manual_seed(0))
+    return features.subset(rows)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -356,7 +376,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if (data_path / "features.json").is_file():  # a saved FeatureSet: no backbone needed
         from diffatr.features import FeatureSet
 
-        data = FeatureSet.load(data_path)
+        data = _per_sound_gallery(FeatureSet.load(data_path), args.per_sound)
         # Which dataset these features came from is unknown: no out-of-domain verdict.
         info = {"features": str(args.data), "split": args.split}
         features_for = None
@@ -378,12 +398,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 config = dataclasses.replace(config, text=dataclasses.replace(config.text, allow_download=True))
             key = json.dumps([dataclasses.asdict(config.audio), dataclasses.asdict(config.text)], sort_keys=True)
             if key not in computed:  # checkpoints sharing backbones share the features
-                computed[key] = compute_features(records_of(split), config, cache_dir=cache_dir, device=device,
-                                                 strict=args.strict, progress=not args.quiet,
-                                                 desc=f"features ({info['split']})")
+                computed[key] = _per_sound_gallery(
+                    compute_features(records_of(split), config, cache_dir=cache_dir, device=device,
+                                     strict=args.strict, progress=not args.quiet, desc=f"features ({info['split']})"),
+                    args.per_sound)
                 skipped.extend(computed[key].skipped)
             return computed[key]
 
+    if args.per_sound is not None:
+        info["gallery"] = {"one_clip_per_sound": True, "max_sounds": args.per_sound or None, "draw_seed": 0}
     result = evaluate_model(checkpoints, data, knobs, seeds=args.seeds, scorers=scorers, data_info=info,
                             features_fn=features_for, device=device)
     result["data"]["num_skipped"] = len(skipped)
@@ -484,12 +507,23 @@ def _add_train_parser(sub) -> None:
     group.add_argument("--finetune", action="store_true", default=None,
                        help="phase 1: fine-tune the backbones too (waveforms and tokens every step; no feature cache)")
     group.add_argument("--amp", action="store_true", default=None, help="bfloat16 mixed precision (CUDA only)")
+    group.add_argument("--mask-same-sound", action=argparse.BooleanOptionalAction, default=None,
+                       help="never use a clip of the same sound (label group, identical caption, recorded "
+                            "near-duplicate) as a negative; --no-mask-same-sound masks only the clip itself "
+                            "(default: on)")
 
     group = p.add_argument_group("model knobs (override --config; saved in the checkpoint's config)")
     group.add_argument("--init-temperature", type=float, default=None,
                        help="phase 1: NT-Xent temperature, fixed or initial (paper: 0.07)")
     group.add_argument("--learn-temperature", action=argparse.BooleanOptionalAction, default=None,
                        help="phase 1: learn the logit scale (capped at 100) instead of fixing it")
+    group.add_argument("--text-head", choices=["linear", "identity"], default=None,
+                       help="phase 1: 'identity' locks the text tower (LiT: no text head, the audio head "
+                            "learns the text encoder's space; needs --embed-dim = the text width)")
+    group.add_argument("--embed-dim", type=int, default=None, help="phase 1: D, the shared embedding width")
+    group.add_argument("--head-hidden-dim", type=int, default=None,
+                       help="phase 1: heads Linear -> GELU -> Linear with this hidden width (default: linear heads)")
+    group.add_argument("--head-dropout", type=float, default=None, help="phase 1: dropout on the heads' inputs")
     group.add_argument("--ce-scale", type=float, default=None, help="phase 2: loss = CE(ce_scale * x0_hat, positive) (paper: 100)")
     group.add_argument("--denoiser-width", type=int, default=None, help="phase 2: d, the denoiser width (paper: 512)")
     group.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
@@ -521,12 +555,16 @@ def _override_model_config(config, args: argparse.Namespace):
         top["init_temperature"] = args.init_temperature
     if args.learn_temperature is not None:
         top["learn_temperature"] = args.learn_temperature
+    for name in ("text_head", "embed_dim", "head_hidden_dim", "head_dropout"):
+        if getattr(args, name) is not None:
+            top[name] = getattr(args, name)
     text = config.text
     if args.allow_download:
         text = dataclasses.replace(text, allow_download=True)
     return dataclasses.replace(
         config, **top, text=text,
-        denoiser=pick(config.denoiser, width=args.denoiser_width, residual=args.residual),
+        # The denoiser reads the shared space, so it follows --embed-dim.
+        denoiser=pick(config.denoiser, width=args.denoiser_width, residual=args.residual, embed_dim=args.embed_dim),
         diffusion=pick(config.diffusion, ce_scale=args.ce_scale, num_train_timesteps=args.num_train_timesteps,
                        schedule=args.schedule, clip_x0=args.clip_x0),
         retrieval=pick(config.retrieval, top_k=args.top_k, num_inference_steps=args.steps, alpha=args.alpha,
@@ -545,7 +583,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from diffatr.indexing import default_cache_dir
     from diffatr.train import STATE_DIR, resolve_device, train_contrastive, train_diffusion
 
-    flags = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "finetune", "amp")}
+    flags = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "finetune", "amp", "mask_same_sound")}
     saved = None
     state_file = Path(args.out) / STATE_DIR / "state.json"
     if args.resume and state_file.is_file():

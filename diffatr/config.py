@@ -130,11 +130,25 @@ class ModelConfig:
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     embed_dim: int = 512  # D: the shared space
     head_hidden_dim: int | None = None  # None: linear heads; else Linear -> ReLU -> Linear
+    # "linear": a trained text head; "identity": the text tower is locked (LiT, Zhai et al.
+    # 2022): captions keep the text encoder's own space and only the audio side is trained
+    # into it (needs embed_dim == text.embed_dim).
+    text_head: str = "linear"
+    head_dropout: float = 0.0  # dropout on the heads' inputs while training
     init_temperature: float = 0.07
     learn_temperature: bool = False
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+
+    def __post_init__(self) -> None:
+        if self.text_head not in ("linear", "identity"):
+            raise ConfigError(f"text_head must be 'linear' or 'identity', got {self.text_head!r}")
+        if self.text_head == "identity" and self.embed_dim != self.text.embed_dim:
+            raise ConfigError(f"text_head 'identity' keeps the text encoder's space: embed_dim must be "
+                              f"{self.text.embed_dim} (the text width), got {self.embed_dim}")
+        if not 0 <= self.head_dropout < 1:
+            raise ConfigError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
 
 
 
@@ -183,6 +197,10 @@ class TrainConfig:
     # its batch (the reference); "mined": its K - 1 nearest non-matching items in the whole
     # training pool by phase-1 cosine, the kind of candidates re-ranking sees at inference.
     negatives: str = "batch"
+    # Never use a clip of the same sound (diffatr.data.sounds: same label group, an identical
+    # normalised caption, a recorded near-duplicate) as a negative, in either phase. False
+    # masks only the clip itself (the behaviour before same-sound units; kept for comparison).
+    mask_same_sound: bool = True
 
     @classmethod
     def for_phase(cls, phase: str, **overrides: Any) -> "TrainConfig":

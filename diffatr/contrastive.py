@@ -105,7 +105,9 @@ def nt_xent_loss(
             model's already-normalised outputs), so the logits are always cosines.
         audio_embeds: (B, D) audio embeddings of the paired clips (row i pairs with text i).
         logit_scale: a positive float or a one-element tensor, e.g. ``LogitScale()()``.
-        clip_ids: optional (B,) integer clip id of each pair; None = all pairs distinct.
+        clip_ids: optional (B,) integer id of each pair's clip, or of its sound unit
+            (``diffatr.data.sounds``; what training passes): pairs with equal ids are never
+            negatives. None = all pairs distinct.
 
     Returns:
         A 0-d tensor: (CE_text->audio + CE_audio->text) / 2, each averaged over the batch.

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from diffatr.audio.io import AudioError
 from diffatr.config import ModelConfig
 from diffatr.data.manifest import ClipRecord
+from diffatr.data.sounds import sound_keys, sound_units
 from diffatr.encoders.cache import FeatureCache, config_digest
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 
@@ -56,6 +57,8 @@ class FeatureSet:
         paths: N audio paths.
         skipped: (path, reason) of each clip left out (unreadable audio, no captions).
         encoders: {"audio": AudioEncoderConfig dict, "text": TextEncoderConfig dict}.
+        sound_keys: N sound keys (``diffatr.data.sounds``; None = unknown), or empty when
+            none were recorded.
     """
 
     audio: Tensor
@@ -66,9 +69,12 @@ class FeatureSet:
     paths: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     encoders: dict[str, Any] = field(default_factory=dict)
+    sound_keys: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n, m = len(self.clip_ids), len(self.captions)
+        if self.sound_keys and len(self.sound_keys) != n:
+            raise FeatureError(f"sound_keys must hold one key per clip ({n}), got {len(self.sound_keys)}")
         if self.audio.ndim != 2 or self.audio.shape[0] != n or len(self.paths) != n:
             raise FeatureError(f"audio must be (N, Da) with N = {n} clip ids and paths, got "
                                f"{tuple(self.audio.shape)} and {len(self.paths)} paths")
@@ -87,6 +93,25 @@ class FeatureSet:
     @property
     def num_captions(self) -> int:
         return len(self.captions)
+
+    def sound_units(self) -> Tensor:
+        """(N,) int64 sound unit of each clip (``diffatr.data.sounds.sound_units``): clips of
+        one unit are never each other's negatives, and a hit on any of them is a unit-level hit."""
+        return sound_units(self.num_clips, self.captions, self.caption_to_clip, self.sound_keys or None)
+
+    def subset(self, clip_rows: Tensor | Sequence[int]) -> "FeatureSet":
+        """These clips (in this order) with all their captions."""
+        rows = [int(r) for r in torch.as_tensor(clip_rows).tolist()]
+        new_row = {old: new for new, old in enumerate(rows)}
+        owners = self.caption_to_clip.tolist()
+        keep = [m for m, clip in enumerate(owners) if clip in new_row]
+        keep.sort(key=lambda m: (new_row[owners[m]], m))
+        return FeatureSet(
+            audio=self.audio[rows], text=self.text[keep],
+            caption_to_clip=torch.tensor([new_row[owners[m]] for m in keep], dtype=torch.long),
+            clip_ids=[self.clip_ids[r] for r in rows], captions=[self.captions[m] for m in keep],
+            paths=[self.paths[r] for r in rows], skipped=list(self.skipped), encoders=dict(self.encoders),
+            sound_keys=[self.sound_keys[r] for r in rows] if self.sound_keys else [])
 
     def digest(self) -> str:
         """A short fingerprint of the features and ids (a resumed run checks it is unchanged)."""
@@ -119,7 +144,8 @@ class FeatureSet:
     def save(self, folder: str | Path) -> Path:
         """Write ``features.safetensors`` + ``features.json`` into ``folder`` (replaced atomically)."""
         info = {"format_version": FORMAT_VERSION, "clip_ids": self.clip_ids, "captions": self.captions,
-                "paths": self.paths, "skipped": [list(s) for s in self.skipped], "encoders": self.encoders}
+                "paths": self.paths, "skipped": [list(s) for s in self.skipped], "encoders": self.encoders,
+                "sound_keys": self.sound_keys}
         tensors = {"audio": self.audio, "text": self.text, "caption_to_clip": self.caption_to_clip}
         with atomic_directory(folder) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / FEATURES_FILE))
@@ -140,7 +166,8 @@ class FeatureSet:
             raise FeatureError(f"{folder}: feature format {info.get('format_version')} is not supported")
         return cls(audio=tensors["audio"], text=tensors["text"], caption_to_clip=tensors["caption_to_clip"],
                    clip_ids=list(info["clip_ids"]), captions=list(info["captions"]), paths=list(info["paths"]),
-                   skipped=[tuple(s) for s in info.get("skipped", [])], encoders=info.get("encoders", {}))
+                   skipped=[tuple(s) for s in info.get("skipped", [])], encoders=info.get("encoders", {}),
+                   sound_keys=list(info.get("sound_keys", [])))
 
 
 def _encoder_key(config: dict[str, Any]) -> dict[str, Any]:
@@ -331,4 +358,5 @@ def compute_features(
         text = encode(captions)
     return FeatureSet(audio=torch.stack(rows), text=text, caption_to_clip=owner,
                       clip_ids=[r.clip_id for r in kept], captions=captions, paths=[r.path for r in kept],
-                      skipped=skipped, encoders=encoder_configs)
+                      skipped=skipped, encoders=encoder_configs,
+                      sound_keys=sound_keys([r.clip_id for r in kept], [r.metadata for r in kept]))

@@ -22,11 +22,18 @@ from diffatr.diffusion.scheduler import DDIMScheduler
 DIRECTIONS = ("text_to_audio", "audio_to_text")
 
 
-def projection_head(in_dim: int, out_dim: int, hidden_dim: int | None) -> nn.Module:
-    """Linear, or Linear -> ReLU -> Linear (the baseline's 2048 -> 2048 -> 1024 style head)."""
+def projection_head(in_dim: int, out_dim: int, hidden_dim: int | None, kind: str = "linear",
+                    dropout: float = 0.0) -> nn.Module:
+    """Linear, or Linear -> ReLU -> Linear (the baseline's 2048 -> 2048 -> 1024 style head), or
+    ``kind="identity"``: no parameters (a locked tower). ``dropout`` acts on the input while
+    training."""
+    if kind == "identity":
+        return nn.Identity()
     if hidden_dim is None:
-        return nn.Linear(in_dim, out_dim)
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+        head = nn.Linear(in_dim, out_dim)
+    else:
+        head = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+    return nn.Sequential(nn.Dropout(dropout), head) if dropout > 0 else head
 
 
 class DiffATR(nn.Module):
@@ -44,8 +51,10 @@ class DiffATR(nn.Module):
                 f"embed_dim ({config.embed_dim})"
             )
         self.config = config
-        self.text_head = projection_head(config.text.embed_dim, config.embed_dim, config.head_hidden_dim)
-        self.audio_head = projection_head(config.audio.embed_dim, config.embed_dim, config.head_hidden_dim)
+        self.text_head = projection_head(config.text.embed_dim, config.embed_dim, config.head_hidden_dim,
+                                         config.text_head, config.head_dropout)
+        self.audio_head = projection_head(config.audio.embed_dim, config.embed_dim, config.head_hidden_dim,
+                                          "linear", config.head_dropout)
         self.logit_scale = LogitScale(config.init_temperature, learnable=config.learn_temperature)
         self.denoisers = nn.ModuleDict({name: Denoiser(config.denoiser) for name in DIRECTIONS})
 

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from diffatr.checkpoint import load_checkpoint, save_checkpoint
 from diffatr.config import RESUME_MUTABLE_FIELDS, ModelConfig, TrainConfig, from_dict, to_dict
 from diffatr.contrastive import nt_xent_loss
+from diffatr.data.sounds import sound_keys, sound_units
 from diffatr.diffusion.losses import generation_loss
 from diffatr.features import FeatureSet, LazyEncoders, compute_features, records_of
 from diffatr.fileio import atomic_directory, atomic_write_bytes
@@ -154,8 +155,9 @@ def unique_clip_batches(caption_to_clip: Tensor, batch_size: int, generator: tor
     random clips not in it yet. There are always ``M // batch_size`` batches.
 
     Args:
-        caption_to_clip: (M,) int64 clip of each caption.
-        batch_size: B, at most the number of distinct clips.
+        caption_to_clip: (M,) int64 owner of each caption: its clip, or its sound unit so that
+            a batch never holds two variants of one sound (training passes units).
+        batch_size: B, at most the number of distinct owners.
         generator: the only source of randomness.
 
     Returns:
@@ -251,16 +253,17 @@ def diffusion_candidates(query: Tensor, pool: Tensor) -> Tensor:
 def mined_candidates(query: Tensor, query_owner: Tensor, positive: Tensor, pool: Tensor, pool_owner: Tensor,
                      k: int) -> Tensor:
     """Candidates mined from a whole pool: the positive, then the query's K - 1 nearest pool
-    items that belong to another clip, hardest first (what the cosine top-K holds at inference).
+    items that belong to another sound, hardest first (what the cosine top-K holds at inference).
 
-    Items of the query's own clip other than the positive (its other captions) are never
-    negatives.
+    Items of the query's own sound other than the positive (its other captions, the variants
+    of its clip) are never negatives.
 
     Args:
-        query: (B, D) L2-normalised queries; query_owner: (B,) the clip of each query.
+        query: (B, D) L2-normalised queries; query_owner: (B,) the sound unit of each query
+            (``diffatr.data.sounds``; clip ids give the clip-only rule).
         positive: (B,) pool row of each query's positive.
-        pool: (P, D) L2-normalised candidates; pool_owner: (P,) the clip of each pool item.
-        k: K, candidates per query (at most 1 + the pool items of other clips).
+        pool: (P, D) L2-normalised candidates; pool_owner: (P,) the sound unit of each pool item.
+        k: K, candidates per query (at most 1 + the pool items of other sounds).
 
     Returns:
         (B, K, D) candidates, the positive at index 0.
@@ -592,6 +595,12 @@ def _features(split: Any, config: ModelConfig, encoders: LazyEncoders, *, cache_
                             progress=progress, desc=desc)
 
 
+def _negative_ids(units: Tensor, num_clips: int, config: TrainConfig) -> Tensor:
+    """(N,) the id each clip is compared by when negatives are chosen: its sound unit, or
+    (``mask_same_sound=False``) the clip itself. Equal ids are never each other's negatives."""
+    return units if config.mask_same_sound else torch.arange(num_clips)
+
+
 def _data_extra(train: Any, val: Any, data_info: dict[str, Any] | None) -> dict[str, Any]:
     from diffatr.evaluate import with_source_sha256
 
@@ -664,12 +673,13 @@ def train_contrastive(
     batch_size = _fit_batch(train_config.batch_size, train.num_captions, "captions")
     text, audio, owner = train.text.to(dev), train.audio.to(dev), train.caption_to_clip.to(dev)
     on_device = dataclasses.replace(train, audio=audio, text=text, caption_to_clip=owner)
+    negative_ids = _negative_ids(train.sound_units(), train.num_clips, train_config).to(dev)  # (N,)
     val_text, val_audio = val.text.to(dev), val.audio.to(dev)
 
     def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
         text_f, audio_f, clip_ids = contrastive_pairs(on_device, rows.to(dev))  # (B, Dt), (B, Da), (B,)
         scale = model.logit_scale()
-        loss = nt_xent_loss(model.project_text(text_f), model.project_audio(audio_f), scale, clip_ids)
+        loss = nt_xent_loss(model.project_text(text_f), model.project_audio(audio_f), scale, negative_ids[clip_ids])
         return loss, {"logit_scale": float(scale.detach())}
 
     def validate() -> dict[str, Any]:
@@ -719,6 +729,7 @@ class _ClipTable:
     captions: list[str]
     caption_to_clip: Tensor  # (M,)
     skipped: list[tuple[str, str]]
+    units: Tensor  # (N,) sound unit of each clip (diffatr.data.sounds)
 
     def summary(self) -> dict[str, Any]:
         return {"num_clips": len(self.paths), "num_captions": len(self.captions), "num_skipped": len(self.skipped),
@@ -737,8 +748,8 @@ def _clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc
 
     if isinstance(split, FeatureSet):
         return _ClipTable(list(split.paths), list(split.clip_ids), list(split.captions),
-                          split.caption_to_clip.clone(), list(split.skipped))
-    paths, ids, captions, owner, skipped = [], [], [], [], []
+                          split.caption_to_clip.clone(), list(split.skipped), split.sound_units())
+    paths, ids, captions, owner, skipped, metadata = [], [], [], [], [], []
     for record in tqdm(records_of(split), desc=desc, unit="clip", disable=not progress):
         reason = None if record.captions else "no captions"
         if reason is None:
@@ -756,7 +767,10 @@ def _clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc
             owner.append(len(paths))
         paths.append(record.path)
         ids.append(record.clip_id)
-    return _ClipTable(paths, ids, captions, torch.tensor(owner, dtype=torch.long), skipped)
+        metadata.append(record.metadata)
+    owner_t = torch.tensor(owner, dtype=torch.long)
+    units = sound_units(len(paths), captions, owner_t, sound_keys(ids, metadata))
+    return _ClipTable(paths, ids, captions, owner_t, skipped, units)
 
 
 def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConfig, train_split: Any,
@@ -771,6 +785,7 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
     train = _clip_table(train_split, sample_rate, strict, progress, "checking train audio")
     val = _clip_table(val_split, sample_rate, strict, progress, "checking val audio")
     batch_size = _fit_batch(config.batch_size, len(train.captions), "captions")
+    negative_ids = _negative_ids(train.units, len(train.paths), config)  # (N,)
     pool = ThreadPoolExecutor(config.num_workers) if config.num_workers > 0 else None
 
     trained = nn.ModuleDict({"model": model, "audio_backbone": audio_encoder.backbone, "text_backbone": text_encoder.model})
@@ -794,7 +809,8 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
         tokens = text_encoder.tokenize([train.captions[i] for i in rows.tolist()])
         text_f = text_encoder(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # (B, Dt)
         scale = model.logit_scale()
-        loss = nt_xent_loss(model.project_text(text_f), model.project_audio(audio_f), scale, clip_ids.to(device))
+        loss = nt_xent_loss(model.project_text(text_f), model.project_audio(audio_f), scale,
+                            negative_ids[clip_ids].to(device))
         return loss, {"logit_scale": float(scale.detach())}
 
     def validate() -> dict[str, Any]:
@@ -860,7 +876,7 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
 # ----------------------------------------------------------------------------- phase 2
 
 
-_BACKBONE_FIELDS = ("text", "audio", "embed_dim", "head_hidden_dim")
+_BACKBONE_FIELDS = ("text", "audio", "embed_dim", "head_hidden_dim", "text_head", "head_dropout")
 
 
 def train_diffusion(
@@ -941,23 +957,28 @@ def train_diffusion(
         val_text = model.project_text(val.text.to(dev))  # (Mv, D)
         val_audio = model.project_audio(val.audio.to(dev))  # (Nv, D)
     owner = train.caption_to_clip.to(dev)  # (M,)
-    audio_owner = torch.arange(train.num_clips, device=dev)  # (N,)
-    batch_size = _fit_batch(train_config.batch_size, train.num_clips, "clips")
+    # Negatives are compared by sound: a batch holds distinct sounds, and mining skips every
+    # clip (and caption) of the query's own sound.
+    audio_unit = _negative_ids(train.sound_units(), train.num_clips, train_config).to(dev)  # (N,)
+    text_unit = audio_unit[owner]  # (M,)
+    num_units = int(audio_unit.unique().numel())
+    batch_size = _fit_batch(train_config.batch_size, num_units, "distinct sounds")
     knobs = dataclasses.asdict(config.retrieval)
     cosine_metrics = retrieval_metrics((val_text @ val_audio.T).float().cpu(), None, val.caption_to_clip)
 
     def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
         rows = rows.to(dev)
-        clips = owner[rows]  # (B,) distinct
+        clips = owner[rows]  # (B,) of distinct sounds
         texts, audios = text_emb[rows], audio_emb[clips]  # (B, D) each
         # direction -> (queries, their in-batch pool, each positive's row in the whole training
-        # pool, that whole pool, the clip of each of its items)
-        sides = {"text_to_audio": (texts, audios, clips, audio_emb, audio_owner),
-                 "audio_to_text": (audios, texts, rows, text_emb, owner)}
+        # pool, that whole pool, the sound of each of its items)
+        sides = {"text_to_audio": (texts, audios, clips, audio_emb, audio_unit),
+                 "audio_to_text": (audios, texts, rows, text_emb, text_unit)}
         losses = {}
-        for direction, (query, batch_pool, positive, pool, pool_owner) in sides.items():
+        for direction, (query, batch_pool, positive, pool, pool_unit) in sides.items():
             if train_config.negatives == "mined":
-                candidates = mined_candidates(query, clips, positive, pool, pool_owner, batch_size)  # (B, K, D)
+                candidates = mined_candidates(query, audio_unit[clips], positive, pool, pool_unit,
+                                              batch_size)  # (B, K, D)
             else:
                 candidates = diffusion_candidates(query, batch_pool)  # (B, K, D), positive at 0
             losses[direction] = generation_loss(model.denoisers[direction], scheduler, query, candidates,
@@ -986,7 +1007,7 @@ def train_diffusion(
                                    train_config.weight_decay, 1.0),
         steps_per_epoch=train.num_captions // batch_size,
         generators=generators,
-        make_epoch=lambda: unique_clip_batches(train.caption_to_clip, batch_size, generators["data"]),
+        make_epoch=lambda: unique_clip_batches(text_unit.cpu(), batch_size, generators["data"]),
         step_loss=step_loss,
         validate=validate,
         save_model=lambda path, extra: save_checkpoint(model, path, extra),

@@ -27,6 +27,7 @@ from diffatr.data.manifest import (
     read_manifest,
     scan_audio_folder,
 )
+from diffatr.data.sounds import read_near_duplicate_links, sound_keys
 from diffatr.data.text import normalize_caption
 
 Kind = Literal["clotho", "audiocaps", "aac-clotho", "aac-audiocaps", "manifest", "folder", "auto"]
@@ -174,6 +175,11 @@ def _read_manifest_split(source: Path, split: str | None, audio_dir: Path | None
         raise
     except ManifestError as err:
         raise DatasetError(str(err)) from err
+    # Every row's sound key (label group merged across recorded near-duplicates), before the
+    # split filter: "same sound" is one definition for training, mining and evaluation.
+    keys = sound_keys([r.clip_id for r in records], [r.metadata for r in records], read_near_duplicate_links(source))
+    records = [r if k is None else dataclasses.replace(r, metadata={**r.metadata, "sound_key": k})
+               for r, k in zip(records, keys)]
     if audio_dir is not None:
         # audio_dir replaces the manifest's folder as the base of relative paths.
         base = source.parent
