@@ -532,7 +532,7 @@ def _run(job: _Job, config: TrainConfig, out_dir: Path, *, resume: bool, device:
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         job.train_mode()
-        with autocast:
+        with autocast, _step_rng(job.generators.get("dropout"), device):
             loss, logs = job.step_loss(order[step % spe])
         if not torch.isfinite(loss.detach()):
             raise TrainError(f"the loss became {float(loss)} at step {step}; lower --lr or enable --grad-clip")
@@ -581,9 +581,26 @@ def _init_model(config: ModelConfig, seed: int) -> DiffATR:
         return DiffATR(config)
 
 
-def _generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
-    return {"data": torch.Generator().manual_seed(int(seed)),
-            "noise": torch.Generator(device=device).manual_seed(int(seed) + 1)}
+def _generators(seed: int, device: torch.device, dropout: bool = False) -> dict[str, torch.Generator]:
+    generators = {"data": torch.Generator().manual_seed(int(seed)),
+                  "noise": torch.Generator(device=device).manual_seed(int(seed) + 1)}
+    if dropout:  # only models with dropout draw from it (older runs resume unchanged)
+        generators["dropout"] = torch.Generator().manual_seed(int(seed) + 2)
+    return generators
+
+
+@contextlib.contextmanager
+def _step_rng(generator: torch.Generator | None, device: torch.device) -> Iterator[None]:
+    """Dropout masks come from the global RNG, which training never touches: for one step,
+    the global generators are forked and seeded from the run's ``dropout`` generator, then the
+    caller's state comes back. A no-op without that generator."""
+    if generator is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+        yield
 
 
 def _features(split: Any, config: ModelConfig, encoders: LazyEncoders, *, cache_dir, strict: bool,
@@ -659,7 +676,7 @@ def train_contrastive(
     out_dir = Path(out_dir)
     model = _init_model(model_config, train_config.seed).to(dev)
     model.denoisers.requires_grad_(False)  # phase 2 trains them
-    generators = _generators(train_config.seed, dev)
+    generators = _generators(train_config.seed, dev, dropout=model_config.head_dropout > 0)
     encoders = LazyEncoders(model_config, dev)
     if train_config.finetune:
         return _train_finetune(model, model_config, train_config, train_split, val_split, out_dir, encoders,
@@ -951,6 +968,7 @@ def train_diffusion(
                       desc="train features")
     val = _features(val_split, config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
                     desc="val features")
+    model.eval()  # the heads' dropout stays off: they project every item once, frozen
     with torch.no_grad():  # the frozen heads project every item once
         text_emb = model.project_text(train.text.to(dev))  # (M, D)
         audio_emb = model.project_audio(train.audio.to(dev))  # (N, D)

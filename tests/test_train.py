@@ -524,3 +524,28 @@ def test_finetune_trains_the_backbones_and_saves_them(data, tmp_path):
     assert any(not torch.equal(tuned[k], initial[k]) for k in tuned if tuned[k].is_floating_point())
     state = load_file(str(tmp_path / "ft/train_state/state.safetensors"))
     assert any(k.startswith("modules/text_backbone.") for k in state)
+
+
+def test_head_dropout_draws_from_the_run_seed_not_the_global_rng(data, tmp_path):
+    config = dataclasses.replace(data["config"], head_hidden_dim=8, head_dropout=0.5)
+    runs = []
+    for name, global_seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(global_seed)
+        before = torch.random.get_rng_state()
+        result = train_contrastive(config, _small("contrastive", epochs=2), data["train"], data["val"],
+                                   tmp_path / name, progress=False)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
+        runs.append(_weights(result.last))
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    # dropout is really on while training (another seed, other masks, other weights) ...
+    other = train_contrastive(config, _small("contrastive", epochs=2, seed=5), data["train"], data["val"],
+                              tmp_path / "c", progress=False)
+    assert not all(torch.equal(runs[0][k], _weights(other.last)[k]) for k in runs[0])
+    # ... and off when phase 2 projects the training items once (same run twice, other global RNG)
+    phase2 = []
+    for name, global_seed in (("p2a", 3), ("p2b", 4)):
+        torch.manual_seed(global_seed)
+        phase2.append(_weights(train_diffusion(tmp_path / "a" / "last", _small("diffusion", epochs=1, batch_size=4),
+                                               data["train"], data["val"], tmp_path / name, progress=False).last))
+    assert all(torch.equal(phase2[0][k], phase2[1][k]) for k in phase2[0])
