@@ -26,6 +26,7 @@ import gradio as gr  # noqa: E402
 from diffatr import plots  # noqa: E402
 from diffatr.demo import (  # noqa: E402
     MAX_RESULTS,
+    PLACEHOLDER_QUERY,
     TOP_K_MAX,
     DemoApp,
     DemoError,
@@ -256,7 +257,7 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
             with gr.Tabs():
                 with gr.Tab("Text → audio", id="text"):
                     with gr.Row():
-                        caption_in = gr.Textbox(label="Describe a sound", placeholder="e.g. a dog barking",
+                        caption_in = gr.Textbox(label="Describe a sound", placeholder=f"e.g. {PLACEHOLDER_QUERY}",
                                                 scale=5, max_lines=3, elem_id="caption-box")
                         text_btn = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
                     gr.Examples(APP.example_queries(), inputs=[caption_in], label="Try")

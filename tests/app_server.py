@@ -66,3 +66,17 @@ def running_app(log_path: Path) -> Iterator[tuple[str, float]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+
+
+def library_top(query: str, k: int, steps: int, top_k: int, alpha: float, seed: int) -> list[list[str]]:
+    """The top ``k`` clips (id, captions) the library's engine gives ``query`` on the pinned
+    corpus with the shipped checkpoint: the oracle the app's answers are checked against."""
+    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+    from diffatr.encoders.text import TextEncoder
+    from diffatr.retrieval.engine import SearchEngine
+    from diffatr.retrieval.index import RetrievalIndex
+
+    model = load_checkpoint(default_checkpoint_dir()).eval()
+    engine = SearchEngine(model, RetrievalIndex.load(EXAMPLES / "index"), text_encoder=TextEncoder(model.config.text))
+    hits = engine.search_text(query, k=k, top_k=top_k, num_inference_steps=steps, alpha=alpha, seed=seed)[0]
+    return [[h.clip_id, *h.captions] for h in hits]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app_server import EXAMPLES, running_app
+from app_server import EXAMPLES, library_top, running_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -116,7 +116,11 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
     assert players
     shown = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[id^=result-card-]") if c.is_displayed()]
     assert len(shown) == 5, shown  # k = 5 by default
-    assert "dog" in " ".join(shown[:2]) and "CC0-1.0" in shown[0] and "fused" in shown[0]
+    assert "CC0-1.0" in shown[0] and "fused" in shown[0]
+    # the cards show the library's top results for these knobs, in order
+    expected = library_top("a dog barking", k=2, steps=STEPS, top_k=32, alpha=1.0, seed=0)
+    for card, (clip_id, caption, *_) in zip(shown[:2], expected):
+        assert caption in card, (card, clip_id)
 
     # A click on the slider's track redraws that step without a new search.
     track = driver.find_element(By.CSS_SELECTOR, "#step-slider input[type=range]")
