@@ -11,6 +11,7 @@ index_uploads, clear_uploads.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import gradio as gr  # noqa: E402
+from gradio.components.plot import PlotData  # noqa: E402
 
 from diffatr import plots  # noqa: E402
 from diffatr.demo import (  # noqa: E402
@@ -146,12 +148,18 @@ def clear_uploads(session: DemoSession | None) -> tuple[dict[str, Any], DemoSess
 # ----------------------------------------------------------------------------- views (UI only)
 
 
+def _step_plot(view: dict[str, Any], step: int) -> PlotData:
+    """One DDIM step for ``gr.Plot``: the figure's plotly JSON built from plain lists (no Figure
+    object, no validation), so an animation frame costs about what a search does."""
+    return PlotData(type="plotly", plot=json.dumps(plots.trajectory_step_spec(view, step)))
+
+
 def _trajectory_views(session: DemoSession | None) -> tuple[Any, Any, Any]:
     view = session.trajectory if isinstance(session, DemoSession) else None
     if view is None:
         return plots.empty_figure(), plots.empty_figure(""), gr.Slider(value=0, maximum=1)
     s = plots.num_steps(view)
-    return (plots.trajectory_step_figure(view, 0), plots.trajectory_heatmap(view),
+    return (_step_plot(view, 0), plots.trajectory_heatmap(view),
             gr.Slider(value=0, maximum=s))
 
 
@@ -191,7 +199,7 @@ def draw_step(session: DemoSession | None, step: float) -> Any:
     view = session.trajectory if isinstance(session, DemoSession) else None
     if view is None:
         return plots.empty_figure()
-    return plots.trajectory_step_figure(view, int(step))
+    return _step_plot(view, int(step))
 
 
 def play(session: DemoSession | None, start: float = 0):
@@ -203,7 +211,7 @@ def play(session: DemoSession | None, start: float = 0):
     for step in iter_steps(view, int(start or 0)):
         if session.trajectory is not view:
             return  # a newer search in this session took over the plot
-        yield plots.trajectory_step_figure(view, step), step
+        yield _step_plot(view, step), step
         time.sleep(FRAME_SECONDS)
 
 
@@ -297,10 +305,15 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
                         upload_json = gr.JSON(label="report")
 
         with gr.Column(scale=6):
-            gr.Markdown("### Watch the diffusion\nBars: x_t over the query's K candidates, from noise "
-                        "(step 0) to x_0 (last step), in cosine order; orange = the final top results. "
-                        "Press Play, or drag the slider to any step (no recomputation).")
-            step_plot = gr.Plot(plots.empty_figure(), label="x_t at one step", elem_id="trajectory-plot")
+            gr.Markdown("### Watch the diffusion\nBars: the distribution the model generates over the "
+                        "query's K candidates (top = most similar by cosine), from the start noise (step 0) "
+                        "to x_0 (last step): softmax(x̂0 × CE scale), the sharpness it was trained at. "
+                        "Orange = the final top results, with their fused rank and the diffusion's own (Gen) "
+                        "rank. The final score fuses cosine + α · softmax(x̂0 / temperature) at temperature "
+                        "1, where this distribution is nearly flat: on the shipped model the diffusion "
+                        "rarely changes the cosine order (see the README). Press Play, or drag the slider "
+                        "to any step (no recomputation).")
+            step_plot = gr.Plot(plots.empty_figure(), label="The distribution over the candidates, step by step", elem_id="trajectory-plot")
             with gr.Row():
                 play_btn = gr.Button("▶ Play", elem_id="play-button", scale=1, min_width=80)
                 pause_btn = gr.Button("❚❚ Pause", elem_id="pause-button", scale=1, min_width=80)

@@ -61,6 +61,13 @@ def top1(hits: list, cosine: bool) -> Any:
     return (by_cosine(hits) if cosine else hits)[0]
 
 
+def gen_top1(hits: list) -> Any:
+    """The diffusion's own first choice: the re-ranked hit with the largest diffusion term
+    (monotone in x̂0), ties in cosine order."""
+    reranked = [h for h in by_cosine(hits) if h.diffusion is not None and h.diffusion == h.diffusion]
+    return max(reranked, key=lambda h: h.diffusion)
+
+
 def everyday_rows(engine: SearchEngine, everyday: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results = ranked(engine, [q["query"] for q in everyday], 3)
     rows = []
@@ -71,6 +78,7 @@ def everyday_rows(engine: SearchEngine, everyday: list[dict[str, Any]]) -> list[
             "top3": [{"clip_id": h.clip_id, "caption": h.caption, "moved": h.moved} for h in hits[:3]],
             "right": hits[0].clip_id in right,
             "right_by_cosine": top1(hits, True).clip_id in right,
+            "right_by_gen": gen_top1(hits).clip_id in right,
             "top5_changed": [h.clip_id for h in hits[:5]] != [h.clip_id for h in by_cosine(hits)[:5]],
         })
     return rows
@@ -81,8 +89,8 @@ def reworded_scores(engine: SearchEngine, reworded: list[dict[str, Any]], class_
     out: dict[str, Any] = {}
     for split in ("val", "test", "ood", "all"):
         picked = [(q, hits) for q, hits in zip(reworded, results) if split == "all" or q["split"] == split]
-        for scorer, cosine in (("fused", False), ("cosine", True)):
-            best = [(q, top1(hits, cosine)) for q, hits in picked]
+        for scorer in ("fused", "cosine", "gen"):
+            best = [(q, gen_top1(hits) if scorer == "gen" else top1(hits, scorer == "cosine")) for q, hits in picked]
             out[f"{split}/{scorer}/clip"] = 100.0 * sum(h.clip_id == q["clip_id"] for q, h in best) / len(best)
             out[f"{split}/{scorer}/class"] = 100.0 * sum(class_of.get(h.clip_id) == q["sound_class"] for q, h in best) / len(best)
         out[f"{split}/count"] = len(picked)
@@ -95,23 +103,36 @@ def reworded_scores(engine: SearchEngine, reworded: list[dict[str, Any]], class_
     return out
 
 
+def generated_mass(engine: SearchEngine, queries: list[str]) -> list[float]:
+    """Per query, the share of the generated distribution softmax(x̂0 x CE scale) (what the app
+    plots at x_0) on its 3 most likely candidates."""
+    features = engine.text_encoder.encode(queries)
+    result = engine.rerank_features("text_to_audio", features, k=1)
+    top_k = result.settings["top_k"]
+    x0 = result.x0[:, :top_k].double()  # (Q, K): the re-ranked candidates
+    probs = torch.softmax(engine.model.config.diffusion.ce_scale * x0, dim=-1)
+    return probs.topk(min(3, top_k), dim=-1).values.sum(dim=-1).tolist()
+
+
 def everyday_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| query | top 3 (clip id: its first caption) | top 1 |", "|---|---|---|"]
     for row in rows:
         top = "; ".join(f"{h['clip_id']}: {h['caption']}" for h in row["top3"])
         lines.append(f"| {row['query']} | {top} | {'right' if row['right'] else 'wrong'} |")
     lines.append(f"| **right at top 1** | | **{sum(r['right'] for r in rows)} of {len(rows)}** "
-                 f"(cosine alone: {sum(r['right_by_cosine'] for r in rows)}) |")
+                 f"(cosine alone: {sum(r['right_by_cosine'] for r in rows)}; the diffusion alone, Gen: "
+                 f"{sum(r['right_by_gen'] for r in rows)}) |")
     return "\n".join(lines)
 
 
 def reworded_table(scores: dict[str, dict[str, Any]]) -> str:
-    lines = ["| gallery | queries | fused: clip / class R@1 | cosine: clip / class R@1 |", "|---|---|---|---|"]
+    lines = ["| gallery | queries | fused: clip / class R@1 | cosine: clip / class R@1 | Gen: clip / class R@1 |",
+             "|---|---|---|---|---|"]
     for where, res in scores.items():
         for split in ("val", "test", "ood", "all"):
-            lines.append(f"| {where} | {split} ({res[f'{split}/count']}) | {res[f'{split}/fused/clip']:.1f} / "
-                         f"{res[f'{split}/fused/class']:.1f} | {res[f'{split}/cosine/clip']:.1f} / "
-                         f"{res[f'{split}/cosine/class']:.1f} |")
+            cells = " | ".join(f"{res[f'{split}/{s}/clip']:.1f} / {res[f'{split}/{s}/class']:.1f}"
+                               for s in ("fused", "cosine", "gen"))
+            lines.append(f"| {where} | {split} ({res[f'{split}/count']}) | {cells} |")
     return "\n".join(lines)
 
 
@@ -143,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
               "everyday": rows, "everyday_right": sum(r["right"] for r in rows),
               "everyday_right_by_cosine": sum(r["right_by_cosine"] for r in rows),
               "everyday_top5_changed": sum(r["top5_changed"] for r in rows),
-              "reworded": scores, "seconds": round(time.time() - started, 1)}
+              "reworded": scores}
+    mass = generated_mass(demo_engine, [q["query"] for q in everyday + reworded])
+    result["generated_top3_mass"] = {"median": sorted(mass)[len(mass) // 2],
+                                     "share_over_half": sum(m > 0.5 for m in mass) / len(mass), "queries": len(mass)}
+    result["seconds"] = round(time.time() - started, 1)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(everyday_table(rows))
     print()
@@ -152,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
           + "; ".join(f"{w}: top 1 changed for {s['top1_changed']} reworded queries ({s['top1_changed_right_class']} "
                       f"right class after, {s['top1_changed_cosine_right_class']} before), top 5 for {s['top5_changed']}"
                       for w, s in scores.items()))
+    mass = result["generated_top3_mass"]
+    print(f"generated distribution at x_0 (softmax(x0 * CE scale), demo index): its top 3 candidates hold more than "
+          f"half the mass for {100 * mass['share_over_half']:.0f}% of the {mass['queries']} queries (median "
+          f"{mass['median']:.2f})")
     print(f"wrote {args.out} ({result['seconds']:.0f} s)")
     return 0
 

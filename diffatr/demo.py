@@ -518,6 +518,17 @@ class DemoApp:
             rows[cos_pos] = int(result.indices[0, position])
             diffusion[cos_pos] = float(result.diffusion[0, position])
             fused[cos_pos] = float(result.fused[0, position])
+        # What the animation shows: the start noise read as a distribution, then at every step
+        # the distribution the model was trained to generate, softmax(x̂0 x CE scale) (at the
+        # fusion's temperature 1 it would look flat: x̂0 spans about 0.1).
+        ce_scale = float(engine.model.config.diffusion.ce_scale)
+        distribution = torch.cat([torch.softmax(x_t[:1].double(), dim=-1),
+                                  torch.softmax(ce_scale * pred_x0.double(), dim=-1)])  # (S+1, K)
+        # The diffusion's own ranking at x_0 (ties keep the cosine order, as the engine's sort).
+        gen_order = torch.sort(x_t[-1], descending=True, stable=True).indices.tolist()
+        gen_rank = [0] * k
+        for position, cos_pos in enumerate(gen_order):
+            gen_rank[cos_pos] = position
         index = engine.index
         if direction == "text_to_audio":
             labels = [index.clip_ids[r] for r in rows]
@@ -536,6 +547,9 @@ class DemoApp:
             "timesteps": [int(t) for t in result.trajectory.timesteps.tolist()],
             "x_t": [[round(float(v), 6) for v in row] for row in x_t.tolist()],
             "pred_x0": [[round(float(v), 6) for v in row] for row in pred_x0.tolist()],
+            "distribution": [[round(float(v), 6) for v in row] for row in distribution.tolist()],
+            "gen_rank": gen_rank,
+            "ce_scale": ce_scale,
             "settings": dataclasses.asdict(settings),
         }
 

@@ -1,14 +1,16 @@
 """Plotly figures of a diffusion re-rank trajectory, for the demo.
 
 Input is the plain, JSON-able trajectory view that ``diffatr.demo`` builds (lists, no tensors);
-output is a ``plotly.graph_objects.Figure``. One figure per DDIM step (a bar chart of x_t over
-the query's K candidates, the final top results highlighted) and one static heatmap of the
-whole path (steps x candidates). Figures hold Python lists only (no numpy arrays), so they
-serialise to plain JSON that any plotly.js renders. No I/O, no Gradio.
+output is plotly JSON or a ``plotly.graph_objects.Figure``. One figure per DDIM step (horizontal
+bars: the distribution over the query's K candidates at that step, the final top results
+highlighted) and one static heatmap of the whole path (steps x candidates). Figures hold Python
+lists only (no numpy arrays), so they serialise to plain JSON that any plotly.js renders. No
+I/O, no Gradio.
 
 View keys used here: ``labels`` (K), ``x_t`` (S+1 lists of K, x_T first), ``pred_x0`` (S lists of
 K), ``timesteps`` (S), ``final_rank`` (K, 0-based), ``highlight`` (how many top results),
-``cosine``, ``diffusion``, ``fused`` (K each), ``query``, ``direction``.
+``cosine``, ``diffusion``, ``fused`` (K each), ``query``, ``direction``; ``distribution`` (S+1 lists of
+K: softmax(x_T), then softmax(x̂0 x CE scale) per step), ``gen_rank`` (K), ``ce_scale``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Mapping
 
 import plotly.graph_objects as go
 
-__all__ = ["step_title", "trajectory_heatmap", "trajectory_step_figure", "empty_figure"]
+__all__ = ["empty_figure", "step_title", "trajectory_heatmap", "trajectory_step_figure", "trajectory_step_spec"]
 
 # Colours: the final top results stand out; the rest stay quiet.
 TOP_COLOUR = "#f97316"  # orange
@@ -25,6 +27,7 @@ OTHER_COLOUR = "#94a3b8"  # slate
 PRED_COLOUR = "#1d4ed8"  # blue markers: the model's current x0 estimate
 LABEL_CHARS = 22  # axis labels are cut here (hover shows the full text)
 HEIGHT = 400
+ROW_PX = 19  # one horizontal bar per candidate
 
 
 def empty_figure(message: str = "Search to see the diffusion re-rank the candidates") -> go.Figure:
@@ -61,63 +64,73 @@ def _axis_labels(view: Mapping[str, Any]) -> list[str]:
     return [f"{i + 1}. {_short(str(label))}" for i, label in enumerate(view["labels"])]
 
 
-def _y_range(view: Mapping[str, Any]) -> list[float]:
-    values = [v for row in view["x_t"] for v in row] + [v for row in view.get("pred_x0", []) for v in row]
-    low, high = min(values + [-1.0]), max(values + [1.0])
-    pad = 0.08 * (high - low)
-    return [low - pad, high + pad]
+def _x_range(view: Mapping[str, Any]) -> list[float]:
+    """One x range for every step, fitted to the largest probability the trajectory reaches."""
+    top = max((v for row in view["distribution"] for v in row), default=1.0)
+    return [0.0, min(1.0, 1.08 * top) if top > 0 else 1.0]
 
 
-def trajectory_step_figure(view: Mapping[str, Any], step: int) -> go.Figure:
-    """Bars of x_t over the K candidates at one DDIM step.
+def trajectory_step_spec(view: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """The figure of one DDIM step as plain plotly JSON (dicts and lists): cheap to build and
+    to send for every step of an animation (no figure objects, no validation).
 
-    Candidates are in cosine order (the order the denoiser saw them); the final top results are
-    orange and labelled with their final rank. From step 1 on, blue diamonds show the x0
-    estimate the model made on the way to this step. The y range is fixed over the whole
-    trajectory so that consecutive steps compare.
+    Horizontal bars, one per candidate (top to bottom in cosine order, the order the denoiser
+    saw them, so that the K = 32 labels stay readable): the distribution over the candidates at
+    this step, ``view["distribution"][step]``: at step 0 the start noise x_T read as one
+    (softmax(x_T)), from step 1 on softmax(x̂0 x CE scale), the distribution the model was
+    trained to generate. The final top results are orange and carry their final (fused) rank
+    and the diffusion's own (Gen) rank. The x range is fixed over the trajectory.
 
     Args:
         view: the trajectory view (see the module docstring).
         step: 0 (x_T) .. S (x_0); clamped.
 
     Returns:
-        The figure.
+        {"data": [...], "layout": {...}}.
     """
     s = num_steps(view)
     step = max(0, min(int(step), s))
     labels = _axis_labels(view)
     k_top = int(view.get("highlight", 0))
     final_rank = list(view["final_rank"])
+    gen_rank = list(view.get("gen_rank") or final_rank)
     is_top = [r < k_top for r in final_rank]
-    x_t = [round(float(v), 5) for v in view["x_t"][step]]
+    probs = [round(float(v), 5) for v in view["distribution"][step]]
+    x_t = view["x_t"][step]
     hover = [
-        f"<b>{label}</b><br>x_t = {x:.3f}<br>cosine = {c:.3f}<br>final rank {r + 1} "
-        f"(cosine rank {i + 1}, moved {i - r:+d})"
-        for i, (label, x, c, r) in enumerate(zip(view["labels"], x_t, view["cosine"], final_rank, strict=True))
+        f"<b>{label}</b><br>p = {p:.3f} (x_t = {float(x):.3f})<br>cosine rank {i + 1} · cosine {c:.3f}"
+        f"<br>Gen rank {g + 1} · final rank {r + 1} (moved {i - r:+d})"
+        for i, (label, p, x, c, g, r) in enumerate(zip(view["labels"], probs, x_t, view["cosine"], gen_rank,
+                                                       final_rank, strict=True))
     ]
-    fig = go.Figure()
-    fig.add_bar(
-        x=labels, y=x_t, name="x_t",
-        marker={"color": [TOP_COLOUR if t else OTHER_COLOUR for t in is_top]},
-        text=[f"#{r + 1}" if t else "" for r, t in zip(final_rank, is_top, strict=True)], textposition="outside",
-        hovertext=hover, hoverinfo="text",
-    )
-    if step >= 1 and view.get("pred_x0"):
-        pred = [round(float(v), 5) for v in view["pred_x0"][step - 1]]
-        fig.add_scatter(x=labels, y=pred, mode="markers", name="x̂0 estimate",
-                        marker={"symbol": "diamond", "size": 8, "color": PRED_COLOUR},
-                        hovertemplate="x̂0 = %{y:.3f}<extra></extra>")
+    ce = view.get("ce_scale", 1.0)
+    what = "start noise x_T as a distribution, softmax(x_T)" if step == 0 else \
+        f"the distribution the model generates, softmax(x̂0 × {ce:g})"
     query = str(view.get("query", ""))
-    fig.update_layout(
-        title={"text": f"{step_title(view, step)}<br><sup>query: {_short(query) if len(query) > 60 else query}"
-                       "  ·  orange = final top results</sup>", "x": 0.01},
-        yaxis={"title": {"text": "x_t"}, "range": _y_range(view), "zeroline": True},
-        xaxis={"tickangle": -35, "categoryorder": "array", "categoryarray": labels},
-        height=HEIGHT, margin={"l": 50, "r": 10, "t": 70, "b": 110}, template="plotly_white",
-        showlegend=True, legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
-        bargap=0.25, uirevision="trajectory",
-    )
-    return fig
+    return {
+        "data": [{
+            "type": "bar", "orientation": "h", "x": probs, "y": labels, "name": "p",
+            "marker": {"color": [TOP_COLOUR if t else OTHER_COLOUR for t in is_top]},
+            "text": [f"#{r + 1} (Gen #{g + 1})" if t else "" for r, g, t in zip(final_rank, gen_rank, is_top)],
+            "textposition": "outside", "cliponaxis": False, "hovertext": hover, "hoverinfo": "text",
+        }],
+        "layout": {
+            "title": {"text": f"{step_title(view, step)}<br><sup>query: {_short(query) if len(query) > 60 else query}"
+                              f"<br>{what} · orange: final top, #fused rank (Gen rank)</sup>", "x": 0.01},
+            "xaxis": {"title": {"text": "probability"}, "range": _x_range(view), "zeroline": True},
+            "yaxis": {"categoryorder": "array", "categoryarray": labels, "autorange": "reversed",
+                      "tickfont": {"size": 11}, "automargin": True},
+            "height": max(HEIGHT, ROW_PX * len(labels) + 140), "template": "plotly_white",
+            "margin": {"l": 10, "r": 90, "t": 95, "b": 50}, "bargap": 0.2, "showlegend": False,
+            "uirevision": "trajectory",
+        },
+    }
+
+
+def trajectory_step_figure(view: Mapping[str, Any], step: int) -> go.Figure:
+    """``trajectory_step_spec`` as a plotly Figure (for notebooks and image export; the app
+    streams the spec itself)."""
+    return go.Figure(trajectory_step_spec(view, step))
 
 
 def trajectory_heatmap(view: Mapping[str, Any], step: int | None = None) -> go.Figure:

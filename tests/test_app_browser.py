@@ -38,7 +38,9 @@ LAST = f"step {STEPS} / {STEPS}"
 PLOT_STATE = """
 const g = document.querySelector(arguments[0] + ' .js-plotly-plot');
 if (!g || !g.data || !g.data.length) return null;
-return {y: Array.from(g.data[0].y || []), z: g.data[0].z ? g.data[0].z.length : 0,
+const d = g.data[0];
+return {values: Array.from((d.orientation === 'h' ? d.x : d.y) || []), labels: Array.from((d.orientation === 'h' ? d.y : d.x) || []),
+        z: d.z ? d.z.length : 0,
         title: (g.layout.title && g.layout.title.text) || '', n: g.data.length};
 """
 
@@ -108,7 +110,7 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
     assert len(titles) >= 5, f"the plot was not streamed step by step; saw {sorted(titles)}"
 
     final = _plot(driver)
-    assert len(final["y"]) == 10 and final["n"] == 2  # all ten clips re-ranked; bars + x0 estimates
+    assert len(final["labels"]) == 10 and final["n"] == 1  # all ten clips re-ranked, one bar each
     assert _plot(driver, "#trajectory-heatmap")["z"] == STEPS + 1  # the whole path: x_T .. x_0
     players = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] audio")
                     or d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] [data-testid=waveform-controls]"),
@@ -127,14 +129,16 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
     width = track.size["width"]
     ActionChains(driver).move_to_element_with_offset(track, -width // 2 + 5 + width // 5, 0).click().perform()
     moved = _wait(driver, lambda d: (s := _plot(d)) and not s["title"].startswith(LAST) and s, "a redraw")
-    assert moved["y"] != final["y"]
+    assert moved["values"] != final["values"]
     # Typing a step into the slider's box: step 0 is the start noise x_T.
     number = driver.find_element(By.CSS_SELECTOR, "#step-slider input[type=number]")
     number.send_keys(Keys.CONTROL, "a")
     number.send_keys("0", Keys.ENTER)
     start = _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith("step 0 ") and s, "step 0")
-    assert start["y"] != final["y"] and start["y"] != moved["y"]
-    assert start["n"] == 1  # no x0 estimate before the first step
+    assert start["values"] != final["values"] and start["values"] != moved["values"]
+    assert start["labels"] == final["labels"]  # the same candidates, in cosine order, at every step
+    # noise in, a peaked distribution out: the generated x_0 puts more mass on its top candidate
+    assert max(final["values"]) > max(start["values"])
 
     # Play replays the stored trajectory from the slider's step; Pause stops it where it is.
     driver.find_element(By.CSS_SELECTOR, "#play-button").click()
@@ -146,7 +150,7 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
     assert _step(_plot(driver)) == paused < STEPS
     driver.find_element(By.CSS_SELECTOR, "#play-button").click()
     _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith(LAST), "the replay to finish")
-    assert _plot(driver)["y"] == final["y"]  # the same x_0 as the search drew
+    assert _plot(driver)["values"] == final["values"]  # the same x_0 as the search drew
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(_screenshot_dir(tmp_path) / "text_to_audio.png"))
 
@@ -166,7 +170,7 @@ def test_audio_search_tab(page, tmp_path: Path) -> None:
     assert "cat" in table
     _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith(LAST) and "cat.mp3" in s["title"],
           "the audio query's diffusion")
-    assert len(_plot(driver)["y"]) == 20  # the candidates are the 20 captions
+    assert len(_plot(driver)["labels"]) == 20  # the candidates are the 20 captions
 
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(_screenshot_dir(tmp_path) / "audio_to_text.png"))

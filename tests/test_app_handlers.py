@@ -325,15 +325,26 @@ def test_step_figure_follows_the_trajectory(app: DemoApp, fast: Settings) -> Non
     view = session.trajectory
     s = plots.num_steps(view)
     first, last = plots.trajectory_step_figure(view, 0), plots.trajectory_step_figure(view, s)
-    np.testing.assert_allclose(first.data[0].y, view["x_t"][0], atol=1e-4)
-    np.testing.assert_allclose(last.data[0].y, view["x_t"][-1], atol=1e-4)
-    assert list(first.data[0].y) != list(last.data[0].y)
-    assert len(first.data) == 1 and len(last.data) == 2  # x0 estimates appear from step 1
+    # step 0: the start noise read as a distribution; x_0: softmax(x0_hat * CE scale), the
+    # distribution the model was trained to generate (recomputed here from the raw trajectory)
+    x_t, pred = np.asarray(view["x_t"]), np.asarray(view["pred_x0"])
+    softmax = lambda v: np.exp(v - v.max()) / np.exp(v - v.max()).sum()  # noqa: E731
+    np.testing.assert_allclose(first.data[0].x, softmax(x_t[0]), atol=1e-4)
+    np.testing.assert_allclose(last.data[0].x, softmax(view["ce_scale"] * pred[-1]), atol=1e-4)
+    assert view["ce_scale"] == app.model.config.diffusion.ce_scale
+    assert list(first.data[0].x) != list(last.data[0].x)
+    assert first.data[0].orientation == "h" and list(first.data[0].y) == list(last.data[0].y)  # labels on y
     colours = list(last.data[0].marker.color)
     assert colours.count(plots.TOP_COLOUR) == fast.k
+    # the diffusion's own ranking: by the final x0, ties in cosine order
+    assert sorted(view["gen_rank"]) == list(range(len(view["gen_rank"])))
+    assert np.argsort(-x_t[-1], kind="stable").tolist() == np.argsort(view["gen_rank"]).tolist()
     assert "x_T" in first.layout.title.text and "x_0" in last.layout.title.text
     assert plots.trajectory_step_figure(view, 999).layout.title.text == last.layout.title.text  # clamped
-    assert first.layout.yaxis.range == last.layout.yaxis.range  # steps compare on one scale
+    assert first.layout.xaxis.range == last.layout.xaxis.range  # steps compare on one scale ...
+    assert last.layout.xaxis.range[1] <= 1.08 * max(max(row) for row in view["distribution"]) + 1e-9  # ... that fits
+    spec = json.loads(json.dumps(plots.trajectory_step_spec(view, s)))  # plain JSON, what the app streams
+    assert spec["data"][0]["x"] == list(last.data[0].x) and spec["layout"]["title"]["text"] == last.layout.title.text
     heat = plots.trajectory_heatmap(view)
     assert np.asarray(heat.data[0].z).shape == (s + 1, fast.top_k)
     for fig in (first, last, heat, plots.empty_figure()):
