@@ -25,6 +25,7 @@ from torch import Tensor
 
 from diffatr.metrics import retrieval_metrics
 from diffatr.retrieval.engine import rerank_topk, stable_topk
+from diffatr.retrieval.rerank import gen_rank_scores
 
 __all__ = [
     "DIRECTIONS",
@@ -217,16 +218,9 @@ def _direction_scores(model: Any, direction: str, prepared: "_Prepared", knobs: 
     if "gen+dis" in scorers:
         out["gen+dis"] = cosine.scatter(1, result.indices, result.fused)  # S + alpha * softmax(x0/temp) on top-K
     if "gen" in scorers:
-        # Diffusion alone inside the top-K. Rank-encoded (2 + (K - j) / K for the j-th by
-        # diffusion) rather than 2 + softmax, so that exact ties of the diffusion term (x0 is
-        # clamped to [-1, 1], so saturated entries tie) are broken by the cosine order, as the
-        # engine's stable sort does, instead of by the metrics' pessimistic tie rule. Every
-        # value is > 2 >= any cosine, so entries outside the top-K follow in cosine order.
-        diffusion = torch.empty_like(result.diffusion).scatter_(1, result.cosine_rank, result.diffusion)
-        order = torch.sort(diffusion, dim=1, descending=True, stable=True).indices  # (Q, K) positions in cosine order
-        rank_value = 2.0 + (k - torch.arange(k, device=cosine.device, dtype=cosine.dtype)) / k  # (K,)
-        gen_top = torch.empty_like(top_scores).scatter_(1, order, rank_value.expand_as(order).contiguous())
-        out["gen"] = cosine.scatter(1, top_indices, gen_top)
+        # Diffusion alone inside the top-K (rerank.gen_rank_scores: rank-encoded, ties in cosine order).
+        diffusion = torch.empty_like(result.diffusion).scatter_(1, result.cosine_rank, result.diffusion)  # cosine order
+        out["gen"] = gen_rank_scores(cosine, top_indices, diffusion)
     return out
 
 

@@ -910,6 +910,7 @@ def train_diffusion(
     strict: bool = False,
     progress: bool = True,
     data_info: dict[str, Any] | None = None,
+    train_embeddings: tuple[Tensor, Tensor] | None = None,
 ) -> TrainResult:
     """Phase 2: train the text->audio and audio->text denoisers on frozen embeddings.
 
@@ -930,6 +931,10 @@ def train_diffusion(
         model_config: overrides the checkpoint's config (e.g. another denoiser width, CE scale
             or validation knobs); its backbones, widths and heads must match the checkpoint's.
         resume, device, cache_dir, strict, progress, data_info: as for ``train_contrastive``.
+        train_embeddings: optional (M, D) caption and (N, D) clip embeddings of the training
+            split to train on instead of the init heads' projections (e.g. out-of-fold
+            embeddings from phase-1 models that never saw each item: cross-fitting, so the
+            denoisers meet the cosine errors of unseen items). Validation always uses ``init``.
 
     Returns:
         TrainResult.
@@ -970,8 +975,17 @@ def train_diffusion(
                     desc="val features")
     model.eval()  # the heads' dropout stays off: they project every item once, frozen
     with torch.no_grad():  # the frozen heads project every item once
-        text_emb = model.project_text(train.text.to(dev))  # (M, D)
-        audio_emb = model.project_audio(train.audio.to(dev))  # (N, D)
+        if train_embeddings is None:
+            text_emb = model.project_text(train.text.to(dev))  # (M, D)
+            audio_emb = model.project_audio(train.audio.to(dev))  # (N, D)
+        else:
+            text_emb, audio_emb = (torch.nn.functional.normalize(e.to(dev, torch.float32), dim=-1)
+                                   for e in train_embeddings)
+            if text_emb.shape != (train.num_captions, config.embed_dim) or \
+                    audio_emb.shape != (train.num_clips, config.embed_dim):
+                raise TrainError(f"train_embeddings must be ({train.num_captions}, {config.embed_dim}) text and "
+                                 f"({train.num_clips}, {config.embed_dim}) audio embeddings of the training split, "
+                                 f"got {tuple(text_emb.shape)} and {tuple(audio_emb.shape)}")
         val_text = model.project_text(val.text.to(dev))  # (Mv, D)
         val_audio = model.project_audio(val.audio.to(dev))  # (Nv, D)
     owner = train.caption_to_clip.to(dev)  # (M,)

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from diffatr.diffusion.sampling import Trajectory, ddim_sample
 from diffatr.retrieval.index import IndexMismatchError, RetrievalIndex, encoder_mismatches
+from diffatr.retrieval.rerank import fuse
 
 __all__ = [
     "RerankResult",
@@ -341,8 +342,7 @@ def rerank_topk(
         x0_parts.append(x0)  # (B, K)
     x0 = torch.cat(x0_parts) if x0_parts else top_scores.new_zeros(0, k)  # (Q, K), cosine order
 
-    diffusion = torch.softmax(x0 / temperature, dim=-1)  # (Q, K)
-    fused = top_scores + alpha * diffusion  # (Q, K)
+    fused, diffusion = fuse(top_scores, x0, rule="paper", alpha=alpha, temperature=temperature)  # (Q, K) each
     # Stable: equal fused scores keep the cosine order (itself ties-by-index).
     order = torch.sort(fused, dim=1, descending=True, stable=True).indices  # (Q, K)
     trajectory = None
