@@ -456,6 +456,9 @@ _TRAIN_FLAGS = {
                        "(for smoke tests; --resume can go on later)"),
     "negatives": (str, "phase 2: batch (the other in-batch items, the reference) | mined (each query's K-1 nearest "
                        "other-clip items in the whole training set, as at inference) (default batch)"),
+    "cross_fit": (int, "phase 2: train the denoisers on out-of-fold embeddings from K phase-1 models, each "
+                       "retrained with --init's settings without one K-th of the training sounds (cross-fitting; "
+                       "0 = off, the paper) (default 0)"),
     "select_metric": (str, "validation metric that picks best/: a metric key such as text_to_audio/R@1, or "
                            "mean/NAME for the mean of both directions (default mean/R@1: in phase 2 the fused Gen+Dis score; "
                            "gen/mean/R@1 selects on the diffusion term alone; *rank metrics: lower is better)"),

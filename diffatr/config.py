@@ -201,6 +201,10 @@ class TrainConfig:
     # normalised caption, a recorded near-duplicate) as a negative, in either phase. False
     # masks only the clip itself (the behaviour before same-sound units; kept for comparison).
     mask_same_sound: bool = True
+    # Phase 2 only: train the denoisers on out-of-fold embeddings of the training split from
+    # this many phase-1 models, each trained (with the init checkpoint's own phase-1 settings)
+    # without one fold of the training sounds; 0 = the init model's own embeddings (the paper).
+    cross_fit: int = 0
 
     @classmethod
     def for_phase(cls, phase: str, **overrides: Any) -> "TrainConfig":
@@ -249,6 +253,11 @@ class TrainConfig:
             problems.append(f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
         elif self.negatives != "batch" and self.phase != "diffusion":
             problems.append("negatives applies to phase 2 (diffusion) only")
+        if isinstance(self.cross_fit, bool) or not isinstance(self.cross_fit, int) or self.cross_fit < 0 \
+                or self.cross_fit == 1:
+            problems.append(f"cross_fit must be 0 (off) or a number of folds >= 2, got {self.cross_fit!r}")
+        elif self.cross_fit and self.phase != "diffusion":
+            problems.append("cross_fit applies to phase 2 (diffusion) only")
         if not isinstance(self.select_metric, str) or not self.select_metric:
             problems.append("select_metric must be a metric name such as 'mean/R@1' or 'text_to_audio/R@1'")
         if problems:

@@ -893,6 +893,69 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
 # ----------------------------------------------------------------------------- phase 2
 
 
+CROSS_FIT_DIR = "cross_fit"
+
+
+def sound_folds(units: Tensor, k: int, seed: int) -> Tensor:
+    """(N,) fold 0..k-1 of each clip: the sound units are dealt into ``k`` folds by a permutation
+    drawn from ``seed``, so the clips of one sound always share a fold."""
+    num_units = int(units.max()) + 1 if units.numel() else 0
+    if not 2 <= k <= num_units:
+        raise TrainError(f"cross-fitting needs 2..{num_units} folds (the number of training sounds), got {k}")
+    fold_of_unit = torch.randperm(num_units, generator=torch.Generator().manual_seed(int(seed))) % k
+    return fold_of_unit[units]
+
+
+def cross_fit_embeddings(init: Any, train: FeatureSet, val: FeatureSet, k: int, out_dir: str | Path, *,
+                         seed: int = 0, device: str | torch.device | None = None,
+                         progress: bool = True) -> tuple[Tensor, Tensor]:
+    """Out-of-fold embeddings of the training split (cross-fitting).
+
+    ``k`` phase-1 models, each trained with the ``init`` checkpoint's own phase-1 settings (its
+    model config and saved TrainConfig) on the training split without one fold of its sounds
+    (``sound_folds``), embed the held-out fold. Phase 2 trained on them sees the cosine errors
+    of clips the phase-1 model never saw, as at inference, instead of a training split that
+    phase 1 has memorised. Fold runs live in ``out_dir/fold<i>`` and are reused once finished.
+
+    Args:
+        init: the phase-1 model (a loaded DiffATR with ``checkpoint_extra``) or its folder.
+        train, val: FeatureSets; val only selects each fold model's best epoch.
+        k: folds (>= 2).
+
+    Returns:
+        (M, D) caption and (N, D) clip embeddings, each from the fold model that did not see it.
+    """
+    model = load_checkpoint(init) if isinstance(init, (str, Path)) else init
+    saved = (getattr(model, "checkpoint_extra", None) or {}).get("train")
+    if not saved or saved.get("phase") != "contrastive":
+        raise TrainError("cross-fitting retrains phase 1 with the --init checkpoint's settings, but it records no "
+                         "phase-1 training settings; use a checkpoint written by diffatr train --phase contrastive")
+    phase1 = from_dict(TrainConfig, {**saved, "device": str(device or saved.get("device", "auto"))})
+    if phase1.finetune:
+        raise TrainError("cross-fitting needs a phase-1 checkpoint with frozen backbones (its features are reused)")
+    folds = sound_folds(train.sound_units(), k, seed)
+    text = torch.zeros(train.num_captions, model.config.embed_dim)
+    audio = torch.zeros(train.num_clips, model.config.embed_dim)
+    for fold in range(k):
+        held = (folds == fold).nonzero().flatten()  # (n_f,)
+        run = Path(out_dir) / f"fold{fold}"
+        done = run / "done.json"
+        if not done.is_file():
+            if run.exists():
+                import shutil
+
+                shutil.rmtree(run)  # an interrupted fold starts over (a few seconds)
+            train_contrastive(model.config, phase1, train.subset((folds != fold).nonzero().flatten()), val, run,
+                              progress=progress)
+            atomic_write_bytes(done, b"{}\n")
+        fold_model = load_checkpoint(run / "best").eval()
+        captions = torch.isin(train.caption_to_clip, held)  # (M,)
+        with torch.no_grad():
+            audio[held] = fold_model.project_audio(train.audio[held].float())
+            text[captions] = fold_model.project_text(train.text[captions].float())
+    return text, audio
+
+
 _BACKBONE_FIELDS = ("text", "audio", "embed_dim", "head_hidden_dim", "text_head", "head_dropout")
 
 
@@ -973,6 +1036,9 @@ def train_diffusion(
                       desc="train features")
     val = _features(val_split, config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
                     desc="val features")
+    if train_config.cross_fit and train_embeddings is None:
+        train_embeddings = cross_fit_embeddings(initial, train, val, train_config.cross_fit, out_dir / CROSS_FIT_DIR,
+                                                seed=train_config.seed, device=dev, progress=progress)
     model.eval()  # the heads' dropout stays off: they project every item once, frozen
     with torch.no_grad():  # the frozen heads project every item once
         if train_embeddings is None:

@@ -549,3 +549,54 @@ def test_head_dropout_draws_from_the_run_seed_not_the_global_rng(data, tmp_path)
         phase2.append(_weights(train_diffusion(tmp_path / "a" / "last", _small("diffusion", epochs=1, batch_size=4),
                                                data["train"], data["val"], tmp_path / name, progress=False).last))
     assert all(torch.equal(phase2[0][k], phase2[1][k]) for k in phase2[0])
+
+
+def test_sound_folds_keep_a_sound_in_one_fold():
+    from diffatr.train import sound_folds
+
+    units = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 5, 5])
+    folds = sound_folds(units, 3, seed=1)
+    assert set(folds.tolist()) == {0, 1, 2}
+    for unit in units.unique():
+        assert len(set(folds[units == unit].tolist())) == 1  # variants never straddle a fold
+    assert torch.equal(folds, sound_folds(units, 3, seed=1))
+    with pytest.raises(TrainError, match="folds"):
+        sound_folds(units, 7, seed=0)  # 6 sounds
+    with pytest.raises(ConfigError, match="cross_fit"):
+        TrainConfig.for_phase("diffusion", cross_fit=1)
+    with pytest.raises(ConfigError, match="phase 2"):
+        TrainConfig.for_phase("contrastive", cross_fit=2)
+
+
+def test_cross_fitted_phase_2_trains_on_out_of_fold_embeddings(data, phase1, tmp_path, monkeypatch):
+    import diffatr.train as train_module
+    from diffatr.train import cross_fit_embeddings, sound_folds
+
+    train = data["train"]
+    text, audio = cross_fit_embeddings(phase1 / "best", train, data["val"], 2, tmp_path / "cf", seed=3, device="cpu",
+                                       progress=False)
+    folds = sound_folds(train.sound_units(), 2, seed=3)
+    full = load_checkpoint(phase1 / "best")
+    for fold in (0, 1):
+        fold_model = load_checkpoint(tmp_path / "cf" / f"fold{fold}" / "best")
+        held = (folds == fold).nonzero().flatten()
+        with torch.no_grad():
+            assert torch.allclose(audio[held], fold_model.project_audio(train.audio[held]), atol=1e-6)
+            assert not torch.allclose(audio[held], full.project_audio(train.audio[held]), atol=1e-3)
+        # each fold model trained on the other fold's clips only (and the phase-1 settings of --init)
+        fold_log = _log(tmp_path / "cf" / f"fold{fold}" / "log.jsonl")
+        assert fold_log[0]["train"]["epochs"] == 3
+        summary = json.loads((tmp_path / "cf" / f"fold{fold}" / "best" / "config.json").read_text())
+        assert summary["extra"]["data"]["train"]["num_clips"] == int((folds != fold).sum())
+
+    seen = []
+    original = train_module.generation_loss
+    monkeypatch.setattr(train_module, "generation_loss",
+                        lambda den, sch, query, cands, **kw: seen.append(query.clone()) or original(den, sch, query, cands, **kw))
+    result = train_diffusion(phase1 / "best", _small("diffusion", epochs=1, batch_size=4, cross_fit=2, seed=3),
+                             train, data["val"], tmp_path / "p2", progress=False)
+    assert read_checkpoint(result.best)[1]["train"]["cross_fit"] == 2
+    # the text->audio queries of every step are out-of-fold caption embeddings
+    oof = torch.nn.functional.normalize(text, dim=-1)
+    dist = lambda q: torch.cdist(q, oof, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values  # noqa: E731
+    assert seen and all(bool((dist(q) < 1e-5).all()) for q in seen[::2])
