@@ -48,7 +48,7 @@ from diffatr.indexing import default_cache_dir  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
 from diffatr.retrieval.engine import rerank_topk, stable_topk  # noqa: E402
 from diffatr.retrieval.rerank import dual_softmax, ensemble, fuse, gen_rank_scores, inverted_softmax, qb_norm  # noqa: E402
-from diffatr.train import train_contrastive, train_diffusion  # noqa: E402
+from diffatr.train import train_diffusion  # noqa: E402
 
 MANIFEST = ROOT / "assets" / "corpus" / "manifest.csv"
 SPLITS = ("val", "test", "ood")

@@ -51,3 +51,20 @@ def audio_folder(tmp_path: Path) -> Path:
     write_tone(folder / "uncaptioned.flac", freq=300.0, seed=9)
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     return folder
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module for the duration of a module fixture
+    (a generator: ``yield from load_benchmark("quality")``); benchmarks are scripts, not a package."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)

@@ -4,7 +4,6 @@ The benchmark trains for minutes; these check that its scoring and tables are ri
 hand-made inputs, and that the committed query files keep their own rules.
 """
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("generalisation_bench", ROOT / "benchmarks" / "generalisation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from load_benchmark("generalisation")
 
 
 def test_query_files_pass_their_checker():
