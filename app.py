@@ -88,8 +88,9 @@ def _show_notices(response: dict[str, Any]) -> None:
         (gr.Warning if notice.level == "warning" else gr.Info)(notice.text)
 
 
-def _settings(k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any):
-    return APP.parse_settings(k=k, num_inference_steps=steps, top_k=top_k, alpha=alpha, seed=seed)
+def _settings(k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any, temperature: Any):
+    return APP.parse_settings(k=k, num_inference_steps=steps, top_k=top_k, alpha=alpha, seed=seed,
+                              temperature=temperature)
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -97,20 +98,20 @@ def _settings(k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any):
 
 @_user_errors
 def search_text(caption: str, k: float, steps: float, top_k: float, alpha: float, seed: float,
-                session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+                temperature: float, session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
     """Text -> audio: the k best clips for a caption, re-ranked by the diffusion model."""
     session = _session(session)
-    response = APP.search_text(caption, _settings(k, steps, top_k, alpha, seed), session)
+    response = APP.search_text(caption, _settings(k, steps, top_k, alpha, seed, temperature), session)
     _show_notices(response)
     return response, session
 
 
 @_user_errors
 def search_audio(audio: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
-                 session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+                 temperature: float, session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
     """Audio -> text: the k best captions for a sound file or a recording."""
     session = _session(session)
-    response = APP.search_audio(audio, _settings(k, steps, top_k, alpha, seed), session)
+    response = APP.search_audio(audio, _settings(k, steps, top_k, alpha, seed, temperature), session)
     _show_notices(response)
     return response, session
 
@@ -258,7 +259,11 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
                                  elem_id="alpha-slider")
             seed_in = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed of x_T",
                                 info="same seed, same trajectory", elem_id="seed-box")
-    knobs = [k_in, steps_in, top_k_in, alpha_in, seed_in]
+            temperature_in = gr.Slider(0.01, 2, value=defaults.temperature, step=0.01,
+                                       label="Fusion temperature", elem_id="temperature-slider",
+                                       info=f"softmax(x̂0 / T) in the fused score; 1/CE scale = "
+                                            f"{1 / APP.model.config.diffusion.ce_scale:g} is the trained sharpness")
+    knobs = [k_in, steps_in, top_k_in, alpha_in, seed_in, temperature_in]
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
@@ -309,10 +314,10 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
                         "query's K candidates (top = most similar by cosine), from the start noise (step 0) "
                         "to x_0 (last step): softmax(x̂0 × CE scale), the sharpness it was trained at. "
                         "Orange = the final top results, with their fused rank and the diffusion's own (Gen) "
-                        "rank. The final score fuses cosine + α · softmax(x̂0 / temperature) at temperature "
-                        "1, where this distribution is nearly flat: on the shipped model the diffusion "
-                        "rarely changes the cosine order (see the README). Press Play, or drag the slider "
-                        "to any step (no recomputation).")
+                        "rank. The final score fuses cosine + α · softmax(x̂0 / T) with the fusion temperature "
+                        "T of the settings (1 by default, where this distribution is nearly flat: on the "
+                        "shipped model the diffusion then rarely changes the cosine order; see the README). "
+                        "Press Play, or drag the slider to any step (no recomputation).")
             step_plot = gr.Plot(plots.empty_figure(), label="The distribution over the candidates, step by step", elem_id="trajectory-plot")
             with gr.Row():
                 play_btn = gr.Button("▶ Play", elem_id="play-button", scale=1, min_width=80)

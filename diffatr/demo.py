@@ -65,6 +65,7 @@ PLACEHOLDER_QUERY = "birds chirping"
 MAX_RESULTS = 10  # result slots on the page (and the cap on k)
 TOP_K_MAX = 64  # K: candidates re-ranked per query (the engine clamps it to the corpus)
 ALPHA_MAX = 10.0
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.001, 10.0  # the fusion's softmax temperature
 SEED_MAX = 2**31 - 1
 MAX_QUERY_CHARS = 500  # longer captions are cut (the text encoder reads 128 tokens anyway)
 # Audio queries and uploads are cut here (the library's max_seconds policy, with a notice):
@@ -128,8 +129,10 @@ class Settings:
         k: results shown (1..MAX_RESULTS).
         num_inference_steps: DDIM steps S (1..T).
         top_k: K, candidates re-ranked by the diffusion (clamped to the corpus size).
-        alpha: weight of the diffusion score in fused = cosine + alpha * softmax(x0).
+        alpha: weight of the diffusion score in fused = cosine + alpha * softmax(x0 / temperature).
         seed: seed of the start noise x_T (same seed, same trajectory).
+        temperature: the fusion's softmax temperature (the paper: 1; 1 / CE scale = the
+            sharpness the denoisers were trained at).
     """
 
     k: int = 5
@@ -137,10 +140,11 @@ class Settings:
     top_k: int = 32
     alpha: float = 1.0
     seed: int = 0
+    temperature: float = 1.0
 
     @classmethod
     def parse(cls, *, k: Any = None, num_inference_steps: Any = None, top_k: Any = None,
-              alpha: Any = None, seed: Any = None, defaults: Settings | None = None,
+              alpha: Any = None, seed: Any = None, temperature: Any = None, defaults: Settings | None = None,
               max_steps: int = 50) -> Settings:
         """Validate values from a form or an API call (None = the default).
 
@@ -151,18 +155,23 @@ class Settings:
         alpha_value = _number(alpha, "alpha", d.alpha)
         if not 0.0 <= alpha_value <= ALPHA_MAX:
             raise DemoError(f"alpha must be between 0 and {ALPHA_MAX:g}, got {alpha_value:g}")
+        temperature_value = _number(temperature, "temperature", d.temperature)
+        if not TEMPERATURE_MIN <= temperature_value <= TEMPERATURE_MAX:
+            raise DemoError(f"temperature must be between {TEMPERATURE_MIN:g} and {TEMPERATURE_MAX:g}, "
+                            f"got {temperature_value:g}")
         return cls(
             k=_integer(k, "k (results)", d.k, 1, MAX_RESULTS),
             num_inference_steps=_integer(num_inference_steps, "DDIM steps", d.num_inference_steps, 1, max_steps),
             top_k=_integer(top_k, "K (candidates)", d.top_k, 1, TOP_K_MAX),
             alpha=alpha_value,
             seed=_integer(seed, "seed", d.seed, 0, SEED_MAX),
+            temperature=temperature_value,
         )
 
     def knobs(self) -> dict[str, Any]:
         """The engine's keyword arguments."""
         return {"top_k": self.top_k, "num_inference_steps": self.num_inference_steps,
-                "alpha": self.alpha, "seed": self.seed}
+                "alpha": self.alpha, "seed": self.seed, "temperature": self.temperature}
 
 
 # ----------------------------------------------------------------------------- session
@@ -269,7 +278,7 @@ class DemoApp:
         self.max_steps = int(model.config.diffusion.num_train_timesteps)
         self.defaults = Settings(k=5, num_inference_steps=min(retrieval.num_inference_steps, self.max_steps),
                                  top_k=min(retrieval.top_k, TOP_K_MAX), alpha=float(retrieval.alpha),
-                                 seed=int(retrieval.seed))
+                                 seed=int(retrieval.seed), temperature=float(retrieval.temperature))
         self._engines: OrderedDict[tuple[str, int], SearchEngine] = OrderedDict()
         self._engine_cache_size = engine_cache_size
         self._lock = threading.Lock()
@@ -859,7 +868,8 @@ def status_line(response: Mapping[str, Any]) -> str:
     s = response["settings"]
     n = len(response["results"])
     return (f"{n} result{'s' if n != 1 else ''} from {response['corpus']} · K = {s['top_k_used']} re-ranked "
-            f"in {s['num_inference_steps']} DDIM steps · α = {s['alpha']:g} · seed {s['seed']}")
+            f"in {s['num_inference_steps']} DDIM steps · α = {s['alpha']:g} · T = {s.get('temperature', 1.0):g} "
+            f"· seed {s['seed']}")
 
 
 def upload_status(report: Mapping[str, Any]) -> str:

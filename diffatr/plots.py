@@ -118,10 +118,11 @@ def trajectory_step_spec(view: Mapping[str, Any], step: int) -> dict[str, Any]:
             "title": {"text": f"{step_title(view, step)}<br><sup>query: {_short(query) if len(query) > 60 else query}"
                               f"<br>{what} · orange: final top, #fused rank (Gen rank)</sup>", "x": 0.01},
             "xaxis": {"title": {"text": "probability"}, "range": _x_range(view), "zeroline": True},
+            # A fixed left margin for the (cut) labels: automargin would re-layout every frame.
             "yaxis": {"categoryorder": "array", "categoryarray": labels, "autorange": "reversed",
-                      "tickfont": {"size": 11}, "automargin": True},
+                      "tickfont": {"size": 11}},
             "height": max(HEIGHT, ROW_PX * len(labels) + 140), "template": "plotly_white",
-            "margin": {"l": 10, "r": 90, "t": 95, "b": 50}, "bargap": 0.2, "showlegend": False,
+            "margin": {"l": 8 + 7 * max((len(label) for label in labels), default=4), "r": 90, "t": 95, "b": 50}, "bargap": 0.2, "showlegend": False,
             "uirevision": "trajectory",
         },
     }

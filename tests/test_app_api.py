@@ -38,7 +38,7 @@ def test_named_endpoints(url: str) -> None:
     info = _client(url).view_api(return_format="dict", print_info=False)
     assert ENDPOINTS <= set(info["named_endpoints"])
     params = [p["parameter_name"] for p in info["named_endpoints"]["/search_text"]["parameters"]]
-    assert params == ["caption", "k", "steps", "top_k", "alpha", "seed"]  # the session state is hidden
+    assert params == ["caption", "k", "steps", "top_k", "alpha", "seed", "temperature"]  # the session state is hidden
 
 
 def test_text_search_and_its_trajectory(url: str) -> None:
@@ -65,6 +65,8 @@ def test_bad_input_gives_a_message_and_the_next_query_works(url: str, tmp_path: 
         client.predict("a cat", **{**FAST, "k": 0}, api_name="/search_text")
     with pytest.raises(AppError, match="seed"):  # and the app checks what Gradio does not
         client.predict("a cat", **{**FAST, "seed": 2**40}, api_name="/search_text")
+    with pytest.raises(AppError, match="minimum value 0.01"):  # the temperature slider's range
+        client.predict("a cat", **{**FAST, "temperature": 0}, api_name="/search_text")
 
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")

@@ -5,6 +5,7 @@ One DemoApp is loaded for the module, on the shipped checkpoint and the ten exam
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -68,6 +69,19 @@ def test_settings_defaults_coercion_and_ranges(app: DemoApp) -> None:
 
 
 # ----------------------------------------------------------------------------- text -> audio
+
+
+def test_the_fusion_temperature_reaches_the_engine(app: DemoApp, fast: Settings) -> None:
+    sharp = app.parse_settings(**{**dataclasses.asdict(fast), "temperature": 0.01})
+    assert sharp.temperature == 0.01 and sharp.knobs()["temperature"] == 0.01
+    default_run = app.search_text("a rooster crowing", fast, DemoSession())["results"]
+    sharp_run = app.search_text("a rooster crowing", sharp, DemoSession())["results"]
+    # the same x0, read at another temperature: the diffusion terms spread further apart
+    spread = lambda hits: max(h["diffusion"] for h in hits) - min(h["diffusion"] for h in hits)  # noqa: E731
+    assert spread(sharp_run) > spread(default_run)
+    for bad in (0, -1, 11, "warm"):
+        with pytest.raises(DemoError, match="temperature"):
+            app.parse_settings(temperature=bad)
 
 
 def test_text_search_results_and_trajectory(app: DemoApp, fast: Settings) -> None:
