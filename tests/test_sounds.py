@@ -186,3 +186,16 @@ def test_evaluate_scores_one_clip_per_sound(tmp_path, capsys):
     assert code == 0 and json.loads(out.read_text())["num_clips"] == 2
     assert cli.main(["evaluate", "--checkpoint", str(run.best), "--data", str(tmp_path / "feats"), "--per-sound", "-1",
                      "--scorers", "dis", "--quiet"]) == 2
+
+
+def test_links_merge_groups_transitively_through_one_group():
+    # a1 ~ b1 and b2 ~ c1: b1 and b2 share group B, so A, B and C are one sound
+    ids = ["a1", "b1", "b2", "b3", "c1", "d1"]
+    groups = ["A", "B", "B", "B", "C", "D"]
+    keys = sound_keys(ids, [{"label_group": g} for g in groups], [("a1", "b1"), ("b2", "c1")])
+    assert len(set(keys[:5])) == 1 and keys[5] == "D"
+    units = sound_units(len(ids), [f"caption {i}" for i in range(6)], torch.arange(6), keys)
+    assert units.tolist() == [0, 0, 0, 0, 0, 1]
+    # a link between two clips without keys names their sound after a clip
+    lone = sound_keys(["x", "y", "z"], [{}, {}, {}], [("x", "y")])
+    assert lone[0] == lone[1] == "link:x" and lone[2] is None

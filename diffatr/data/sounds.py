@@ -63,33 +63,36 @@ class _Union:
 
 
 def sound_keys(clip_ids: Sequence[str], metadata: Sequence[dict], links: Iterable[tuple[str, str]] = ()) -> list[str | None]:
-    """Each clip's sound key: its first ``SOUND_KEY_FIELDS`` value, with the keys of linked
-    clips merged into one (the lexicographically smallest of the linked keys).
+    """Each clip's sound key: its first ``SOUND_KEY_FIELDS`` value, with the groups that linked
+    clips belong to merged into one (named by the smallest of their keys), transitively.
 
-    A linked clip without a key of its own is given its partner's. Clips with no key and no
-    link get None (their captions still join them to other clips in ``sound_units``).
+    A linked clip without a key of its own gets its partner's (or ``"link:<clip id>"`` when no
+    linked clip has one). Clips with no key and no link get None (their captions may still join
+    them to other clips in ``sound_units``).
     """
     keys = [next((str(m[f]) for f in SOUND_KEY_FIELDS if m.get(f) not in (None, "")), None) for m in metadata]
     row = {clip: i for i, clip in enumerate(clip_ids)}
     union = _Union(len(clip_ids))
-    for a, b in links:
+    first_of_key: dict[str, int] = {}
+    for i, key in enumerate(keys):  # clips of one group are one sound ...
+        if key is not None:
+            union.union(i, first_of_key.setdefault(key, i))
+    linked = set()
+    for a, b in links:  # ... and a near-duplicate link joins two whole groups
         if a in row and b in row:
             union.union(row[a], row[b])
-    by_root: dict[int, list[int]] = {}
+            linked.update((row[a], row[b]))
+    members: dict[int, list[int]] = {}
     for i in range(len(clip_ids)):
-        by_root.setdefault(union.find(i), []).append(i)
+        members.setdefault(union.find(i), []).append(i)
     merged = list(keys)
-    for members in by_root.values():
-        if len(members) > 1:
-            named = sorted({keys[i] for i in members if keys[i] is not None})
-            # Every key of the linked clips is renamed to one, so unlinked clips of those
-            # groups follow too.
-            target = named[0] if named else f"link:{clip_ids[members[0]]}"
-            for i in members:
-                merged[i] = target
-            for i, key in enumerate(keys):
-                if key is not None and key in named:
-                    merged[i] = target
+    for group in members.values():
+        if not any(i in linked for i in group):
+            continue  # untouched by links: keys stay as they are
+        named = sorted({keys[i] for i in group if keys[i] is not None})
+        target = named[0] if named else f"link:{clip_ids[group[0]]}"
+        for i in group:
+            merged[i] = target
     return merged
 
 
