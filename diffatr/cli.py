@@ -525,7 +525,7 @@ def _add_train_parser(sub) -> None:
                             "learns the text encoder's space; needs --embed-dim = the text width)")
     group.add_argument("--embed-dim", type=int, default=None, help="phase 1: D, the shared embedding width")
     group.add_argument("--head-hidden-dim", type=int, default=None,
-                       help="phase 1: heads Linear -> GELU -> Linear with this hidden width (default: linear heads)")
+                       help="phase 1: heads Linear -> ReLU -> Linear with this hidden width (default: linear heads)")
     group.add_argument("--head-dropout", type=float, default=None, help="phase 1: dropout on the heads' inputs")
     group.add_argument("--ce-scale", type=float, default=None, help="phase 2: loss = CE(ce_scale * x0_hat, positive) (paper: 100)")
     group.add_argument("--denoiser-width", type=int, default=None, help="phase 2: d, the denoiser width (paper: 512)")
