@@ -26,6 +26,10 @@ def _add_knobs(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alpha", type=float, default=None,
                        help="weight of the diffusion score in fused = cosine + alpha * softmax(x0 / temperature); 0 = cosine only")
     group.add_argument("--temperature", type=float, default=None, help="softmax temperature on the x0 estimate")
+    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
+                       help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / "
+                            "temperature); zscore = cosine + alpha * std(cosine) * z(x0), calibrated "
+                            "(default: the checkpoint's)")
     group.add_argument("--seed", type=int, default=None,
                        help="seed of the start noise x_T; the same seed gives the same ranking")
 
@@ -173,6 +177,7 @@ def _knobs(args: argparse.Namespace, defaults) -> dict:
         "alpha": args.alpha if args.alpha is not None else defaults.alpha,
         "temperature": args.temperature if args.temperature is not None else defaults.temperature,
         "seed": args.seed if args.seed is not None else defaults.seed,
+        "fusion": args.fusion if args.fusion is not None else defaults.fusion,
     }
     if knobs["top_k"] < 1:
         raise ValueError("--top-k must be at least 1")
@@ -309,6 +314,10 @@ def _add_evaluate_parser(sub) -> None:
     group.add_argument("--alpha", type=float, default=None,
                        help="fused = cosine + alpha * softmax(x0 / temperature) (paper: 1)")
     group.add_argument("--temperature", type=float, default=None, help="softmax temperature on the x0 estimate (paper: 1)")
+    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
+                       help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / "
+                            "temperature); zscore = cosine + alpha * std(cosine) * z(x0), calibrated "
+                            "(default: the checkpoint's)")
     group.add_argument("--seeds", "--seed", dest="seeds", type=int, nargs="+", default=None, metavar="SEED",
                        help="DDIM start-noise seeds; several give mean ± std (default: the checkpoint's seed)")
     group.add_argument("--scorers", nargs="+", choices=["dis", "gen", "gen+dis"], default=None,
@@ -368,7 +377,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for path in checkpoints:  # fail on a bad checkpoint before reading any data
         read_checkpoint(path)
     knobs = {"top_k": args.top_k, "num_inference_steps": args.steps, "alpha": args.alpha,
-             "temperature": args.temperature, "batch_size": args.batch_size}
+             "temperature": args.temperature, "fusion": args.fusion, "batch_size": args.batch_size}
     scorers = tuple(s for s in SCORERS if s in (args.scorers or SCORERS))
 
     data_path = Path(args.data)
@@ -542,6 +551,8 @@ def _add_train_parser(sub) -> None:
                        help="validation re-ranking: fused = cosine + alpha * softmax(x0 / temperature)")
     group.add_argument("--temperature", type=float, default=None,
                        help="validation re-ranking: softmax temperature on the x0 estimate (not the NT-Xent one)")
+    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
+                       help="validation re-ranking: how the diffusion term joins the cosine (paper | zscore)")
     group.add_argument("--ddim-seed", type=int, default=None, help="validation re-ranking: seed of the start noise x_T")
 
 
@@ -571,7 +582,7 @@ def _override_model_config(config, args: argparse.Namespace):
         diffusion=pick(config.diffusion, ce_scale=args.ce_scale, num_train_timesteps=args.num_train_timesteps,
                        schedule=args.schedule, clip_x0=args.clip_x0),
         retrieval=pick(config.retrieval, top_k=args.top_k, num_inference_steps=args.steps, alpha=args.alpha,
-                       temperature=args.temperature, seed=args.ddim_seed),
+                       temperature=args.temperature, seed=args.ddim_seed, fusion=args.fusion),
     )
 
 

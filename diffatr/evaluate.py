@@ -25,7 +25,7 @@ from torch import Tensor
 
 from diffatr.metrics import retrieval_metrics
 from diffatr.retrieval.engine import rerank_topk, stable_topk
-from diffatr.retrieval.rerank import gen_rank_scores
+from diffatr.retrieval.rerank import FUSIONS, gen_rank_scores
 
 __all__ = [
     "DIRECTIONS",
@@ -48,7 +48,7 @@ __all__ = [
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")
 SCORERS = ("dis", "gen", "gen+dis")
-KNOBS = ("top_k", "num_inference_steps", "alpha", "temperature", "seed")
+KNOBS = ("top_k", "num_inference_steps", "alpha", "temperature", "seed", "fusion")
 # The per-direction metric names of diffatr.metrics.retrieval_metrics, in table order.
 METRICS = ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
 STD_KIND = "sample standard deviation (ddof=1); 0.0 when there is a single value"
@@ -162,7 +162,7 @@ def resolve_knobs(model: Any, knobs: Mapping[str, Any] | None = None) -> dict[st
     config = getattr(model, "config", None)
     defaults = dataclasses.asdict(config.retrieval) if config is not None else {}
     out: dict[str, Any] = {
-        "top_k": 32, "num_inference_steps": 50, "alpha": 1.0, "temperature": 1.0, "seed": 0}
+        "top_k": 32, "num_inference_steps": 50, "alpha": 1.0, "temperature": 1.0, "seed": 0, "fusion": "paper"}
     out.update({k: v for k, v in defaults.items() if k in KNOBS})
     out.update({k: v for k, v in knobs.items() if v is not None})
     for name in ("top_k", "num_inference_steps", "seed") + (("batch_size",) if "batch_size" in out else ()):
@@ -178,6 +178,8 @@ def resolve_knobs(model: Any, knobs: Mapping[str, Any] | None = None) -> dict[st
         raise EvaluationError(f"temperature must be a positive number, got {out['temperature']}")
     if not math.isfinite(out["alpha"]):
         raise EvaluationError(f"alpha must be a finite number, got {out['alpha']}")
+    if out["fusion"] not in FUSIONS:
+        raise EvaluationError(f"fusion must be one of {', '.join(FUSIONS)}, got {out['fusion']!r}")
     if out.get("batch_size", 1) < 1:
         raise EvaluationError(f"batch_size must be at least 1, got {out['batch_size']}")
     num_train = config.diffusion.num_train_timesteps if config is not None else None
@@ -213,7 +215,8 @@ def _direction_scores(model: Any, direction: str, prepared: "_Prepared", knobs: 
     result = rerank_topk(
         queries, candidates, top_scores, top_indices, denoiser, scheduler,
         num_inference_steps=knobs["num_inference_steps"], alpha=knobs["alpha"],
-        temperature=knobs["temperature"], seed=knobs["seed"], candidate_cache=cache if factorised else None,
+        temperature=knobs["temperature"], seed=knobs["seed"], fusion=knobs["fusion"],
+        candidate_cache=cache if factorised else None,
         factorised=factorised, batch_size=int(knobs.get("batch_size", 256)))
     if "gen+dis" in scorers:
         out["gen+dis"] = cosine.scatter(1, result.indices, result.fused)  # S + alpha * softmax(x0/temp) on top-K

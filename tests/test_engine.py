@@ -340,3 +340,45 @@ def test_engine_trajectory_for_the_demo(model):
     x_t, pred = result.query_trajectory(0)
     assert x_t.shape == (7, 8) and pred.shape == (6, 8)
     assert result.settings["direction"] == "text_to_audio"
+
+
+def test_the_fusion_knob_reaches_the_engine_and_evaluation():
+    """``fusion="zscore"`` gives S + alpha * std(S) * z(x0) on the re-ranked K, through the
+    engine and through evaluation's Gen+Dis matrix alike; an unknown rule is refused."""
+    from diffatr.config import load_model_config
+    from diffatr.evaluate import score_matrices
+    from diffatr.model import DiffATR
+    from diffatr.retrieval.rerank import fuse
+
+    g = torch.Generator().manual_seed(4)
+    config = load_model_config("tiny")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DiffATR(config).eval()
+    audio = torch.randn(12, config.audio.embed_dim, generator=g)
+    text = torch.randn(24, config.text.embed_dim, generator=g)
+    knobs = dict(top_k=6, num_inference_steps=5, alpha=0.7, seed=2)
+    plain = rerank(model.project_text(text[:3]).detach(), model.project_audio(audio).detach(),
+                   model.denoisers["text_to_audio"], model.make_scheduler(), **knobs)
+    calibrated = rerank(model.project_text(text[:3]).detach(), model.project_audio(audio).detach(),
+                        model.denoisers["text_to_audio"], model.make_scheduler(), fusion="zscore", **knobs)
+    assert calibrated.settings["fusion"] == "zscore"
+    # the same DDIM run (same x0), another rule: recompute it from the cosine order
+    x0 = torch.empty_like(plain.x0).scatter_(1, plain.cosine_rank, plain.x0)
+    top = torch.empty_like(plain.cosine).scatter_(1, plain.cosine_rank, plain.cosine)
+    expected, _ = fuse(top, x0, rule="zscore", alpha=0.7)
+    got = torch.empty_like(calibrated.fused).scatter_(1, calibrated.cosine_rank, calibrated.fused)
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(SearchError, match="fusion"):
+        rerank(model.project_text(text[:1]).detach(), model.project_audio(audio).detach(),
+               model.denoisers["text_to_audio"], model.make_scheduler(), fusion="magic", **knobs)
+    # evaluation reads the rule from the knobs, and the checkpoint's config gives the default
+    zmodel = DiffATR(dataclasses.replace(config, retrieval=dataclasses.replace(config.retrieval, fusion="zscore")))
+    zmodel.load_state_dict(model.state_dict())
+    zmodel.eval()
+    knobs_eval = dict(top_k=6, num_inference_steps=5, alpha=0.7, seed=2)
+    by_knob = score_matrices(model, audio, text, {**knobs_eval, "fusion": "zscore"}, ("gen+dis",))
+    by_config = score_matrices(zmodel, audio, text, knobs_eval, ("gen+dis",))
+    paper = score_matrices(model, audio, text, knobs_eval, ("gen+dis",))
+    torch.testing.assert_close(by_knob["text_to_audio"]["gen+dis"], by_config["text_to_audio"]["gen+dis"])
+    assert not torch.allclose(by_knob["text_to_audio"]["gen+dis"], paper["text_to_audio"]["gen+dis"])

@@ -231,7 +231,10 @@ def test_knobs_default_to_the_model_config_and_are_validated():
     model = tiny_model()
     r = model.config.retrieval
     assert resolve_knobs(model) == {"top_k": r.top_k, "num_inference_steps": r.num_inference_steps,
-                                    "alpha": r.alpha, "temperature": r.temperature, "seed": r.seed}
+                                    "alpha": r.alpha, "temperature": r.temperature, "seed": r.seed,
+                                    "fusion": r.fusion}
+    with pytest.raises(EvaluationError, match="fusion"):
+        resolve_knobs(model, {"fusion": "magic"})
     assert resolve_knobs(model, {"top_k": 3, "alpha": None})["top_k"] == 3
     with pytest.raises(EvaluationError, match="unknown"):
         resolve_knobs(model, {"topk": 3})
@@ -438,7 +441,8 @@ def test_cli_writes_json_and_prints_the_table(cli_setup, capsys, tmp_path):
     assert code == 0, err
     result = json.loads(out.read_text())
     assert result["num_clips"] == 5 and result["num_captions"] == 25
-    assert result["knobs"] == {"top_k": 3, "num_inference_steps": 4, "alpha": 1.0, "temperature": 1.0, "seed": 0}
+    assert result["knobs"] == {"top_k": 3, "num_inference_steps": 4, "alpha": 1.0, "temperature": 1.0, "seed": 0,
+                              "fusion": "paper"}
     assert result["seeds"] == [0, 1] and result["std_over"] == "seeds"
     expected = {f"{d}/{m}" for d in DIRECTIONS for m in METRICS}
     assert set(result["scorers"]) == set(SCORERS)

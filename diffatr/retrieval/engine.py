@@ -25,7 +25,7 @@ from torch import Tensor
 
 from diffatr.diffusion.sampling import Trajectory, ddim_sample
 from diffatr.retrieval.index import IndexMismatchError, RetrievalIndex, encoder_mismatches
-from diffatr.retrieval.rerank import fuse
+from diffatr.retrieval.rerank import FUSIONS, fuse
 
 __all__ = [
     "RerankResult",
@@ -199,6 +199,7 @@ def rerank(
     alpha: float = 1.0,
     temperature: float = 1.0,
     seed: int = 0,
+    fusion: str = "paper",
     candidate_cache: Any = None,
     factorised: bool = True,
     return_trajectory: bool = False,
@@ -222,6 +223,7 @@ def rerank(
         alpha: weight of the diffusion term.
         temperature: softmax temperature of the diffusion term (> 0).
         seed: seed of the start noise x_T (see ``start_noise``).
+        fusion: how the diffusion term joins the cosine (``diffatr.retrieval.rerank.fuse``).
         candidate_cache: ``denoiser.precompute(candidate_embeds)``, computed once per
             (index, checkpoint) and reused; computed here when ``None`` and factorised.
         factorised: use the exact factorised path (``forward_cached``) instead of ``forward``.
@@ -236,7 +238,7 @@ def rerank(
     scores, indices = cosine_topk(query_embeds, candidate_embeds, k)  # (Q, K) each
     return rerank_topk(query_embeds, candidate_embeds, scores, indices, denoiser, scheduler,
                         num_inference_steps=num_inference_steps, alpha=alpha,
-                        temperature=temperature, seed=seed, candidate_cache=candidate_cache,
+                        temperature=temperature, seed=seed, fusion=fusion, candidate_cache=candidate_cache,
                         factorised=factorised, return_trajectory=return_trajectory,
                         batch_size=batch_size)
 
@@ -296,6 +298,7 @@ def rerank_topk(
     alpha: float = 1.0,
     temperature: float = 1.0,
     seed: int = 0,
+    fusion: str = "paper",
     candidate_cache: Any = None,
     factorised: bool = True,
     return_trajectory: bool = False,
@@ -317,6 +320,8 @@ def rerank_topk(
                           f"got {tuple(top_scores.shape)} and {tuple(top_indices.shape)}")
     q, k = top_indices.shape
     _check_knobs(max(k, 1), temperature, batch_size, max(k, 1))
+    if fusion not in FUSIONS:
+        raise SearchError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     scheduler = copy.copy(scheduler)  # set_timesteps must not change the caller's scheduler
     try:
         scheduler.set_timesteps(int(num_inference_steps))
@@ -342,7 +347,7 @@ def rerank_topk(
         x0_parts.append(x0)  # (B, K)
     x0 = torch.cat(x0_parts) if x0_parts else top_scores.new_zeros(0, k)  # (Q, K), cosine order
 
-    fused, diffusion = fuse(top_scores, x0, rule="paper", alpha=alpha, temperature=temperature)  # (Q, K) each
+    fused, diffusion = fuse(top_scores, x0, rule=fusion, alpha=alpha, temperature=temperature)  # (Q, K) each
     # Stable: equal fused scores keep the cosine order (itself ties-by-index).
     order = torch.sort(fused, dim=1, descending=True, stable=True).indices  # (Q, K)
     trajectory = None
@@ -364,7 +369,8 @@ def rerank_topk(
         x0=x0.gather(1, order),
         trajectory=trajectory,
         settings={"top_k": k, "num_inference_steps": int(num_inference_steps), "alpha": float(alpha),
-                  "temperature": float(temperature), "seed": int(seed), "factorised": bool(factorised),
+                  "temperature": float(temperature), "seed": int(seed), "fusion": fusion,
+                  "factorised": bool(factorised),
                   "clip_x0": bool(getattr(scheduler, "clip_x0", True))},
     )
 
@@ -516,7 +522,7 @@ class SearchEngine:
     # ------------------------------------------------------------------ knobs
 
     def _knobs(self, knobs: dict[str, Any]) -> dict[str, Any]:
-        known = {"top_k", "num_inference_steps", "alpha", "temperature", "seed", "use_diffusion"}
+        known = {"top_k", "num_inference_steps", "alpha", "temperature", "seed", "fusion", "use_diffusion"}
         unknown = sorted(set(knobs) - known)
         if unknown:
             raise SearchError(f"unknown search options {unknown}; known: {sorted(known)}")
@@ -581,7 +587,8 @@ class SearchEngine:
         result = rerank_topk(
             queries, candidates, scores[:, :top_k], indices[:, :top_k], self.model.denoisers[direction],
             self.scheduler, num_inference_steps=opts["num_inference_steps"], alpha=opts["alpha"],
-            temperature=opts["temperature"], seed=opts["seed"], candidate_cache=self._caches[direction],
+            temperature=opts["temperature"], seed=opts["seed"], fusion=opts.get("fusion", "paper"),
+            candidate_cache=self._caches[direction],
             factorised=True, return_trajectory=return_trajectory, batch_size=self.batch_size)
         result.settings["direction"] = direction
         if width > top_k:  # the tail beyond the re-ranked K, in cosine order
