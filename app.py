@@ -44,7 +44,8 @@ from diffatr.demo import (  # noqa: E402
 
 log = logging.getLogger("diffatr.app")
 
-FRAME_SECONDS = 0.06  # pause between streamed DDIM steps (50 steps: about 3 s)
+# Pause between streamed DDIM steps (50 steps: about 3 s); $DIFFATR_FRAME_SECONDS sets the pace.
+FRAME_SECONDS = float(os.environ.get("DIFFATR_FRAME_SECONDS", "0.06"))
 MAX_FILE_SIZE = "500mb"  # per upload; an hour of 16-bit stereo 44.1 kHz WAV is about 635 MB
 
 APP = DemoApp.load()

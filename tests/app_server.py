@@ -37,7 +37,10 @@ def running_app(log_path: Path) -> Iterator[tuple[str, float]]:
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               DIFFATR_DEMO_INDEX=str(EXAMPLES / "index"), PYTHONUNBUFFERED="1")
+               DIFFATR_DEMO_INDEX=str(EXAMPLES / "index"), PYTHONUNBUFFERED="1",
+               # A slower animation than the default 0.06 s a step, so that a loaded CI machine
+               # still shows the browser tests several steps and time to press Pause mid-way.
+               DIFFATR_FRAME_SECONDS="0.15")
     url = f"http://127.0.0.1:{port}/"
     started = time.monotonic()
     with open(log_path, "wb") as log:

@@ -155,8 +155,10 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
     assert max(final["values"]) > max(start["values"])
 
     # Play replays the stored trajectory from the slider's step; Pause stops it where it is.
+    driver.execute_script(RECORD_TITLES)
     driver.find_element(By.CSS_SELECTOR, "#play-button").click()
-    _wait(driver, lambda d: 1 <= _step(_plot(d)) <= STEPS // 3, "Play to start")
+    _wait(driver, lambda d: any(1 <= _step({"title": t}) <= STEPS // 3
+                                for t in d.execute_script("return window.__titles || []")), "Play to start")
     driver.find_element(By.CSS_SELECTOR, "#pause-button").click()
     time.sleep(1.0)
     paused = _step(_plot(driver))
