@@ -30,7 +30,7 @@ import torch
 
 from diffatr.audio.io import AudioError, AudioTruncatedWarning, decode_audio, is_silent, prepare_waveform
 from diffatr.data.manifest import AUDIO_SUFFIXES, ClipRecord
-from diffatr.retrieval.engine import SearchEngine, SearchError
+from diffatr.retrieval.engine import SearchEngine, SearchError, clean_query
 from diffatr.retrieval.index import IndexFormatError, RetrievalIndex
 
 __all__ = [
@@ -71,6 +71,7 @@ MAX_QUERY_CHARS = 500  # longer captions are cut (the text encoder reads 128 tok
 # Audio queries and uploads are cut here (the library's max_seconds policy, with a notice):
 # on the 2-core CPU this keeps an audio query or one upload at about a second.
 AUDIO_MAX_SECONDS = 30.0
+MIN_QUERY_SECONDS = 0.05  # shorter audio queries are refused (the shortest corpus clip is 0.098 s)
 MAX_SESSION_CLIPS = 200  # uploaded clips one session may index
 MAX_ZIP_MEMBERS = 2000
 MAX_ZIP_BYTES = 1 << 30  # uncompressed bytes extracted from one zip
@@ -405,6 +406,10 @@ class DemoApp:
         text = " ".join(query.split())  # newlines and runs of spaces mean nothing to the encoder
         if not text:
             raise DemoError("The caption is empty: type a few words describing a sound, e.g. 'a dog barking'.")
+        try:
+            text = clean_query(text)
+        except SearchError as err:
+            raise DemoError(f"Could not search for {text[:40]!r}: {err}.") from None
         if len(text) > MAX_QUERY_CHARS:
             cut = text[:MAX_QUERY_CHARS].rsplit(" ", 1)[0] or text[:MAX_QUERY_CHARS]
             notices.append(Notice("warning", f"The caption was {len(text):,} characters long; only its "
@@ -474,6 +479,10 @@ class DemoApp:
             rate = target
         else:
             raise DemoError("Unsupported audio input: give a file or a microphone recording.")
+        if waveform.shape[0] < MIN_QUERY_SECONDS * rate:
+            # The encoder would zero-pad a click of a few samples and still rank every caption.
+            raise DemoError(f"{name[0].upper() + name[1:]} is only {1000 * waveform.shape[0] / rate:.0f} ms long: "
+                            f"a sound query needs at least {1000 * MIN_QUERY_SECONDS:.0f} ms.")
         if is_silent(waveform):
             raise DemoError(f"{name[0].upper() + name[1:]} is silent (no sound above -80 dBFS): "
                             "record or upload a sound to search with.")

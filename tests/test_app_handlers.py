@@ -386,3 +386,23 @@ def test_requirements_txt_lists_the_project_and_app_dependencies() -> None:
     listed = _names([line for line in lines if line.strip() and not line.strip().startswith("-")])
     needed = _names(project["dependencies"] + project["optional-dependencies"]["app"])
     assert needed <= listed, f"requirements.txt misses {sorted(needed - listed)}"
+
+
+@pytest.mark.parametrize("query", ["\x00", "🐶🐶🐶", "!!!"])
+def test_a_query_without_words_gets_a_message_not_a_ranking(app: DemoApp, fast: Settings, query: str) -> None:
+    session = DemoSession()
+    with pytest.raises(DemoError, match="letters or digits|empty"):
+        app.search_text(query, fast, session)
+    assert session.trajectory is None  # nothing was ranked
+
+
+def test_an_audio_query_shorter_than_50_ms_gets_a_message(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+    one_sample = tmp_path / "click.wav"
+    sf.write(one_sample, np.array([0.5], dtype=np.float32), 16000)
+    with pytest.raises(DemoError, match="only 0 ms long.*at least 50 ms"):
+        app.search_audio(str(one_sample), fast, DemoSession())
+    with pytest.raises(DemoError, match="ms long"):
+        app.search_audio((16000, np.full(400, 0.3, dtype=np.float32)), fast, DemoSession())  # 25 ms recorded
+    rate = 16000
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(0.06 * rate)) / rate).astype(np.float32)  # 60 ms
+    assert app.search_audio((rate, tone), fast, DemoSession())["results"]

@@ -382,3 +382,19 @@ def test_the_fusion_knob_reaches_the_engine_and_evaluation():
     paper = score_matrices(model, audio, text, knobs_eval, ("gen+dis",))
     torch.testing.assert_close(by_knob["text_to_audio"]["gen+dis"], by_config["text_to_audio"]["gen+dis"])
     assert not torch.allclose(by_knob["text_to_audio"]["gen+dis"], paper["text_to_audio"]["gen+dis"])
+
+
+@pytest.mark.parametrize("query", ["\x00\x00", "🐶🐕", "?!...", " \t\x07 "])
+def test_queries_without_letters_or_digits_get_a_message(query):
+    from diffatr.retrieval.engine import clean_query
+
+    with pytest.raises(SearchError, match="letters or digits|empty"):
+        clean_query(query)
+
+
+def test_clean_query_keeps_words_and_drops_control_characters():
+    from diffatr.retrieval.engine import clean_query
+
+    assert clean_query("  a dog\x00 barking 🐶 ") == "a dog barking 🐶"
+    assert clean_query("ein Hund bellt") == "ein Hund bellt" and clean_query("犬が吠える") == "犬が吠える"
+    assert clean_query("404") == "404"

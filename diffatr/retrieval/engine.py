@@ -706,14 +706,25 @@ def _clean_queries(queries: str | Sequence[str]) -> list[str]:
         queries = [queries]
     if not isinstance(queries, (list, tuple)) or not queries:
         raise SearchError("give a query string (or a non-empty list of them)")
-    texts = []
-    for query in queries:
-        if not isinstance(query, str):
-            raise SearchError(f"a text query must be a string, got {type(query).__name__}")
-        if not query.strip():
-            raise SearchError("the query is empty: type a few words describing a sound")
-        texts.append(query.strip())
-    return texts
+    return [clean_query(query) for query in queries]
+
+
+def clean_query(query: Any) -> str:
+    """A text query without control characters (NULs included) or outer spaces.
+
+    Raises:
+        SearchError: not a string, empty, or without a single letter or digit (only symbols,
+            punctuation or emoji: the encoder would still return a confident ranking).
+    """
+    if not isinstance(query, str):
+        raise SearchError(f"a text query must be a string, got {type(query).__name__}")
+    query = "".join(ch for ch in query if ch.isprintable() or ch.isspace()).strip()
+    if not query:
+        raise SearchError("the query is empty: type a few words describing a sound")
+    if not any(ch.isalnum() for ch in query):
+        raise SearchError("the query has no letters or digits: type a few words describing a sound, "
+                          "e.g. 'a dog barking'")
+    return query
 
 
 def _audio_items(audio: Any) -> list[Any]:
