@@ -36,6 +36,7 @@ from diffatr.demo import (  # noqa: E402
     hit_markdown,
     hits_table,
     iter_steps,
+    md_escape,
     notices_of,
     skipped_table,
     status_line,
@@ -178,6 +179,31 @@ def show_text_results(response: dict[str, Any], session: DemoSession | None) -> 
             cards.append("")
             players.append(None)
     return [status_line(response), *groups, *cards, *players, *_trajectory_views(session)]
+
+
+def _failed(what: str) -> str:
+    return (f"**No results for {what}**: the search failed (the message above says why). Nothing shown "
+            "here belongs to an earlier query.")
+
+
+def _quoted(caption: Any) -> str:
+    text = " ".join(str(caption or "").split())
+    text = md_escape(text[:60] + "…" if len(text) > 60 else text)  # the user's text, shown as text
+    return f"“{text}”" if text else "an empty caption"
+
+
+def stale_text_results(caption: Any) -> list[Any]:
+    """After a failed text search: clear the cards and the plots of the previous query, and say
+    which query failed (the results of the last good query must not look like this one's)."""
+    hidden = [gr.Group(visible=False) for _ in range(MAX_RESULTS)]
+    return [_failed(_quoted(caption)), *hidden, *[""] * MAX_RESULTS, *[None] * MAX_RESULTS,
+            *_trajectory_views(None)]
+
+
+def stale_audio_results(audio: Any) -> list[Any]:
+    """After a failed audio search: clear the caption table and the plots, name the query."""
+    name = os.path.basename(str(audio)) if isinstance(audio, (str, os.PathLike)) and audio else "this sound"
+    return [_failed(md_escape(name)), [], *_trajectory_views(None)]
 
 
 def show_audio_results(response: dict[str, Any], session: DemoSession | None) -> list[Any]:
@@ -342,6 +368,8 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
                                      api_visibility="private", show_progress="hidden")
     text_played = text_shown.success(play_from_start, [session_state], animation, api_visibility="private",
                                      concurrency_limit=None, show_progress="hidden")
+    text_search.failure(stale_text_results, [caption_in], [text_status, *groups, *cards, *players, *traj_outputs],
+                        api_visibility="private", show_progress="hidden")
 
     audio_search = audio_btn.click(search_audio, inputs=[audio_in, *knobs, session_state],
                                    outputs=[response_json, session_state], api_name="search_audio",
@@ -351,6 +379,8 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
                                        show_progress="hidden")
     audio_played = audio_shown.success(play_from_start, [session_state], animation, api_visibility="private",
                                        concurrency_limit=None, show_progress="hidden")
+    audio_search.failure(stale_audio_results, [audio_in], [audio_status, captions_out, *traj_outputs],
+                         api_visibility="private", show_progress="hidden")
 
     replay = play_btn.click(play, [session_state, step_in], animation, api_visibility="private",
                             concurrency_limit=None, show_progress="hidden")

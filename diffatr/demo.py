@@ -837,21 +837,21 @@ def hit_markdown(hit: Mapping[str, Any]) -> str:
     others = [c for c in hit.get("captions", []) if c != caption]
     diffusion = hit.get("diffusion")
     lines = [
-        f"**#{hit['rank'] + 1} · {_md_escape(hit['clip_id'])}**: {_md_escape(caption)}",
+        f"**#{hit['rank'] + 1} · {md_escape(hit['clip_id'])}**: {md_escape(caption)}",
         f"fused **{hit['fused']:.3f}** = cosine {hit['cosine']:.3f}"
         + (f" + α·diffusion {diffusion:.3f}" if diffusion is not None else " (not re-ranked)")
         + f" · places moved by the diffusion: {_moved_text(int(hit.get('moved', 0)))}",
     ]
     if others:
-        lines.append("also: " + "; ".join(_md_escape(c) for c in others[:3]))
+        lines.append("also: " + "; ".join(md_escape(c) for c in others[:3]))
     source, licence = hit.get("source"), hit.get("license")
     if source or licence:
-        lines.append(f"<small>source: {_md_escape(str(source or 'unknown'))} · licence: "
-                     f"{_md_escape(str(licence or 'unknown'))}</small>")
+        lines.append(f"<small>source: {md_escape(str(source or 'unknown'))} · licence: "
+                     f"{md_escape(str(licence or 'unknown'))}</small>")
     return "  \n".join(lines)
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
 
 
@@ -876,7 +876,9 @@ def status_line(response: Mapping[str, Any]) -> str:
     """A one-line summary of a search for the status text."""
     s = response["settings"]
     n = len(response["results"])
-    return (f"{n} result{'s' if n != 1 else ''} from {response['corpus']} · K = {s['top_k_used']} re-ranked "
+    query = str(response.get("query", ""))
+    query = md_escape(query if len(query) <= 60 else query[:59] + "…")  # the user's text, shown as text
+    return (f"{n} result{'s' if n != 1 else ''} for “{query}” from {response['corpus']} · K = {s['top_k_used']} re-ranked "
             f"in {s['num_inference_steps']} DDIM steps · α = {s['alpha']:g} · T = {s.get('temperature', 1.0):g} "
             f"· seed {s['seed']}")
 

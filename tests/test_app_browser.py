@@ -171,6 +171,28 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
     driver.save_screenshot(str(_screenshot_dir(tmp_path) / "text_to_audio.png"))
 
 
+def test_a_failed_search_does_not_leave_the_previous_results_looking_current(page) -> None:
+    driver = page
+    _wait(driver, lambda d: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Text')]"), "the tabs").click()
+    box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("a cat meowing")
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+
+    def shown(d):
+        return [c.text for c in d.find_elements(By.CSS_SELECTOR, "[id^=result-card-]") if c.is_displayed()]
+
+    _wait(driver, lambda d: "a cat meowing" in d.find_element(By.CSS_SELECTOR, "#text-status").text and shown(d),
+          "the good query's results, with its status naming it")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("!!!")  # no letters or digits: refused with a message
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+    status = _wait(driver, lambda d: (t := d.find_element(By.CSS_SELECTOR, "#text-status").text)
+                   and "No results for" in t and t, "the failed query's status")
+    assert "!!!" in status and "cat" not in status
+    assert not shown(driver)  # the cat cards are gone, not left under the new query
+
+
 def test_audio_search_tab(page, tmp_path: Path) -> None:
     driver = page
     _wait(driver, lambda d: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Audio')]"),
