@@ -75,12 +75,16 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except DemoError as err:
-            raise gr.Error(str(err), title="Cannot do that") from None
+            # An expected user error: one log line, no traceback (Gradio prints one per gr.Error
+            # unless told not to).
+            log.warning("user error in %s: %s", fn.__name__, err)
+            raise gr.Error(str(err), title="Cannot do that", print_exception=False) from None
         except gr.Error:
             raise
         except Exception as err:  # noqa: BLE001 - the app must survive any input
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). Try another input.") from None
+            log.exception("unexpected error in %s", fn.__name__)  # a bug: its traceback, once
+            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). Try another input.",
+                           print_exception=False) from None
 
     return wrapper
 

@@ -25,8 +25,13 @@ FAST = dict(k=3, steps=10, top_k=8, alpha=1.0, seed=0)
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    with running_app(tmp_path_factory.mktemp("app") / "app.log") as (address, _):
+def app_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("app") / "app.log"
+
+
+@pytest.fixture(scope="module")
+def url(app_log: Path) -> str:
+    with running_app(app_log) as (address, _):
         yield address
 
 
@@ -118,3 +123,13 @@ def test_sessions_do_not_see_each_other(url: str, tmp_path: Path) -> None:
     assert alice.predict(api_name="/clear_uploads")["removed"] == 1
     alice.predict("a high electronic beep", **everything, api_name="/search_text")
     assert "yours/beep" not in alice.predict(api_name="/trajectory")["labels"]
+
+
+def test_a_user_error_is_one_log_line_without_a_traceback(url: str, app_log: Path) -> None:
+    before = app_log.read_text(errors="replace")
+    with pytest.raises(AppError, match="letters or digits"):
+        _client(url).predict("%%%", **FAST, api_name="/search_text")
+    new = app_log.read_text(errors="replace")[len(before):]
+    assert "Traceback" not in new, new
+    lines = [line for line in new.splitlines() if "user error" in line]
+    assert len(lines) == 1 and "search_text" in lines[0] and "%%%" in lines[0]
