@@ -481,10 +481,10 @@ class DemoApp:
             raise DemoError("Unsupported audio input: give a file or a microphone recording.")
         if waveform.shape[0] < MIN_QUERY_SECONDS * rate:
             # The encoder would zero-pad a click of a few samples and still rank every caption.
-            raise DemoError(f"{name[0].upper() + name[1:]} is only {1000 * waveform.shape[0] / rate:.0f} ms long: "
+            raise DemoError(f"{_subject(name)} is only {1000 * waveform.shape[0] / rate:.0f} ms long: "
                             f"a sound query needs at least {1000 * MIN_QUERY_SECONDS:.0f} ms.")
         if is_silent(waveform):
-            raise DemoError(f"{name[0].upper() + name[1:]} is silent (no sound above -80 dBFS): "
+            raise DemoError(f"{_subject(name)} is silent (no sound above -80 dBFS): "
                             "record or upload a sound to search with.")
         return waveform, int(rate), name
 
@@ -849,6 +849,12 @@ def hit_markdown(hit: Mapping[str, Any]) -> str:
         lines.append(f"<small>source: {md_escape(str(source or 'unknown'))} · licence: "
                      f"{md_escape(str(licence or 'unknown'))}</small>")
     return "  \n".join(lines)
+
+
+def _subject(name: str) -> str:
+    """A message's subject: "The recording", or a user's file name exactly as given (its case is
+    the user's: "dog.WAV" must not become "Dog.WAV")."""
+    return "The recording" if name == "the recording" else f"The file {name}"
 
 
 def md_escape(text: str) -> str:

@@ -399,8 +399,12 @@ def test_a_query_without_words_gets_a_message_not_a_ranking(app: DemoApp, fast: 
 def test_an_audio_query_shorter_than_50_ms_gets_a_message(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
     one_sample = tmp_path / "click.wav"
     sf.write(one_sample, np.array([0.5], dtype=np.float32), 16000)
-    with pytest.raises(DemoError, match="only 0 ms long.*at least 50 ms"):
+    with pytest.raises(DemoError, match="^The file click.wav is only 0 ms long.*at least 50 ms"):
         app.search_audio(str(one_sample), fast, DemoSession())
+    lower = tmp_path / "dog.WAV"  # the user's own spelling comes back, not "Dog.WAV"
+    sf.write(lower, np.array([0.5, -0.5], dtype=np.float32), 16000)
+    with pytest.raises(DemoError, match="^The file dog.WAV is only"):
+        app.search_audio(str(lower), fast, DemoSession())
     with pytest.raises(DemoError, match="ms long"):
         app.search_audio((16000, np.full(400, 0.3, dtype=np.float32)), fast, DemoSession())  # 25 ms recorded
     rate = 16000
