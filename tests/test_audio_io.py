@@ -111,8 +111,20 @@ def test_empty_file(tmp_path):
 def test_text_file_named_wav(tmp_path):
     path = tmp_path / "notes.wav"
     path.write_text("this is not audio\n" * 20)
-    with pytest.raises(AudioError, match="cannot decode"):
+    with pytest.raises(AudioError, match="cannot decode") as caught:
         load_audio(path, 16000)
+    # one path, a plain reason, none of libsndfile's guesses
+    message = str(caught.value)
+    assert message.count(str(path)) == 1 and "pipe" not in message and "not a recognised audio format" in message
+
+
+def test_garbage_mp3_gets_a_plain_reason(tmp_path):
+    path = tmp_path / "song.mp3"
+    path.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(AudioError) as caught:
+        load_audio(path, 16000)
+    message = str(caught.value)
+    assert "pipe" not in message.lower() and message.count("song.mp3") == 1
 
 
 def test_truncated_header_is_corrupt(tmp_path):

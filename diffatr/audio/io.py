@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,28 @@ def mp3_supported() -> bool:
 # ----------------------------------------------------------------------------- files
 
 
+# libsndfile's wording -> what a user can act on (its own text repeats the path and, for a
+# garbage file, guesses "possibly a pipe?").
+_LIBSNDFILE_REASONS = (
+    ("unknown format", "not a recognised audio format, or a damaged file"),
+    ("format not recognised", "not a recognised audio format, or a damaged file"),
+    ("possibly a pipe", "not a recognised audio format, or a damaged file"),
+    ("unimplemented format", "an audio encoding libsndfile cannot read"),
+    ("no such file", "the file does not exist"),
+    ("permission denied", "the file cannot be read (permission denied)"),
+)
+
+
+def _plain_reason(err: BaseException) -> str:
+    """A short reason for a decoding failure, without the path libsndfile puts in front."""
+    text = str(err)
+    lowered = text.lower()
+    for marker, reason in _LIBSNDFILE_REASONS:
+        if marker in lowered:
+            return reason
+    return re.sub(r"^Error opening .*?: ", "", text).strip().rstrip(".") or type(err).__name__
+
+
 def decode_audio(
     path: str | os.PathLike, sample_rate: int, max_seconds: float | None = 600.0
 ) -> DecodedAudio:
@@ -185,7 +208,7 @@ def decode_audio(
             " Supported: WAV, FLAC, OGG/Vorbis, MP3, AIFF and other libsndfile formats; convert"
             " others (e.g. `ffmpeg -i INPUT output.flac`)."
         )
-        raise AudioError(f"cannot decode {path} as audio ({err}).{hint}") from err
+        raise AudioError(f"cannot decode {path} as audio: {_plain_reason(err)}.{hint}") from err
     if data.shape[0] == 0:
         raise AudioError(f"{path} contains no audio samples (zero length)")
     waveform = data.mean(axis=1, dtype=np.float32) if channels > 1 else data[:, 0]  # (S,)
