@@ -128,7 +128,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{folder / WEIGHTS_FILE} is truncated or corrupt ({err}); copy or download it again"
         ) from err
-    model = DiffATR(config)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+        model = DiffATR(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

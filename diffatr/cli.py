@@ -201,7 +201,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return EXIT_USER_ERROR
     if args.k < 1:
         raise ValueError("-k must be at least 1")
-    torch.manual_seed(0)  # nothing below uses global randomness; this only pins stray library calls
     model = _resolve_checkpoint(args.checkpoint)
     index = RetrievalIndex.load(args.index or default_index_dir())
     knobs = _knobs(args, model.config.retrieval)
@@ -371,7 +370,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from diffatr.evaluate import SCORERS, evaluate_model, format_results, format_sweep, sweep
     from diffatr.fileio import atomic_write_text
 
-    torch.manual_seed(0)  # nothing below uses global randomness; this only pins stray library calls
     device = _device_for(args.device)
     checkpoints = args.checkpoint or [str(default_checkpoint_dir())]
     for path in checkpoints:  # fail on a bad checkpoint before reading any data

@@ -77,3 +77,14 @@ def test_pickles_are_refused_without_unpickling(tmp_path):
     torch.save({"model": {}}, tmp_path / "torch_zip.bin")
     with pytest.raises(CheckpointError, match="convert-panns"):
         load_checkpoint(tmp_path / "torch_zip.bin")
+
+
+def test_loading_a_checkpoint_leaves_the_global_rng_alone():
+    import torch
+
+    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    load_checkpoint(default_checkpoint_dir())
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -54,11 +54,21 @@ def test_text_search_json(tiny_index, tiny_checkpoint, capsys):
 
 
 def test_same_seed_same_ranking_through_the_cli(tiny_index, tiny_checkpoint, capsys):
+    import torch
+
     args = ["search", "--index", str(tiny_index), "--checkpoint", str(tiny_checkpoint), "a tone", "--json"]
+    torch.manual_seed(123)  # the caller's global RNG in two different states: the CLI must not
+    state = torch.random.get_rng_state()  # depend on it (nor reseed it to hide a dependence)
     main(args)
     first = json.loads(capsys.readouterr().out)["results"]
+    assert torch.equal(torch.random.get_rng_state(), state)  # and it leaves it alone
+    torch.manual_seed(456)
     main(args)
     assert json.loads(capsys.readouterr().out)["results"] == first
+    # the x_T seed is what decides the diffusion term
+    main(args + ["--seed", "7"])
+    other = json.loads(capsys.readouterr().out)["results"]
+    assert [r["diffusion"] for r in other] != [r["diffusion"] for r in first]
 
 
 def test_audio_search_table(tiny_index, tiny_checkpoint, audio_folder, capsys):

@@ -163,6 +163,12 @@ def test_phase2_candidates_never_hold_another_clip_of_the_querys_sound(tmp_path,
             rows = [int(F.cosine_similarity(pool, c[None]).argmax()) for c in cands]
             assert int(pool_unit[rows[0]]) == q_unit  # the positive first
             assert all(int(pool_unit[r]) != q_unit for r in rows[1:])  # no variant as a negative
+            if negatives == "mined":
+                # the K - 1 most similar items of other sounds in the *whole* pool, hardest first
+                # (in-batch candidates would be only the batch's items)
+                sims = (pool @ q).tolist()
+                others = sorted((r for r in range(len(pool)) if int(pool_unit[r]) != q_unit), key=lambda r: -sims[r])
+                assert rows[1:] == others[: len(rows) - 1]
             checked += 1
     assert checked >= 6
 
