@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fact = per_q(statistics.median(fact_times))
         # The speed-up is the median of per-repeat ratios of interleaved runs (robust to noise).
         speedup = statistics.median(per_q(a, plain_nq) / per_q(b) for a, b in zip(plain_times, fact_times))
-        # The two paths must agree (METHOD.md: an exact factorisation), or the speed means nothing.
+        # The two paths must agree (docs/method.md: an exact factorisation), or the speed means nothing.
         a, b = plain_small(), fact_diffusion()
         max_diff = float((a.fused - b.fused[:plain_nq]).abs().max())
         same_ranking = bool(torch.equal(a.indices, b.indices[:plain_nq]))

@@ -480,7 +480,7 @@ def _add_train_parser(sub) -> None:
                     "(--phase diffusion --init PHASE1_CKPT): the text->audio and audio->text denoisers on "
                     "frozen embeddings, candidates = the in-batch items hardest first. Both write OUT/last, "
                     "OUT/best (chosen on the validation split only, never test), OUT/log.jsonl and "
-                    "OUT/train_state (for --resume). Unset knobs take the phase's defaults (METHOD.md).")
+                    "OUT/train_state (for --resume). Unset knobs take the phase's defaults (docs/method.md).")
     p.add_argument("--phase", required=True, choices=["contrastive", "diffusion"], help="which training phase")
     p.add_argument("--data", required=True, metavar="SOURCE",
                    help="dataset root (Clotho, AudioCaps, aac-datasets layout) or a CSV/JSONL manifest with a split column")

@@ -19,7 +19,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 @dataclass(frozen=True)
 class LogMelConfig:
-    """A log-mel front end. Defaults are the PANNs settings (PROTOCOL.md)."""
+    """A log-mel front end. Defaults are the PANNs settings (docs/protocol.md)."""
 
     sample_rate: int = 32000
     n_fft: int = 1024
@@ -90,7 +90,7 @@ class TextEncoderConfig:
 
 @dataclass(frozen=True)
 class DenoiserConfig:
-    """The attention denoiser of METHOD.md (d = width)."""
+    """The attention denoiser of docs/method.md (d = width)."""
 
     embed_dim: int = 512  # D: width of the query / candidate embeddings
     width: int = 512  # d: the denoiser's width (the paper: 512)
@@ -158,7 +158,7 @@ class ModelConfig:
 PHASES = ("contrastive", "diffusion")
 NEGATIVES = ("batch", "mined")
 
-# Per-phase defaults. Diffusion: the reference optimiser of METHOD.md ("Phase 2"). Contrastive:
+# Per-phase defaults. Diffusion: the reference optimiser of docs/method.md ("Phase 2"). Contrastive:
 # ours, for frozen backbones and small projection heads (the paper does not state them).
 PHASE_DEFAULTS: dict[str, dict[str, Any]] = {
     "contrastive": {"epochs": 20, "lr": 1e-3, "weight_decay": 0.01, "ema_decay": 0.0},

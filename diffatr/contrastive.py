@@ -1,4 +1,4 @@
-"""Phase-1 contrastive objective (METHOD.md): symmetric NT-Xent / InfoNCE and its logit scale.
+"""Phase-1 contrastive objective (docs/method.md): symmetric NT-Xent / InfoNCE and its logit scale.
 
 Pure tensor code: no I/O, no device choice, no randomness. The trainer owns the optimiser
 and calls ``LogitScale.clamp_()`` after each step when the scale is learnable.
@@ -25,7 +25,7 @@ class LogitScale(nn.Module):
     """The multiplier 1 / temperature applied to cosine similarities.
 
     Stored as log(1 / temperature) (CLIP's parameterisation: multiplicative steps, always
-    positive). Fixed by default (METHOD.md: temperature 0.07); when learnable, the value used
+    positive). Fixed by default (docs/method.md: temperature 0.07); when learnable, the value used
     is capped at ``max_scale`` (CLIP and the reference code: 100) so the softmax cannot become
     arbitrarily sharp. The forward cap alone would leave a parameter that overshot the cap
     with zero gradient forever, so the trainer also calls ``clamp_()`` after each optimiser
@@ -97,7 +97,7 @@ def nt_xent_loss(
     positive's; averaging over positives would give every such row a floor of log(#positives)
     and a loss that depends on how many duplicates the sampler drew, while masking keeps
     the one-positive optimum (loss -> 0) and still never pushes two captions of one clip
-    apart: a masked pair gets no gradient at all (PITFALLS.md: the reference code labelled
+    apart: a masked pair gets no gradient at all (docs/pitfalls.md: the reference code labelled
     such duplicates as negatives).
 
     Args:

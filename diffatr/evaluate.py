@@ -1,9 +1,9 @@
 """Evaluation: the protocol metrics of three scorers (Dis, Gen, Gen+Dis), in both directions.
 
-Owns the evaluation loop of METHOD.md "Inference" over a test split: project the frozen-backbone
+Owns the evaluation loop of docs/method.md "Inference" over a test split: project the frozen-backbone
 features once, score every caption against every clip with cosine (Dis), with the diffusion
 re-rank alone over each query's cosine top-K (Gen), and with the fused score (Gen+Dis), then
-PROTOCOL.md's metrics; mean and std over DDIM seeds or checkpoints; a sweep over DDIM steps and
+docs/protocol.md's metrics; mean and std over DDIM seeds or checkpoints; a sweep over DDIM steps and
 K; the out-of-domain flag. ``score_matrices`` is pure tensor code; ``evaluate_model`` may load
 checkpoints and compute features through a callable, but never prints or parses flags (cli.py).
 
@@ -237,7 +237,7 @@ def score_matrices(
     *,
     _prepared: "_Prepared | None" = None,
 ) -> dict[str, dict[str, Tensor]]:
-    """Score matrices of the three scorers in both directions (METHOD.md "Inference").
+    """Score matrices of the three scorers in both directions (docs/method.md "Inference").
 
     - "dis": cosine S of the L2-normalised projections (the phase-1 model alone).
     - "gen": the diffusion term alone on each query's cosine top-K: the K entries are ordered by

@@ -1,4 +1,4 @@
-"""Retrieval metrics of the audio-text retrieval protocol (docs/PROTOCOL.md): ranks, R@k, mAP@10.
+"""Retrieval metrics of the audio-text retrieval protocol (docs/docs/protocol.md): ranks, R@k, mAP@10.
 
 Pure functions: score matrices in (torch or numpy), python numbers out. No I/O, no device
 choice (tensors stay where they are given), no randomness.
@@ -241,7 +241,7 @@ def retrieval_metrics(
     map_k: int = 10,
     ties: TieRule = "pessimistic",
 ) -> dict[str, float | int]:
-    """All protocol metrics for both directions (PROTOCOL.md, "Retrieval metrics").
+    """All protocol metrics for both directions (docs/protocol.md, "Retrieval metrics").
 
     Text -> audio, rank r of the caption's own clip: R@k = 100 * share(r < k);
     mAP@10 = 100 * mean(1 / (r + 1) if r < 10 else 0).

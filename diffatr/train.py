@@ -1,5 +1,5 @@
 """Training loops of DiffATR: phase 1 (contrastive heads, optionally fine-tuned backbones) and
-phase 2 (the two denoisers, on frozen and precomputed embeddings). METHOD.md, "Phase 1/2".
+phase 2 (the two denoisers, on frozen and precomputed embeddings). docs/method.md, "Phase 1/2".
 
 Owns batch construction (duplicate positives, unique-clip batches, hardest-first candidates),
 the LR schedule, EMA, validation-only model selection, checkpoints, the JSONL log and exact
@@ -148,7 +148,7 @@ def unique_clip_batches(caption_to_clip: Tensor, batch_size: int, generator: tor
 
     The captions are permuted and dealt in order; a caption whose clip is already in the
     batch being filled waits (in order) for the next batch. This is the deduplication rule of
-    phase 2 (PITFALLS.md: the reference labelled a second copy of the positive as a
+    phase 2 (docs/pitfalls.md: the reference labelled a second copy of the positive as a
     negative): with distinct clips, the in-batch candidates of a text query hold its clip
     exactly once, and those of an audio query hold exactly one of its captions. When the
     waiting captions cannot fill the last batch, it is topped up with a random caption of

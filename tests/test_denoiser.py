@@ -1,4 +1,4 @@
-"""The attention denoiser: METHOD.md maths, permutation equivariance, exact factorisation."""
+"""The attention denoiser: docs/method.md maths, permutation equivariance, exact factorisation."""
 
 import pytest
 import torch
@@ -23,7 +23,7 @@ def _inputs(B, K, D, seed=0):
 
 
 def _reference(m: Denoiser, x_t, t, query, candidates):
-    """METHOD.md written out one query and one candidate at a time (slow, obvious)."""
+    """docs/method.md written out one query and one candidate at a time (slow, obvious)."""
     d = m.width
     P = m.in_proj
     W1 = m.decoder[0]
@@ -65,7 +65,7 @@ def test_input_projection_only_when_widths_differ():
     assert isinstance(proj, torch.nn.Linear) and proj.in_features == 24 and proj.out_features == 16
     m = _model(16, 16)
     for name in ("w_q", "w_k", "w_v"):
-        assert getattr(m, name).bias is None  # bias-free maps, as in METHOD.md
+        assert getattr(m, name).bias is None  # bias-free maps, as in docs/method.md
 
 
 # One tiny forward pass, every parameter set by formula (see below).

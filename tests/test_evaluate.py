@@ -93,7 +93,7 @@ def order(row: torch.Tensor) -> list[int]:
 
 
 def reference_rankings(queries, candidates, x0_coordinate, top_k, alpha, temperature):
-    """Slow reference of the three rankings of METHOD.md for a coordinate denoiser."""
+    """Slow reference of the three rankings of docs/method.md for a coordinate denoiser."""
     q = F.normalize(queries, dim=-1)
     c = F.normalize(candidates, dim=-1)
     out = {"dis": [], "gen": [], "gen+dis": []}

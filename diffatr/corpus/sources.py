@@ -74,7 +74,7 @@ class Source:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.forbid)
 
 
-# Speech and voice folders are excluded by path everywhere (CORPUS.md, trap 1); music
+# Speech and voice folders are excluded by path everywhere (speech hides in many packages); music
 # tracks are excluded per source (a "music" folder of Tux Paint holds instrument stamps).
 _SPEECH = ("*voice*", "*Voice*", "*speech*", "*_desc*")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# The baseline strips exactly these characters (PROTOCOL.md); apostrophes and hyphens stay
+# The baseline strips exactly these characters (docs/protocol.md); apostrophes and hyphens stay
 # because they change words ("dog's", "hi-hat"). Each becomes a space, as in the baseline's
 # re.sub, so "dog,cat" stays two words.
 STRIPPED_CHARACTERS = ',.!?;:"'

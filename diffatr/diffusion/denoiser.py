@@ -1,7 +1,7 @@
-"""The attention denoiser of METHOD.md and its exact factorisation for inference.
+"""The attention denoiser of docs/method.md and its exact factorisation for inference.
 
 Owns one network (the x0 predictor over K candidates) and two ways to run it: ``forward``,
-the plain module used for training (METHOD.md step by step), and ``precompute`` /
+the plain module used for training (docs/method.md step by step), and ``precompute`` /
 ``prepare_queries`` / ``forward_cached``, the same function regrouped so that candidate-only
 and query-only products are computed once. Pure tensor code: no I/O, no device choice, no RNG.
 
@@ -123,11 +123,11 @@ class QueryCache:
 
 
 class Denoiser(nn.Module):
-    """x0 predictor over K candidates, conditioned on a query (METHOD.md, "The denoiser").
+    """x0 predictor over K candidates, conditioned on a query (docs/method.md, "The denoiser").
 
     tau = Linear(d,d) -> SiLU -> Linear(d,d) of sinusoidal(t);
     Q = Wq(q + tau), K_k = Wk(c_k + tau), V_k = Wv(c_k + tau) (bias-free);
-    s_k = <Q, K_k> + x_t[k]  (no 1/sqrt(d) scale: METHOD.md writes <Q, K_k>); w = softmax_k(s);
+    s_k = <Q, K_k> + x_t[k]  (no 1/sqrt(d) scale: docs/method.md writes <Q, K_k>); w = softmax_k(s);
     h = Wo(sum_k w_k V_k) + b_o;  out_k = MLP([h; c_k]) + w_k (the "+ w_k" when
     ``config.residual``), MLP = Linear(2d,2d) -> ReLU -> Linear(2d,1).
     When D != d, query and candidates first pass through one input projection P = Linear(D, d).
@@ -165,7 +165,7 @@ class Denoiser(nn.Module):
         return self.time_mlp(emb)
 
     def forward(self, x_t: Tensor, t: Tensor, query: Tensor, candidates: Tensor) -> Tensor:
-        """The x0 estimate for each query's candidates (METHOD.md, steps 1-5).
+        """The x0 estimate for each query's candidates (docs/method.md, steps 1-5).
 
         Args:
             x_t: (B, K) noisy score vectors.

@@ -1,4 +1,4 @@
-"""The generation loss of DiffATR's phase 2 (METHOD.md, "Phase 2: generative training").
+"""The generation loss of DiffATR's phase 2 (docs/method.md, "Phase 2: generative training").
 
 Owns one function: noise a one-hot x0 at a random timestep, denoise it, and score the x0
 estimate with a scaled cross-entropy. Randomness comes only from the ``generator`` passed in.

@@ -1,4 +1,4 @@
-"""Search: cosine top-K, then the diffusion re-rank of METHOD.md "Inference", and a thin engine.
+"""Search: cosine top-K, then the diffusion re-rank of docs/method.md "Inference", and a thin engine.
 
 The core is pure tensor code (``cosine_topk``, ``rerank``, ``full_fused_scores``): it takes the
 denoiser and the scheduler explicitly, draws its start noise from its own seeded generator, and
@@ -79,7 +79,7 @@ def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 def cosine_topk(query_embeds: Tensor, candidate_embeds: Tensor, k: int,
                 max_elements: int = _MAX_SCORE_ELEMENTS) -> tuple[Tensor, Tensor]:
-    """The k most similar candidates of each query (METHOD.md Inference, steps 1-2).
+    """The k most similar candidates of each query (docs/method.md Inference, steps 1-2).
 
     Inputs must already be L2-normalised (the model's projections are), so the dot product is
     the cosine. Queries are processed in chunks so that at most ``max_elements`` scores exist at
@@ -205,7 +205,7 @@ def rerank(
     return_trajectory: bool = False,
     batch_size: int = 256,
 ) -> RerankResult:
-    """Cosine top-K, then DDIM over those K and fusion (METHOD.md "Inference").
+    """Cosine top-K, then DDIM over those K and fusion (docs/method.md "Inference").
 
     S = cosine; each query's top-K by S (hardest first, the order used in training); DDIM
     (eta = 0) from a seeded x_T to x0 with the denoiser conditioned on the query and its K
