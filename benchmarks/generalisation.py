@@ -92,6 +92,17 @@ RECIPES = {
 }
 
 
+# The recipe checkpoints/default is trained with (the val winner below; the README's commands).
+SHIPPED_RECIPE = "LiT, wide MLP audio head + dropout"
+
+
+def corpus_features(config, splits) -> dict[str, FeatureSet]:
+    """Backbone features of the built-in corpus's ``splits`` (through the feature cache)."""
+    encoders = LazyEncoders(config)
+    return {s: compute_features(records_of(load_split(MANIFEST, s)), config, cache_dir=default_cache_dir(),
+                                encoders=encoders, progress=False) for s in splits}
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -253,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
 
     base = load_model_config("default")
-    encoders = LazyEncoders(base)
+    encoders = LazyEncoders(base)  # also embeds the query sets below
     feats = {s: compute_features(records_of(load_split(MANIFEST, s)), base, cache_dir=default_cache_dir(),
                                  encoders=encoders, progress=False) for s in SPLITS}
     gallery = feats["train"].subset(one_clip_per_sound(feats["train"].sound_units(), TRAIN_GALLERY,

@@ -29,11 +29,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from diffatr.checkpoint import load_checkpoint  # noqa: E402
 from diffatr.config import TrainConfig  # noqa: E402
-from diffatr.data.datasets import load_split  # noqa: E402
 from diffatr.evaluate import score_matrices  # noqa: E402
-from diffatr.features import FeatureSet, LazyEncoders, compute_features, records_of  # noqa: E402
+from diffatr.features import FeatureSet  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
-from diffatr.indexing import default_cache_dir  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
 from diffatr.train import train_diffusion  # noqa: E402
 from rerankers import PHASE2, generalisation_module  # noqa: E402
@@ -91,11 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     started = time.time()
     bench = generalisation_module()
-    recipe = "LiT, wide MLP audio head + dropout"
-    config = bench.model_config(bench.RECIPES[recipe])
-    encoders = LazyEncoders(config)
-    feats = {s: compute_features(records_of(load_split(MANIFEST, s)), config, cache_dir=default_cache_dir(),
-                                 encoders=encoders, progress=False) for s in ("train", *SPLITS)}
+    recipe = bench.SHIPPED_RECIPE
+    feats = bench.corpus_features(bench.model_config(bench.RECIPES[recipe]), ("train", *SPLITS))
     per_share: dict[str, list[dict[str, Any]]] = {}
     sounds: dict[str, int] = {}
     for fraction in args.fractions:

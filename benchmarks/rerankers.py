@@ -41,10 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from diffatr.checkpoint import load_checkpoint  # noqa: E402
 from diffatr.config import TrainConfig  # noqa: E402
-from diffatr.data.datasets import load_split  # noqa: E402
-from diffatr.features import FeatureSet, LazyEncoders, compute_features, records_of  # noqa: E402
+from diffatr.features import FeatureSet  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
-from diffatr.indexing import default_cache_dir  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
 from diffatr.retrieval.engine import rerank_topk, stable_topk  # noqa: E402
 from diffatr.retrieval.rerank import dual_softmax, ensemble, fuse, gen_rank_scores, inverted_softmax, qb_norm  # noqa: E402
@@ -243,11 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     started = time.time()
     bench = generalisation_module()
-    recipe_name = "LiT, wide MLP audio head + dropout"
-    config = bench.model_config(bench.RECIPES[recipe_name])
-    encoders = LazyEncoders(config)
-    feats = {s: compute_features(records_of(load_split(MANIFEST, s)), config, cache_dir=default_cache_dir(),
-                                 encoders=encoders, progress=False) for s in ("train", *SPLITS)}
+    recipe_name = bench.SHIPPED_RECIPE
+    feats = bench.corpus_features(bench.model_config(bench.RECIPES[recipe_name]), ("train", *SPLITS))
     args.runs.mkdir(parents=True, exist_ok=True)
     variants: dict[str, list[Path]] = {"plain": []}
     for k in args.cross_fit:
