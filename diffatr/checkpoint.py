@@ -133,7 +133,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    # A query bank holds one row per training query: its length is the training set's.
+    resizable = {k for k in set(expected) & set(state) if k.endswith(".query_bank")
+                 and state[k].ndim == 2 and state[k].shape[1:] == expected[k].shape[1:]}
+    wrong_shape = sorted(k for k in set(expected) & set(state) - resizable if expected[k].shape != state[k].shape)
     if missing or unexpected or wrong_shape:
         details = []
         if missing:

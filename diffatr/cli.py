@@ -536,6 +536,10 @@ def _add_train_parser(sub) -> None:
     group.add_argument("--head-dropout", type=float, default=None, help="phase 1: dropout on the heads' inputs")
     group.add_argument("--ce-scale", type=float, default=None, help="phase 2: loss = CE(ce_scale * x0_hat, positive) (paper: 100)")
     group.add_argument("--denoiser-width", type=int, default=None, help="phase 2: d, the denoiser width (paper: 512)")
+    group.add_argument("--denoiser-context", choices=["none", "shortlist", "shortlist+hubness"], default=None,
+                       help="phase 2: what each candidate carries besides its embedding: none (the paper), "
+                            "shortlist (its cosine to the query, mean / max cosine to the other candidates), "
+                            "shortlist+hubness (also its hubness against the training queries)")
     group.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
                        help="phase 2: add the attention weights to the denoiser output (reference code: on)")
     group.add_argument("--num-train-timesteps", type=int, default=None, help="phase 2: T, diffusion steps (paper: 50)")
@@ -576,7 +580,8 @@ def _override_model_config(config, args: argparse.Namespace):
     return dataclasses.replace(
         config, **top, text=text,
         # The denoiser reads the shared space, so it follows --embed-dim.
-        denoiser=pick(config.denoiser, width=args.denoiser_width, residual=args.residual, embed_dim=args.embed_dim),
+        denoiser=pick(config.denoiser, width=args.denoiser_width, residual=args.residual, embed_dim=args.embed_dim,
+                      context=args.denoiser_context),
         diffusion=pick(config.diffusion, ce_scale=args.ce_scale, num_train_timesteps=args.num_train_timesteps,
                        schedule=args.schedule, clip_x0=args.clip_x0),
         retrieval=pick(config.retrieval, top_k=args.top_k, num_inference_steps=args.steps, alpha=args.alpha,

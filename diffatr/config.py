@@ -88,6 +88,9 @@ class TextEncoderConfig:
     allow_download: bool = False  # a hub name is fetched only when this is True
 
 
+CONTEXTS = ("none", "shortlist", "shortlist+hubness")
+
+
 @dataclass(frozen=True)
 class DenoiserConfig:
     """The attention denoiser of docs/method.md (d = width)."""
@@ -95,6 +98,18 @@ class DenoiserConfig:
     embed_dim: int = 512  # D: width of the query / candidate embeddings
     width: int = 512  # d: the denoiser's width (the paper: 512)
     residual: bool = True  # out_k += w_k (reference code; not in the paper text)
+    # What each candidate carries besides its embedding (docs/method.md, "Shortlist context"):
+    # "none" = the paper; "shortlist" adds its cosine to the query and its mean / max cosine to
+    # the other K - 1 candidates; "shortlist+hubness" also its hubness, the mean of its
+    # ``hubness_neighbours`` highest cosines to a bank of training queries stored in the model.
+    context: str = "none"
+    hubness_neighbours: int = 10
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ConfigError(f"denoiser.context must be one of {', '.join(CONTEXTS)}, got {self.context!r}")
+        if self.hubness_neighbours < 1:
+            raise ConfigError(f"denoiser.hubness_neighbours must be >= 1, got {self.hubness_neighbours}")
 
 
 @dataclass(frozen=True)

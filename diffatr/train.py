@@ -37,6 +37,7 @@ from diffatr.checkpoint import load_checkpoint, save_checkpoint
 from diffatr.config import RESUME_MUTABLE_FIELDS, ModelConfig, TrainConfig, from_dict, to_dict
 from diffatr.contrastive import nt_xent_loss
 from diffatr.data.sounds import sound_keys, sound_units
+from diffatr.diffusion.denoiser import hubness
 from diffatr.diffusion.losses import generation_loss
 from diffatr.features import FeatureSet, LazyEncoders, compute_features, records_of
 from diffatr.fileio import atomic_directory, atomic_write_bytes
@@ -268,10 +269,16 @@ def mined_candidates(query: Tensor, query_owner: Tensor, positive: Tensor, pool:
     Returns:
         (B, K, D) candidates, the positive at index 0.
     """
+    return pool[mined_candidate_rows(query, query_owner, positive, pool, pool_owner, k)]  # (B, K, D)
+
+
+def mined_candidate_rows(query: Tensor, query_owner: Tensor, positive: Tensor, pool: Tensor, pool_owner: Tensor,
+                         k: int) -> Tensor:
+    """The (B, K) pool rows behind ``mined_candidates`` (same arguments), the positive in column 0."""
     scores = query.float() @ pool.float().T  # (B, P)
     scores = scores.masked_fill(pool_owner[None, :] == query_owner[:, None], float("-inf"))
     negatives = torch.topk(scores, k - 1, dim=1, sorted=True).indices  # (B, K-1), hardest first
-    return pool[torch.cat([positive[:, None], negatives], dim=1)]  # (B, K, D)
+    return torch.cat([positive[:, None], negatives], dim=1)  # (B, K)
 
 
 # ----------------------------------------------------------------------------- EMA, metrics, log
@@ -896,6 +903,23 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
 CROSS_FIT_DIR = "cross_fit"
 
 
+@torch.no_grad()
+def _training_hubness(model: DiffATR, config: ModelConfig, train: FeatureSet, text_emb: Tensor, audio_emb: Tensor,
+                      text_unit: Tensor, audio_unit: Tensor) -> dict[str, Tensor]:
+    """For "shortlist+hubness" denoisers: store each direction's query bank (the training
+    queries as the init heads project them: what inference will measure against) and return
+    each training-pool item's hubness against the training embeddings with its own sound left
+    out, as an unseen item's would be. Empty for the other contexts."""
+    if config.denoiser.context != "shortlist+hubness":
+        return {}
+    dev = text_emb.device
+    model.denoisers["text_to_audio"].set_query_bank(model.project_text(train.text.to(dev)))
+    model.denoisers["audio_to_text"].set_query_bank(model.project_audio(train.audio.to(dev)))
+    m = config.denoiser.hubness_neighbours
+    return {"text_to_audio": hubness(audio_emb, text_emb, m, exclude=audio_unit[:, None] == text_unit[None, :]),
+            "audio_to_text": hubness(text_emb, audio_emb, m, exclude=text_unit[:, None] == audio_unit[None, :])}
+
+
 def sound_folds(units: Tensor, k: int, seed: int) -> Tensor:
     """(N,) fold 0..k-1 of each clip: the sound units are dealt into ``k`` folds by a permutation
     drawn from ``seed``, so the clips of one sound always share a fold."""
@@ -1063,6 +1087,8 @@ def train_diffusion(
     batch_size = _fit_batch(train_config.batch_size, num_units, "distinct sounds")
     knobs = dataclasses.asdict(config.retrieval)
     cosine_metrics = retrieval_metrics((val_text @ val_audio.T).float().cpu(), None, val.caption_to_clip)
+    # direction -> (P,) hubness of every training-pool item, for "shortlist+hubness" denoisers
+    pool_hubness = _training_hubness(model, config, train, text_emb, audio_emb, text_unit, audio_unit)
 
     def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
         rows = rows.to(dev)
@@ -1075,13 +1101,15 @@ def train_diffusion(
         losses = {}
         for direction, (query, batch_pool, positive, pool, pool_unit) in sides.items():
             if train_config.negatives == "mined":
-                candidates = mined_candidates(query, audio_unit[clips], positive, pool, pool_unit,
-                                              batch_size)  # (B, K, D)
-            else:
-                candidates = diffusion_candidates(query, batch_pool)  # (B, K, D), positive at 0
+                pool_rows = mined_candidate_rows(query, audio_unit[clips], positive, pool, pool_unit,
+                                                 batch_size)  # (B, K)
+            else:  # the batch's own items, hardest first, positive at 0
+                pool_rows = positive[hardest_first(query, batch_pool)]  # (B, K = B)
+            candidates = pool[pool_rows]  # (B, K, D)
+            hub = pool_hubness[direction][pool_rows] if pool_hubness else None  # (B, K)
             losses[direction] = generation_loss(model.denoisers[direction], scheduler, query, candidates,
                                                 generator=generators["noise"], ce_scale=config.diffusion.ce_scale,
-                                                positive_index=0)
+                                                positive_index=0, candidate_hubness=hub)
         loss = losses["text_to_audio"] + losses["audio_to_text"]
         return loss, {f"loss_{d}": float(v.detach()) for d, v in losses.items()}
 

@@ -600,3 +600,37 @@ def test_cross_fitted_phase_2_trains_on_out_of_fold_embeddings(data, phase1, tmp
     oof = torch.nn.functional.normalize(text, dim=-1)
     dist = lambda q: torch.cdist(q, oof, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values  # noqa: E731
     assert seen and all(bool((dist(q) < 1e-5).all()) for q in seen[::2])
+
+
+def test_phase_2_with_shortlist_context_stores_the_bank_and_hides_each_candidates_own_sound(data, phase1, tmp_path,
+                                                                                           monkeypatch):
+    import diffatr.train as train_module
+    from diffatr.diffusion.denoiser import hubness
+
+    config = load_model_config("tiny")
+    config = dataclasses.replace(config, denoiser=dataclasses.replace(config.denoiser, context="shortlist+hubness",
+                                                                      hubness_neighbours=2))
+    train = data["train"]
+    seen = []
+    original = train_module.generation_loss
+    monkeypatch.setattr(train_module, "generation_loss",
+                        lambda den, sch, query, cands, **kw: seen.append((query, cands, kw["candidate_hubness"]))
+                        or original(den, sch, query, cands, **kw))
+    result = train_diffusion(phase1 / "best", _small("diffusion", epochs=1, batch_size=4, negatives="mined"), train,
+                             data["val"], tmp_path / "ctx", model_config=config, progress=False)
+    model = load_checkpoint(result.best)
+    assert model.config.denoiser.context == "shortlist+hubness"
+    with torch.no_grad():  # inference measures hubness against the training queries
+        assert torch.allclose(model.denoisers["text_to_audio"].query_bank, model.project_text(train.text), atol=1e-6)
+        assert torch.allclose(model.denoisers["audio_to_text"].query_bank, model.project_audio(train.audio), atol=1e-6)
+        text_emb, audio_emb = model.project_text(train.text), model.project_audio(train.audio)
+    unit = train.sound_units()  # (N,) per clip
+    text_unit = unit[train.caption_to_clip]
+    # training hubness: an audio candidate's own captions never count (they are not in an unseen clip's bank)
+    expected = hubness(audio_emb, text_emb, 2, exclude=unit[:, None] == text_unit[None, :])
+    leaky = hubness(audio_emb, text_emb, 2)
+    assert not torch.allclose(expected, leaky, atol=1e-4)
+    for query, cands, hub in seen[::2]:  # text -> audio steps
+        rows = torch.cdist(cands.reshape(-1, cands.shape[-1]), audio_emb).argmin(dim=1).view(hub.shape)
+        assert torch.allclose(hub, expected[rows], atol=1e-5)
+    assert len(seen) >= 2

@@ -65,6 +65,59 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     return emb
 
 
+def hubness(candidates: Tensor, bank: Tensor, neighbours: int, exclude: Tensor | None = None) -> Tensor:
+    """Each candidate's hubness: the mean of its ``neighbours`` highest cosines to a query bank.
+
+    A candidate close to many queries (a "hub") wins rankings it should not; QB-Norm and CSLS
+    correct for this, and the "shortlist+hubness" denoiser sees it as an input.
+
+    Args:
+        candidates: (N, D) L2-normalised embeddings.
+        bank: (M, D) L2-normalised queries (the training queries).
+        neighbours: how many of the highest cosines are averaged (at most the bank's size).
+        exclude: optional (N, M) bool, True where a bank query must not count for a candidate
+            (in training: the queries of the candidate's own sound, which an unseen candidate
+            never has in the bank).
+
+    Returns:
+        (N,) float32.
+    """
+    if bank.shape[0] == 0:
+        raise ValueError("the query bank is empty: set it with Denoiser.set_query_bank before use")
+    sims = candidates.float() @ bank.float().T  # (N, M)
+    if exclude is not None:
+        sims = sims.masked_fill(exclude, float("-inf"))
+    top = torch.topk(sims, min(neighbours, bank.shape[0]), dim=1).values  # (N, m)
+    top = torch.where(torch.isfinite(top), top, top.new_zeros(()))  # a candidate with < m allowed queries
+    return top.mean(dim=1)
+
+
+def shortlist_context(query: Tensor, candidates: Tensor, candidate_hubness: Tensor | None) -> Tensor:
+    """The per-candidate context features of the "shortlist" denoisers (docs/method.md).
+
+    Args:
+        query: (B, D), candidates: (B, K, D), L2-normalised.
+        candidate_hubness: (B, K) hubness of each candidate, or None ("shortlist").
+
+    Returns:
+        (B, K, F) float: [cos(q, c_k), mean_{j != k} cos(c_k, c_j), max_{j != k} cos(c_k, c_j)]
+        (+ [hubness_k]); with K = 1 the candidate-candidate terms are 0.
+    """
+    K = candidates.shape[1]
+    cos_q = torch.einsum("bd,bkd->bk", query, candidates)  # (B, K)
+    cc = torch.einsum("bkd,bjd->bkj", candidates, candidates)  # (B, K, K)
+    if K > 1:
+        eye = torch.eye(K, dtype=torch.bool, device=cc.device)
+        cc_mean = cc.masked_fill(eye, 0.0).sum(-1) / (K - 1)  # (B, K)
+        cc_max = cc.masked_fill(eye, float("-inf")).amax(-1)  # (B, K)
+    else:
+        cc_mean = cc_max = torch.zeros_like(cos_q)
+    feats = [cos_q, cc_mean, cc_max]
+    if candidate_hubness is not None:
+        feats.append(candidate_hubness.to(cos_q.dtype))
+    return torch.stack(feats, dim=-1)
+
+
 @dataclass(frozen=True, eq=False)
 class CandidateCache:
     """Candidate-only products of a candidate set (N rows), computed once by ``precompute``.
@@ -86,6 +139,9 @@ class CandidateCache:
     rows: Tensor
     fold: Tensor
     width: int
+    # Only for a denoiser with context: the (N, D) embeddings and their (N,) hubness (or None).
+    embeds: Tensor | None = None
+    hubness: Tensor | None = None
     # Per timestep t: (<Wq tau_t, Wk P c> for every candidate (N,), W1h Wo Wv tau_t (2d,)).
     # A DDIM loop visits the same few timesteps for every batch of queries, so the (N,)
     # product is paid once per t per index instead of once per step per batch (it dominated
@@ -112,6 +168,7 @@ class QueryCache:
     """
 
     q: Tensor
+    raw: Tensor | None = None  # (B, D) the query embeddings, kept for a denoiser with context
     _pair: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
@@ -119,7 +176,7 @@ class QueryCache:
 
     def select(self, index: Tensor | slice) -> "QueryCache":
         """The cache of a subset of the queries (rows ``index``)."""
-        return QueryCache(q=self.q[index])
+        return QueryCache(q=self.q[index], raw=None if self.raw is None else self.raw[index])
 
 
 class Denoiser(nn.Module):
@@ -156,6 +213,37 @@ class Denoiser(nn.Module):
         self.w_v = nn.Linear(d, d, bias=False)
         self.w_o = nn.Linear(d, d)
         self.decoder = nn.Sequential(nn.Linear(2 * d, 2 * d), nn.ReLU(), nn.Linear(2 * d, 1))
+        # Shortlist context (off = the paper): F features per candidate enter the attention
+        # logits (one weight each) and the decoder's first layer (as if concatenated to [h; c]).
+        self.context_features = {"none": 0, "shortlist": 3, "shortlist+hubness": 4}[config.context]
+        if self.context_features:
+            self.context_logit = nn.Linear(self.context_features, 1, bias=False)
+            self.context_proj = nn.Linear(self.context_features, 2 * d, bias=False)
+        if config.context == "shortlist+hubness":
+            # (M, D) training queries; resized on load (its M is the training set's).
+            self.register_buffer("query_bank", torch.zeros(0, config.embed_dim))
+
+    def set_query_bank(self, bank: Tensor) -> None:
+        """Store the (M, D) L2-normalised queries that candidates' hubness is measured against."""
+        if self.config.context != "shortlist+hubness":
+            raise ValueError(f"this denoiser has context {self.config.context!r}: it keeps no query bank")
+        if bank.ndim != 2 or bank.shape[1] != self.config.embed_dim or bank.shape[0] == 0:
+            raise ValueError(f"the query bank must be (M >= 1, {self.config.embed_dim}), got {tuple(bank.shape)}")
+        self.query_bank = bank.detach().to(self.query_bank.device, self.query_bank.dtype).clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # The bank's size is the training set's, unknown at construction: take the saved one.
+        key = prefix + "query_bank"
+        if hasattr(self, "query_bank") and key in state_dict:
+            self.query_bank = torch.empty_like(state_dict[key], device=self.query_bank.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def candidate_hubness(self, candidates: Tensor) -> Tensor | None:
+        """(..., D) -> (...,) hubness against the stored bank; None without the hubness input."""
+        if self.config.context != "shortlist+hubness":
+            return None
+        flat = candidates.reshape(-1, candidates.shape[-1])
+        return hubness(flat, self.query_bank, self.config.hubness_neighbours).reshape(candidates.shape[:-1])
 
     # ------------------------------------------------------------------ plain module
 
@@ -164,7 +252,8 @@ class Denoiser(nn.Module):
         emb = timestep_embedding(t, self.width).to(self.w_q.weight.dtype)
         return self.time_mlp(emb)
 
-    def forward(self, x_t: Tensor, t: Tensor, query: Tensor, candidates: Tensor) -> Tensor:
+    def forward(self, x_t: Tensor, t: Tensor, query: Tensor, candidates: Tensor,
+                candidate_hubness: Tensor | None = None) -> Tensor:
         """The x0 estimate for each query's candidates (docs/method.md, steps 1-5).
 
         Args:
@@ -172,6 +261,9 @@ class Denoiser(nn.Module):
             t: (B,) int64 timesteps.
             query: (B, D) query embeddings.
             candidates: (B, K, D) candidate embeddings.
+            candidate_hubness: (B, K), only for context "shortlist+hubness": overrides the
+                hubness measured against the stored bank (training passes one that leaves out
+                each candidate's own sound).
 
         Returns:
             (B, K) scores, read as the x0 estimate.
@@ -189,10 +281,19 @@ class Denoiser(nn.Module):
         K = self.w_k(c + tau[:, None, :])  # (B, K, d)
         V = self.w_v(c + tau[:, None, :])  # (B, K, d)
         logits = torch.einsum("bd,bkd->bk", Q, K) + x_t  # (B, K): x_t added to the attention logits
+        context = None
+        if self.context_features:
+            if candidate_hubness is None:
+                candidate_hubness = self.candidate_hubness(candidates)
+            context = shortlist_context(query, candidates, candidate_hubness)  # (B, K, F)
+            logits = logits + self.context_logit(context).squeeze(-1)
         w = torch.softmax(logits, dim=-1)  # (B, K)
         h = self.w_o(torch.einsum("bk,bkd->bd", w, V))  # (B, d)
         hc = torch.cat([h[:, None, :].expand_as(c), c], dim=-1)  # (B, K, 2d)
-        out = self.decoder(hc).squeeze(-1)  # (B, K)
+        hidden = self.decoder[0](hc)  # (B, K, 2d)
+        if context is not None:
+            hidden = hidden + self.context_proj(context)
+        out = self.decoder[2](self.decoder[1](hidden)).squeeze(-1)  # (B, K)
         if self.config.residual:
             out = out + w
         return out
@@ -237,6 +338,8 @@ class Denoiser(nn.Module):
             rows=torch.cat([value_rows, dec_rows], dim=-1).contiguous(),
             fold=fold.contiguous(),
             width=d,
+            embeds=candidates if self.context_features else None,
+            hubness=self.candidate_hubness(candidates) if self.context_features else None,
         )
 
     @torch.no_grad()
@@ -252,7 +355,8 @@ class Denoiser(nn.Module):
         D = self.config.embed_dim
         if query.ndim != 2 or query.shape[1] != D:
             raise ValueError(f"query must be (B, {D}) (B, D), got {tuple(query.shape)}")
-        return QueryCache(q=self.w_q(self.in_proj(query)).contiguous())
+        return QueryCache(q=self.w_q(self.in_proj(query)).contiguous(),
+                          raw=query if self.context_features else None)
 
     def _pair_logits(
         self, queries: QueryCache, cache: CandidateCache, ids: Tensor, block_size: int
@@ -269,9 +373,18 @@ class Denoiser(nn.Module):
             stop = min(start + block_size, B)
             keys = cache.keys[ids[start:stop]]  # (b, K, d)
             torch.bmm(keys, queries.q[start:stop, :, None], out=logits[start:stop, :, None])
+        context_dec = None
+        if self.context_features:  # step-independent too: memoised with the logits
+            if cache.embeds is None or queries.raw is None:
+                raise ValueError("this denoiser has context: build the caches with its own precompute / "
+                                 "prepare_queries")
+            hub = None if cache.hubness is None else cache.hubness[ids]  # (B, K)
+            context = shortlist_context(queries.raw, cache.embeds[ids], hub)  # (B, K, F)
+            logits = logits + self.context_logit(context).squeeze(-1)
+            context_dec = self.context_proj(context)  # (B, K, 2d)
         buf = memo.get("buf")
         memo.clear()
-        memo.update(cache=cache, ids=ids.clone(), logits=logits)
+        memo.update(cache=cache, ids=ids.clone(), logits=logits, context_dec=context_dec)
         if buf is not None:
             memo["buf"] = buf
         # Only when the copy is smaller than the table itself: a small table sits in cache and
@@ -353,6 +466,7 @@ class Denoiser(nn.Module):
         w2 = self.decoder[2].weight[0]  # (2d,)
         b2 = self.decoder[2].bias  # (1,)
         logits = self._pair_logits(queries, cache, ids, block_size)  # (B, K)
+        context_dec = queries._pair["context_dec"]  # (B, K, 2d) or None
         logits = logits + key_tau[ids] + x_t  # (B, K)
         w = torch.softmax(logits, dim=-1)  # (B, K)
 
@@ -383,6 +497,8 @@ class Denoiser(nn.Module):
             else:  # the gathered copy is ours: add in place
                 dec = rows[..., 2 * d :]
                 dec += h_part[:, None, :]  # (b, K, 2d)
+            if context_dec is not None:
+                dec += context_dec[start:stop]
             dec.relu_()
             torch.mv(dec.reshape(b * K, 2 * d), w2, out=out[start:stop].view(-1))
         out += b2

@@ -23,6 +23,7 @@ def generation_loss(
     generator: torch.Generator | None = None,
     ce_scale: float = 100.0,
     positive_index: int | Tensor = 0,
+    candidate_hubness: Tensor | None = None,
 ) -> Tensor:
     """Scaled cross-entropy of the denoiser's x0 estimate against the positive candidate.
 
@@ -42,6 +43,7 @@ def generation_loss(
         generator: source of t and eps (required: this code never uses global randomness).
         ce_scale: the output scale inside the softmax (the reference: 100).
         positive_index: where the positive sits, an int or a (B,) integer tensor.
+        candidate_hubness: (B, K), passed to a "shortlist+hubness" denoiser (see its forward).
 
     Returns:
         The loss, a scalar tensor (mean over the batch).
@@ -69,5 +71,8 @@ def generation_loss(
     )  # (B,)
     eps = torch.randn((B, K), generator=generator, device=query.device, dtype=query.dtype)
     x_t = scheduler.add_noise(x0, eps, t)  # (B, K)
-    out = denoiser(x_t, t, query, candidates)  # (B, K), the x0 estimate
+    if candidate_hubness is None:
+        out = denoiser(x_t, t, query, candidates)  # (B, K), the x0 estimate
+    else:
+        out = denoiser(x_t, t, query, candidates, candidate_hubness=candidate_hubness)
     return F.cross_entropy(ce_scale * out, target)
