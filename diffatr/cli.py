@@ -536,6 +536,9 @@ def _add_train_parser(sub) -> None:
     group.add_argument("--head-dropout", type=float, default=None, help="phase 1: dropout on the heads' inputs")
     group.add_argument("--ce-scale", type=float, default=None, help="phase 2: loss = CE(ce_scale * x0_hat, positive) (paper: 100)")
     group.add_argument("--denoiser-width", type=int, default=None, help="phase 2: d, the denoiser width (paper: 512)")
+    group.add_argument("--mixtures", metavar="RECIPES.jsonl", default=None,
+                       help="phase 2: also train the denoisers on these two-clip mixtures (e.g. "
+                            "assets/corpus/mixtures.jsonl; only recipes made of training clips are used)")
     group.add_argument("--denoiser-context", choices=["none", "shortlist", "shortlist+hubness"], default=None,
                        help="phase 2: what each candidate carries besides its embedding: none (the paper), "
                             "shortlist (its cosine to the query, mean / max cosine to the other candidates), "
@@ -652,15 +655,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     common = dict(resume=args.resume, device=device, cache_dir=cache_dir, strict=args.strict,
                   progress=not args.quiet, data_info=data_info)
     if args.phase == "contrastive":
+        if args.mixtures:
+            raise ValueError("--mixtures applies to --phase diffusion")
         result = train_contrastive(config, train_config, splits["train"], splits["val"], args.out, **common)
     else:
+        extra = _mixture_items(args.mixtures, splits["train"], config, device, not args.quiet) if args.mixtures else None
+        if extra is not None:
+            data_info["mixtures"] = {"recipes": str(Path(args.mixtures).resolve()), "count": extra.num_clips}
         result = train_diffusion(init, train_config, splits["train"], splits["val"], args.out, model_config=config,
-                                 **common)
+                                 extra_train=extra, **common)
     best = "n/a" if result.best_value is None else f"{result.best_value:.2f}"
     print(f"{args.phase}: {result.step} step(s); best validation {train_config.select_metric} = {best} "
           f"at step {result.best_step} -> {result.best}")
     print(f"last: {result.last}   log: {result.log}")
     return 0
+
+
+def _mixture_items(recipes_path: str, train_split, config, device, progress: bool):
+    """The features of the recipes in ``recipes_path`` that mix clips of the training split only."""
+    from diffatr.corpus.mixtures import read_recipes
+    from diffatr.features import mixture_features
+
+    paths = {r.clip_id: r.path for r in train_split.records}
+    recipes = [r for r in read_recipes(recipes_path) if all(c.clip_id in paths for c in r.clips)]
+    if not recipes:
+        raise ValueError(f"no recipe in {recipes_path} mixes clips of the training split only")
+    print(f"mixtures: {len(recipes)} recipes of training clips", file=sys.stderr)
+    return mixture_features(recipes, paths, config, device=device, progress=progress)
 
 
 COMMANDS = {"index": _cmd_index, "search": _cmd_search, "convert-panns": _cmd_convert, "info": _cmd_info}

@@ -113,6 +113,24 @@ class FeatureSet:
             paths=[self.paths[r] for r in rows], skipped=list(self.skipped), encoders=dict(self.encoders),
             sound_keys=[self.sound_keys[r] for r in rows] if self.sound_keys else [])
 
+    def concat(self, other: "FeatureSet") -> "FeatureSet":
+        """These clips then ``other``'s, with their captions (both from the same encoders)."""
+        if self.audio.shape[1] != other.audio.shape[1] or self.text.shape[1] != other.text.shape[1]:
+            raise FeatureError(f"cannot join {self.audio.shape[1]}/{self.text.shape[1]}-d features with "
+                               f"{other.audio.shape[1]}/{other.text.shape[1]}-d ones")
+        if other.encoders and self.encoders and other.encoders != self.encoders:
+            raise FeatureError("cannot join features computed with different encoder configs")
+        if set(self.clip_ids) & set(other.clip_ids):
+            raise FeatureError(f"the feature sets share clip ids (e.g. {sorted(set(self.clip_ids) & set(other.clip_ids))[0]})")
+        keys = (list(self.sound_keys) or [None] * self.num_clips) + (list(other.sound_keys) or [None] * other.num_clips)
+        return FeatureSet(
+            audio=torch.cat([self.audio, other.audio]), text=torch.cat([self.text, other.text]),
+            caption_to_clip=torch.cat([self.caption_to_clip, other.caption_to_clip + self.num_clips]),
+            clip_ids=[*self.clip_ids, *other.clip_ids], captions=[*self.captions, *other.captions],
+            paths=[*self.paths, *other.paths], skipped=[*self.skipped, *other.skipped],
+            encoders=dict(self.encoders or other.encoders),
+            sound_keys=keys if any(k is not None for k in keys) else [])
+
     def digest(self) -> str:
         """A short fingerprint of the features and ids (a resumed run checks it is unchanged)."""
         h = hashlib.sha256()
@@ -360,3 +378,36 @@ def compute_features(
                       clip_ids=[r.clip_id for r in kept], captions=captions, paths=[r.path for r in kept],
                       skipped=skipped, encoders=encoder_configs,
                       sound_keys=sound_keys([r.clip_id for r in kept], [r.metadata for r in kept]))
+
+
+def mixture_features(recipes: Iterable[Any], clip_paths: dict[str, str | Path], config: ModelConfig, *,
+                     encoders: LazyEncoders | None = None, device: str | torch.device = "cpu",
+                     progress: bool = True) -> FeatureSet:
+    """Backbone features of rendered two-clip mixtures (``diffatr.corpus.mixtures`` recipes).
+
+    Each mixture is rendered at the audio encoder's rate from its clips (``clip_paths``:
+    clip id -> file) and embedded like a clip; its compositional captions are its captions.
+    Each mixture is its own sound (key ``mixture:<id>``). Not cached: rendering is cheap and
+    the recipes are few.
+
+    Raises:
+        FeatureError: no recipe given.
+        MixtureError / AudioError: a recipe names an unknown or unreadable clip.
+    """
+    from diffatr.corpus.mixtures import render_mixture
+
+    recipes = list(recipes)
+    if not recipes:
+        raise FeatureError("no mixture recipes to embed")
+    encoders = encoders or LazyEncoders(config, device)
+    rate = encoders.audio.sample_rate
+    audio = [encoders.audio.embed_waveform(render_mixture(r, clip_paths, rate), rate).detach().float().cpu().reshape(-1)
+             for r in tqdm(recipes, desc="mixture features", unit="mix", disable=not progress)]
+    captions = [c for r in recipes for c in r.captions]
+    owner = torch.tensor([i for i, r in enumerate(recipes) for _ in r.captions], dtype=torch.long)  # (M,)
+    with torch.no_grad():
+        text = encoders.text.encode(captions).float().cpu()  # (M, Dt)
+    return FeatureSet(audio=torch.stack(audio), text=text, caption_to_clip=owner,
+                      clip_ids=[r.mix_id for r in recipes], captions=captions, paths=[r.mix_id for r in recipes],
+                      encoders={"audio": asdict(config.audio), "text": asdict(config.text)},
+                      sound_keys=[f"mixture:{r.mix_id}" for r in recipes])

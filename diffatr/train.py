@@ -998,6 +998,7 @@ def train_diffusion(
     progress: bool = True,
     data_info: dict[str, Any] | None = None,
     train_embeddings: tuple[Tensor, Tensor] | None = None,
+    extra_train: FeatureSet | None = None,
 ) -> TrainResult:
     """Phase 2: train the text->audio and audio->text denoisers on frozen embeddings.
 
@@ -1022,6 +1023,10 @@ def train_diffusion(
             split to train on instead of the init heads' projections (e.g. out-of-fold
             embeddings from phase-1 models that never saw each item: cross-fitting, so the
             denoisers meet the cosine errors of unseen items). Validation always uses ``init``.
+        extra_train: more training items for the denoisers only (e.g. the corpus's mixtures,
+            ``diffatr.features.mixture_features``), appended to the training split's features
+            and embedded by the init heads; each keeps its own sound keys. Not with cross-fitting
+            (the fold models never saw these items' kind of data).
 
     Returns:
         TrainResult.
@@ -1060,6 +1065,12 @@ def train_diffusion(
                       desc="train features")
     val = _features(val_split, config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
                     desc="val features")
+    if extra_train is not None:
+        if train_config.cross_fit or train_embeddings is not None:
+            raise TrainError("extra training items (e.g. --mixtures) cannot be combined with cross-fitting or given "
+                             "train_embeddings: drop one of them")
+        extra_train.check_encoders(config)
+        train = train.concat(extra_train)
     if train_config.cross_fit and train_embeddings is None:
         train_embeddings = cross_fit_embeddings(initial, train, val, train_config.cross_fit, out_dir / CROSS_FIT_DIR,
                                                 seed=train_config.seed, device=dev, progress=progress)

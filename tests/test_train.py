@@ -634,3 +634,55 @@ def test_phase_2_with_shortlist_context_stores_the_bank_and_hides_each_candidate
         rows = torch.cdist(cands.reshape(-1, cands.shape[-1]), audio_emb).argmin(dim=1).view(hub.shape)
         assert torch.allclose(hub, expected[rows], atol=1e-5)
     assert len(seen) >= 2
+
+
+def test_phase_2_trains_on_mixtures_of_training_clips_through_the_cli(data, phase1, tmp_path, monkeypatch, capsys):
+    import diffatr.train as train_module
+    from diffatr.corpus.mixtures import MixClip, MixRecipe, render_mixture, write_recipes
+    from diffatr.features import mixture_features
+
+    train_records = load_split(data["manifest"], "train").records
+    val_id = load_split(data["manifest"], "val").records[0].clip_id
+    a, b, c = (r.clip_id for r in train_records[:3])
+    recipe = lambda i, x, y, caps: MixRecipe(f"mix{i}", "train", "overlay", (MixClip(x, 0.0, 0.0),  # noqa: E731
+                                             MixClip(y, 0.1, -6.0)), i, 1.0, caps)
+    recipes = [recipe(0, a, b, ("a zebra humming while a yak sings", "zebra and yak")),
+               recipe(1, b, c, ("two quokkas whistle",)),
+               recipe(2, a, val_id, ("mixes a validation clip",))]  # not a training-only mix: left out
+    write_recipes(tmp_path / "mix.jsonl", recipes)
+
+    config, encoders = data["config"], LazyEncoders(data["config"])
+    paths = {r.clip_id: r.path for r in train_records}
+    mixes = mixture_features(recipes[:2], paths, config, encoders=encoders, progress=False)
+    assert mixes.num_clips == 2 and mixes.captions == ["a zebra humming while a yak sings", "zebra and yak",
+                                                        "two quokkas whistle"]
+    assert mixes.caption_to_clip.tolist() == [0, 0, 1] and mixes.sound_keys == ["mixture:mix0", "mixture:mix1"]
+    rate = encoders.audio.sample_rate
+    assert torch.allclose(mixes.audio[1], encoders.audio.embed_waveform(render_mixture(recipes[1], paths, rate),
+                                                                        rate).float().reshape(-1), atol=1e-5)
+    joined = data["train"].concat(mixes)
+    assert joined.num_clips == data["train"].num_clips + 2
+    assert joined.caption_to_clip[-1].item() == data["train"].num_clips + 1
+    assert torch.equal(joined.text[-3:], mixes.text) and len(joined.sound_units().unique()) == \
+        len(data["train"].sound_units().unique()) + 2
+
+    seen = []
+    original = train_module.generation_loss
+    monkeypatch.setattr(train_module, "generation_loss",
+                        lambda den, sch, query, cands, **kw: seen.append(query.clone()) or original(den, sch, query, cands, **kw))
+    out = tmp_path / "p2"
+    assert cli.main(["train", "--phase", "diffusion", "--init", str(phase1 / "best"), "--out", str(out),
+                     "--epochs", "2", "--batch-size", "4", "--data", str(data["manifest"]), "--cache-dir",
+                     str(data["cache"]), "--device", "cpu", "--quiet", "--mixtures", str(tmp_path / "mix.jsonl")]) == 0
+    assert "mixtures: 2 recipes" in capsys.readouterr().err
+    _, extra = read_checkpoint(out / "last")
+    assert extra["data"]["train"]["num_clips"] == data["train"].num_clips + 2
+    assert extra["data"]["mixtures"]["count"] == 2
+    # the mixtures' captions were text -> audio queries
+    with torch.no_grad():
+        mix_queries = load_checkpoint(phase1 / "best").project_text(mixes.text)  # (3, D)
+    t2a = torch.cat(seen[::2])
+    assert (torch.cdist(mix_queries, t2a).min(dim=1).values < 1e-5).any()
+    with pytest.raises(TrainError, match="cross-fitting"):
+        train_diffusion(phase1 / "best", _small("diffusion", cross_fit=2), data["train"], data["val"],
+                        tmp_path / "cf", extra_train=mixes, progress=False)
