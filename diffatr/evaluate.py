@@ -407,12 +407,21 @@ def training_data(extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+# Split names that declare their clips out of domain within one manifest (the built-in
+# corpus's "ood": sources held out of training by construction; docs/protocol.md).
+OOD_SPLITS = ("ood",)
+
+
 def is_out_of_domain(train: Mapping[str, Any] | None, evaluation: Mapping[str, Any] | None) -> bool | None:
     """True when the checkpoint was trained on another dataset than the one evaluated (the
-    paper's Clotho -> AudioCaps setting), False when the same, None when the training data is
-    unknown (a checkpoint saved without it). One manifest file (same content hash) is one
-    dataset wherever it lies, so a shipped checkpoint evaluated on its shipped data from another
-    clone is in domain."""
+    paper's Clotho -> AudioCaps setting) or the evaluated split is declared out of domain
+    (``OOD_SPLITS``, e.g. the built-in corpus's ``ood``), False when the same, None when the
+    training data is unknown (a checkpoint saved without it). One manifest file (same content
+    hash) is one dataset wherever it lies, so a shipped checkpoint evaluated on its shipped
+    data from another clone is in domain."""
+    split = str((evaluation or {}).get("split") or "").lower()
+    if split in OOD_SPLITS and str((train or {}).get("split") or "").lower() not in OOD_SPLITS:
+        return True
     digests = {(info or {}).get("source_sha256") for info in (train, evaluation)}
     if len(digests) == 1 and None not in digests and not any((info or {}).get("name") for info in (train, evaluation)):
         return False

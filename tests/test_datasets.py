@@ -432,3 +432,16 @@ def test_datagen_sounds_differ_by_word():
         assert wave.dtype == np.float32 and wave.shape == (16000,) and np.abs(wave).max() <= 1.0 + 1e-6
         peaks[word] = int(np.argmax(np.abs(np.fft.rfft(wave))))
     assert peaks["hum"] < 130 < 800 < peaks["beep"] < 950 < 1900 < peaks["whistle"] < 2100
+
+
+@pytest.mark.parametrize("name", ["m.tsv", "m.csv", "m.txt"])
+def test_tab_separated_manifests_with_a_file_column(tmp_path, name):
+    from diffatr.data.manifest import read_manifest
+
+    (tmp_path / name).write_text("file\tcaption\tsplit\nclips/a, b.wav\ta dog barks, twice\ttrain\n"
+                                 "clips/c.wav\train falls\ttest\n")
+    records = read_manifest(tmp_path / name)
+    assert [r.path for r in records] == [str(tmp_path / "clips" / "a, b.wav"), str(tmp_path / "clips" / "c.wav")]
+    assert records[0].captions == ("a dog barks, twice",) and records[1].split == "test"
+    (tmp_path / "plain.csv").write_text("file,caption\nclips/x.wav,a cat\n")  # commas stay CSV
+    assert read_manifest(tmp_path / "plain.csv")[0].captions == ("a cat",)

@@ -362,6 +362,16 @@ def test_a_copied_manifest_is_in_domain(tmp_path):
     assert evaluate_model(ckpt, random_features(), {"top_k": 3}, data_info=copy)["out_of_domain"] is True
 
 
+def test_a_split_declared_out_of_domain_is_out_of_domain_within_one_manifest(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,caption,split\nx.wav,a dog,train\ny.wav,a cat,ood\n")
+    source = {"kind": "manifest", "source": str(manifest)}
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "model", extra={"data": {**source, "split": "train"}})
+    verdict = {split: evaluate_model(ckpt, random_features(), {"top_k": 3}, data_info={**source, "split": split})
+               ["out_of_domain"] for split in ("test", "ood")}
+    assert verdict == {"test": False, "ood": True}
+
+
 def test_dataset_identity():
     assert dataset_identity({"kind": "aac-clotho", "split": "dev"}) == "clotho"
     assert dataset_identity({"kind": "AudioCaps"}) == "audiocaps"

@@ -139,7 +139,7 @@ def _record_from_row(row: dict[str, Any], base: Path, where: str) -> ClipRecord:
 
 
 def read_manifest(path: str | Path) -> list[ClipRecord]:
-    """Read a CSV or JSONL manifest.
+    """Read a CSV, TSV or JSONL manifest.
 
     Raises:
         ManifestError: unreadable file, bad JSON line, no path column, duplicate clip ids.
@@ -163,9 +163,13 @@ def read_manifest(path: str | Path) -> list[ClipRecord]:
                 raise ManifestError(f"{path}:{number}: expected a JSON object")
             records.append(_record_from_row(row, base, f"{path}:{number}"))
     else:
-        reader = csv.DictReader(text.splitlines())
+        lines = text.splitlines()
+        # Tab-separated when the name says so, or when the header has tabs and no commas.
+        header = lines[0] if lines else ""
+        tabs = path.suffix.lower() == ".tsv" or ("\t" in header and "," not in header)
+        reader = csv.DictReader(lines, delimiter="\t" if tabs else ",")
         if not reader.fieldnames:
-            raise ManifestError(f"{path}: empty CSV (expected a header with a 'path' column)")
+            raise ManifestError(f"{path}: empty {'TSV' if tabs else 'CSV'} (expected a header with a 'path' column)")
         for number, row in enumerate(reader, 2):
             records.append(_record_from_row(row, base, f"{path}:{number}"))
     _check_unique(records, str(path))
