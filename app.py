@@ -6,6 +6,11 @@ loaded from disk once at start-up; nothing is downloaded. Run ``python app.py``.
 
 Named API endpoints (``gradio_client``): search_text, search_audio, trajectory,
 index_uploads, clear_uploads.
+
+Settings from the environment: ``$DIFFATR_FRAME_SECONDS`` (animation pace),
+``$DIFFATR_ANIMATIONS`` (animations streamed at once), ``$DIFFATR_UPLOAD_WORKERS`` (uploads
+indexed at once), ``$DIFFATR_QUOTA_*`` (the upload quotas: ``diffatr.uploads.UploadQuotas``),
+``$DIFFATR_UPLOAD_DIR`` (where uploads are written).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import functools
 import json
 import logging
 import os
+import signal
+import sys
 import time
 from typing import Any, Callable
 
@@ -35,6 +42,7 @@ from diffatr.demo import (  # noqa: E402
     DemoSession,
     hit_markdown,
     hits_table,
+    hide_paths,
     iter_steps,
     md_escape,
     notices_of,
@@ -47,11 +55,21 @@ log = logging.getLogger("diffatr.app")
 
 # Pause between streamed DDIM steps (50 steps: about 3 s); $DIFFATR_FRAME_SECONDS sets the pace.
 FRAME_SECONDS = float(os.environ.get("DIFFATR_FRAME_SECONDS", "0.06"))
-MAX_FILE_SIZE = "500mb"  # per upload; an hour of 16-bit stereo 44.1 kHz WAV is about 635 MB
+# Fair sharing of the CPU. Each kind of event has its own queue (a Gradio concurrency group),
+# so that animations never hold up a search and one user's zip never holds up another's upload:
+SEARCH_WORKERS = 4  # text searches at once (about 30 ms each)
+AUDIO_SEARCH_WORKERS = 2  # audio searches at once (a decode + the audio encoder)
+UPLOAD_WORKERS = int(os.environ.get("DIFFATR_UPLOAD_WORKERS", "4"))  # uploads indexed at once
+ANIMATIONS = int(os.environ.get("DIFFATR_ANIMATIONS", "4"))  # animations streamed at once (the rest wait)
+VIEW_WORKERS = 8  # drawing the results of a search (cards, first frame, heatmap)
 
 APP = DemoApp.load()
+QUOTAS = APP.quotas
+# An upload larger than the session's quota could never be indexed: Gradio refuses it at once.
+MAX_FILE_SIZE = f"{max(1, int(QUOTAS.session_mb))}mb"
 # The corpus audio is served from where it lies (no copy into Gradio's cache).
 gr.set_static_paths(APP.audio_dirs)
+log.info("upload quotas: %s", QUOTAS.describe())
 
 
 # ----------------------------------------------------------------------------- glue
@@ -78,13 +96,13 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             # An expected user error: one log line, no traceback (Gradio prints one per gr.Error
             # unless told not to).
             log.warning("user error in %s: %s", fn.__name__, err)
-            raise gr.Error(str(err), title="Cannot do that", print_exception=False) from None
+            raise gr.Error(hide_paths(str(err)), title="Cannot do that", print_exception=False) from None
         except gr.Error:
             raise
         except Exception as err:  # noqa: BLE001 - the app must survive any input
             log.exception("unexpected error in %s", fn.__name__)  # a bug: its traceback, once
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). Try another input.",
-                           print_exception=False) from None
+            raise gr.Error(f"Something went wrong ({type(err).__name__}: {hide_paths(str(err))}). Try another "
+                           "input.", print_exception=False) from None
 
     return wrapper
 
@@ -92,6 +110,38 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _show_notices(response: dict[str, Any]) -> None:
     for notice in notices_of(response):
         (gr.Warning if notice.level == "warning" else gr.Info)(notice.text)
+
+
+class _Setting:
+    """Gradio checks a slider's range before the handler runs, with a message that does not
+    say which setting was out of range ("Value 0 is less than minimum value 1."): these
+    components put the setting's API name in front (``named``)."""
+
+    setting = ""
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except gr.Error as err:
+            raise gr.Error(f"{self.setting or self.label}: {err.message}", title="Cannot do that",
+                           print_exception=False) from None
+
+
+class SettingSlider(_Setting, gr.Slider):
+    def get_block_name(self) -> str:
+        return "slider"  # the browser draws a plain gr.Slider
+
+
+class SettingNumber(_Setting, gr.Number):
+    def get_block_name(self) -> str:
+        return "number"
+
+
+def named(component: _Setting, setting: str) -> Any:
+    """``component`` whose range errors name ``setting`` (its config keeps Gradio's own
+    constructor, so the API still lists the component's default)."""
+    component.setting = setting
+    return component
 
 
 def _settings(k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any, temperature: Any):
@@ -177,7 +227,7 @@ def show_text_results(response: dict[str, Any], session: DemoSession | None) -> 
         if i < len(hits):
             groups.append(gr.Group(visible=True))
             cards.append(hit_markdown(hits[i]))
-            players.append(hits[i].get("audio_path"))
+            players.append(APP.audio_file(hits[i]["clip_id"], session))
         else:
             groups.append(gr.Group(visible=False))
             cards.append("")
@@ -273,27 +323,34 @@ THEME = gr.themes.Default(font=[gr.themes.Font("system-ui"), "sans-serif"],
 
 defaults = APP.defaults
 
-with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
-    session_state = gr.State(None, delete_callback=_forget_session)
+# Gradio's upload cache is swept as often as the quotas say; files older than a session's
+# time-to-live go (and the whole cache at a restart).
+with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
+               delete_cache=(int(QUOTAS.cache_sweep_s), int(QUOTAS.session_ttl_s))) as demo:
+    # A session idle for the time-to-live is deleted, and with it its uploaded files.
+    session_state = gr.State(None, time_to_live=QUOTAS.session_ttl_s, delete_callback=_forget_session)
     gr.Markdown(INTRO)
     corpus_line = gr.Markdown(_corpus_line(None), elem_id="corpus-line")
 
     with gr.Accordion("Search settings", open=True):
         with gr.Row():
-            k_in = gr.Slider(1, MAX_RESULTS, value=defaults.k, step=1, label="Results shown (k)",
-                             elem_id="k-slider")
-            steps_in = gr.Slider(1, APP.max_steps, value=defaults.num_inference_steps, step=1,
-                                 label="DDIM steps", info=f"1..T = {APP.max_steps}", elem_id="steps-slider")
-            top_k_in = gr.Slider(1, TOP_K_MAX, value=defaults.top_k, step=1, label="K: candidates re-ranked",
-                                 info="clamped to the corpus size", elem_id="top-k-slider")
-            alpha_in = gr.Slider(0, 5, value=defaults.alpha, step=0.05, label="α: weight of the diffusion score",
-                                 elem_id="alpha-slider")
-            seed_in = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed of x_T",
-                                info="same seed, same trajectory", elem_id="seed-box")
-            temperature_in = gr.Slider(0.01, 2, value=defaults.temperature, step=0.01,
-                                       label="Fusion temperature", elem_id="temperature-slider",
-                                       info=f"softmax(x̂0 / T) in the fused score; 1/CE scale = "
-                                            f"{1 / APP.model.config.diffusion.ce_scale:g} is the trained sharpness")
+            k_in = named(SettingSlider(1, MAX_RESULTS, value=defaults.k, step=1, label="Results shown (k)",
+                                       elem_id="k-slider"), "k (results shown)")
+            steps_in = named(SettingSlider(1, APP.max_steps, value=defaults.num_inference_steps, step=1,
+                                           label="DDIM steps", info=f"1..T = {APP.max_steps}",
+                                           elem_id="steps-slider"), "steps (DDIM steps)")
+            top_k_in = named(SettingSlider(1, TOP_K_MAX, value=defaults.top_k, step=1, label="K: candidates re-ranked",
+                                           info="clamped to the corpus size", elem_id="top-k-slider"),
+                             "top_k (K, candidates re-ranked)")
+            alpha_in = named(SettingSlider(0, 5, value=defaults.alpha, step=0.05,
+                                           label="α: weight of the diffusion score", elem_id="alpha-slider"), "alpha")
+            seed_in = named(SettingNumber(value=defaults.seed, precision=0, minimum=0, label="Seed of x_T",
+                                          info="same seed, same trajectory", elem_id="seed-box"), "seed")
+            temperature_in = named(SettingSlider(
+                0.01, 2, value=defaults.temperature, step=0.01, label="Fusion temperature",
+                elem_id="temperature-slider", info=f"softmax(x̂0 / T) in the fused score; 1/CE scale = "
+                                                   f"{1 / APP.model.config.diffusion.ce_scale:g} is the trained sharpness"),
+                "temperature")
     knobs = [k_in, steps_in, top_k_in, alpha_in, seed_in, temperature_in]
 
     with gr.Row(equal_height=False):
@@ -328,7 +385,8 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
                 with gr.Tab("Your sounds", id="uploads"):
                     gr.Markdown("Add your own sounds: several audio files, or a `.zip` of them (a `NAME.txt` beside "
                                 "`NAME.wav` gives its captions, one per line). They are searchable **in this "
-                                "session only**; the shipped corpus is not changed.")
+                                "session only**; the shipped corpus is not changed. Limits: "
+                                + md_escape(QUOTAS.describe()) + ".")
                     files_in = gr.File(file_count="multiple", label="Audio files or a .zip", elem_id="upload-files")
                     with gr.Row():
                         index_btn = gr.Button("Index my sounds", variant="primary", elem_id="index-button")
@@ -364,46 +422,58 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion") as demo:
     traj_outputs = [step_plot, heatmap, step_in]
     animation = [step_plot, step_in]
 
+    # Concurrency groups (see SEARCH_WORKERS ...): each queue below waits only for its own kind.
+    views = dict(concurrency_limit=VIEW_WORKERS, concurrency_id="views")
+    animated = dict(concurrency_limit=ANIMATIONS, concurrency_id="animation")
+
     text_search = gr.on([text_btn.click, caption_in.submit], search_text,
                         inputs=[caption_in, *knobs, session_state], outputs=[response_json, session_state],
-                        api_name="search_text", concurrency_limit=4)
+                        api_name="search_text", concurrency_limit=SEARCH_WORKERS, concurrency_id="search_text")
     text_shown = text_search.success(show_text_results, [response_json, session_state],
                                      [text_status, *groups, *cards, *players, *traj_outputs],
-                                     api_visibility="private", show_progress="hidden")
+                                     api_visibility="private", show_progress="hidden", **views)
     text_played = text_shown.success(play_from_start, [session_state], animation, api_visibility="private",
-                                     concurrency_limit=None, show_progress="hidden")
+                                     show_progress="hidden", **animated)
     text_search.failure(stale_text_results, [caption_in], [text_status, *groups, *cards, *players, *traj_outputs],
-                        api_visibility="private", show_progress="hidden")
+                        api_visibility="private", show_progress="hidden", **views)
 
     audio_search = audio_btn.click(search_audio, inputs=[audio_in, *knobs, session_state],
                                    outputs=[response_json, session_state], api_name="search_audio",
-                                   concurrency_limit=2)
+                                   concurrency_limit=AUDIO_SEARCH_WORKERS, concurrency_id="search_audio")
     audio_shown = audio_search.success(show_audio_results, [response_json, session_state],
                                        [audio_status, captions_out, *traj_outputs], api_visibility="private",
-                                       show_progress="hidden")
+                                       show_progress="hidden", **views)
     audio_played = audio_shown.success(play_from_start, [session_state], animation, api_visibility="private",
-                                       concurrency_limit=None, show_progress="hidden")
+                                       show_progress="hidden", **animated)
     audio_search.failure(stale_audio_results, [audio_in], [audio_status, captions_out, *traj_outputs],
-                         api_visibility="private", show_progress="hidden")
+                         api_visibility="private", show_progress="hidden", **views)
 
     replay = play_btn.click(play, [session_state, step_in], animation, api_visibility="private",
-                            concurrency_limit=None, show_progress="hidden")
+                            show_progress="hidden", **animated)
     pause_btn.click(None, cancels=[replay, text_played, audio_played])
     # Only the user's own moves redraw (programmatic updates from Play do not fire these).
     step_in.release(draw_step, [session_state, step_in], step_plot, api_visibility="private",
                     concurrency_limit=None, show_progress="hidden", trigger_mode="always_last")
     step_in.input(draw_step, [session_state, step_in], step_plot, api_visibility="private",
                   concurrency_limit=None, show_progress="hidden", trigger_mode="always_last")
-    traj_btn.click(trajectory, [session_state], traj_json, api_name="trajectory")
+    traj_btn.click(trajectory, [session_state], traj_json, api_name="trajectory", **views)
 
+    # Uploads of different sessions run side by side (up to UPLOAD_WORKERS); one session's
+    # uploads run one after the other (DemoApp.index_uploads locks the session).
     indexed = index_btn.click(index_uploads, [files_in, session_state], [upload_json, session_state],
-                              api_name="index_uploads", concurrency_limit=1)
+                              api_name="index_uploads", concurrency_limit=UPLOAD_WORKERS, concurrency_id="uploads")
     indexed.success(show_upload, [upload_json, session_state], [upload_status_out, skipped_out, corpus_line],
-                    api_visibility="private", show_progress="hidden")
-    cleared = clear_btn.click(clear_uploads, [session_state], [upload_json, session_state], api_name="clear_uploads")
+                    api_visibility="private", show_progress="hidden", **views)
+    cleared = clear_btn.click(clear_uploads, [session_state], [upload_json, session_state], api_name="clear_uploads",
+                              concurrency_limit=None)
     cleared.success(show_upload, [upload_json, session_state], [upload_status_out, skipped_out, corpus_line],
-                    api_visibility="private", show_progress="hidden")
+                    api_visibility="private", show_progress="hidden", **views)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    sys.exit(0)  # a normal exit, so that atexit deletes this run's uploads (a Space stops with SIGTERM)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     demo.launch(theme=THEME, css=CSS, max_file_size=MAX_FILE_SIZE)

@@ -14,8 +14,6 @@ import dataclasses
 import math
 import os
 import re
-import shutil
-import tempfile
 import threading
 import uuid
 import warnings
@@ -32,6 +30,7 @@ from diffatr.audio.io import AudioError, AudioTruncatedWarning, decode_audio, is
 from diffatr.data.manifest import AUDIO_SUFFIXES, ClipRecord
 from diffatr.retrieval.engine import SearchEngine, SearchError, clean_query
 from diffatr.retrieval.index import IndexFormatError, RetrievalIndex
+from diffatr.uploads import QuotaExceeded, UploadQuotas, UploadStore
 
 __all__ = [
     "AUDIO_MAX_SECONDS",
@@ -72,10 +71,9 @@ MAX_QUERY_CHARS = 500  # longer captions are cut (the text encoder reads 128 tok
 # on the 2-core CPU this keeps an audio query or one upload at about a second.
 AUDIO_MAX_SECONDS = 30.0
 MIN_QUERY_SECONDS = 0.05  # shorter audio queries are refused (the shortest corpus clip is 0.098 s)
-MAX_SESSION_CLIPS = 200  # uploaded clips one session may index
-MAX_ZIP_MEMBERS = 2000
-MAX_ZIP_BYTES = 1 << 30  # uncompressed bytes extracted from one zip
 USER_PREFIX = "yours/"
+ZIP_RATIO_SLACK = 64 << 10  # members this small may compress better than the zip ratio quota
+MAX_SKIPPED_ROWS = 100  # files listed as skipped per upload (then one "... more" row)
 
 
 class DemoError(ValueError):
@@ -161,9 +159,10 @@ class Settings:
             raise DemoError(f"temperature must be between {TEMPERATURE_MIN:g} and {TEMPERATURE_MAX:g}, "
                             f"got {temperature_value:g}")
         return cls(
-            k=_integer(k, "k (results)", d.k, 1, MAX_RESULTS),
-            num_inference_steps=_integer(num_inference_steps, "DDIM steps", d.num_inference_steps, 1, max_steps),
-            top_k=_integer(top_k, "K (candidates)", d.top_k, 1, TOP_K_MAX),
+            k=_integer(k, "k (results shown)", d.k, 1, MAX_RESULTS),
+            num_inference_steps=_integer(num_inference_steps, "steps (DDIM steps)", d.num_inference_steps, 1,
+                                         max_steps),
+            top_k=_integer(top_k, "top_k (K, candidates re-ranked)", d.top_k, 1, TOP_K_MAX),
             alpha=alpha_value,
             seed=_integer(seed, "seed", d.seed, 0, SEED_MAX),
             temperature=temperature_value,
@@ -183,9 +182,9 @@ class DemoSession:
     """What belongs to one browser session: its uploads and its last trajectory.
 
     Attributes:
-        session_id: a random id (keys the server-side engine cache).
+        session_id: a random id (keys the server-side engine cache and the upload folder).
         user_index: the session's own clips, or None.
-        upload_dir: a private folder for files extracted from zips (removed by ``close``).
+        upload_dir: the session's folder in the app's ``UploadStore`` (set on the first upload).
         trajectory: the trajectory view of the last search (see ``DemoApp.search_text``).
         version: bumped whenever ``user_index`` changes.
     """
@@ -200,14 +199,18 @@ class DemoSession:
     def num_uploads(self) -> int:
         return 0 if self.user_index is None else len(self.user_index)
 
-    def close(self) -> None:
-        """Delete the files this session extracted (called when the session ends)."""
-        if self.upload_dir:
-            shutil.rmtree(self.upload_dir, ignore_errors=True)
-            self.upload_dir = None
-
 
 # ----------------------------------------------------------------------------- the app
+
+
+# An absolute path in a message (POSIX, or a Windows drive): what is left after the last slash
+# is the part a user may know.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s'\"\\/:]+[\\/])+([^\s'\"\\/:]*)")
+
+
+def hide_paths(text: str) -> str:
+    """``text`` with every absolute server path replaced by its last part (the file name)."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "", str(text))
 
 
 def _short_error(err: BaseException, *paths: Any) -> str:
@@ -216,7 +219,14 @@ def _short_error(err: BaseException, *paths: Any) -> str:
     for path in paths:
         if path:
             text = text.replace(str(path), Path(str(path)).name)
-    return text
+    return hide_paths(text)
+
+
+def _reason(err: BaseException) -> str:
+    """Why an OS or zip operation failed, without the server path the exception carries."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return hide_paths(str(err)) or type(err).__name__
 
 
 class _CheckedAudioEncoder:
@@ -246,7 +256,7 @@ class _CheckedAudioEncoder:
         except AudioError as err:
             raise AudioError(_short_error(err, path)) from None
         except Exception as err:  # noqa: BLE001 - one bad upload must never stop the others
-            raise AudioError(f"could not read {name} ({type(err).__name__}: {err})") from None
+            raise AudioError(f"could not read {name} ({type(err).__name__}: {_reason(err)})") from None
         if is_silent(decoded.waveform):
             raise AudioError("the audio is silent (peak below -80 dBFS): nothing to index")
         if decoded.truncated:
@@ -254,7 +264,7 @@ class _CheckedAudioEncoder:
         try:
             return self.encoder.embed_waveform(decoded.waveform, decoded.sample_rate)
         except Exception as err:  # noqa: BLE001
-            raise AudioError(f"could not embed {name} ({type(err).__name__}: {err})") from None
+            raise AudioError(f"could not embed {name} ({type(err).__name__}: {_reason(err)})") from None
 
 
 class DemoApp:
@@ -266,10 +276,13 @@ class DemoApp:
         text_encoder: ``encode(list[str]) -> (Q, Dt)``.
         audio_encoder: an AudioEncoder (``embed_waveform``, ``sample_rate``, ``config``).
         engine_cache_size: engines over (corpus + a session's uploads) kept in memory.
+        quotas: the upload path's limits (default ``UploadQuotas.from_env()``).
+        upload_root: where uploads are written (default ``diffatr.uploads.upload_root()``).
     """
 
     def __init__(self, model: Any, index: RetrievalIndex, text_encoder: Any, audio_encoder: Any,
-                 *, engine_cache_size: int = 16) -> None:
+                 *, engine_cache_size: int = 16, quotas: UploadQuotas | None = None,
+                 upload_root: str | os.PathLike | None = None) -> None:
         self.model = model
         self.index = index
         self.text_encoder = text_encoder
@@ -283,16 +296,26 @@ class DemoApp:
         self._engines: OrderedDict[tuple[str, int], SearchEngine] = OrderedDict()
         self._engine_cache_size = engine_cache_size
         self._lock = threading.Lock()
+        self.quotas = quotas or UploadQuotas.from_env()
+        self.uploads = UploadStore(self.quotas, upload_root)
+        self._upload_locks: dict[str, threading.Lock] = {}  # one upload at a time per session
+        # Where the shipped clips are named from in responses (no server path leaves the app).
+        paths = [p for p in index.paths if p]
+        self._corpus_root = os.path.commonpath(paths) if paths else ""
+        if self._corpus_root and Path(self._corpus_root).is_file():
+            self._corpus_root = str(Path(self._corpus_root).parent)
 
     @classmethod
     def load(cls, checkpoint_dir: str | os.PathLike | None = None,
-             index_dir: str | os.PathLike | None = None, *, warm_up: bool = True) -> DemoApp:
+             index_dir: str | os.PathLike | None = None, *, warm_up: bool = True,
+             quotas: UploadQuotas | None = None, upload_root: str | os.PathLike | None = None) -> DemoApp:
         """Load everything from disk (nothing is downloaded).
 
         Args:
             checkpoint_dir: default ``diffatr.checkpoint.default_checkpoint_dir()``.
             index_dir: default ``demo_index_dir()``.
             warm_up: run one query so the first user's query is as fast as the next.
+            quotas, upload_root: as for ``DemoApp``.
         """
         from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
         from diffatr.encoders.audio import build_audio_encoder
@@ -301,7 +324,8 @@ class DemoApp:
         model = load_checkpoint(checkpoint_dir or default_checkpoint_dir())
         index = RetrievalIndex.load(index_dir or demo_index_dir())
         audio_config = dataclasses.replace(model.config.audio, max_seconds=AUDIO_MAX_SECONDS)
-        app = cls(model, index, TextEncoder(model.config.text), build_audio_encoder(audio_config))
+        app = cls(model, index, TextEncoder(model.config.text), build_audio_encoder(audio_config),
+                  quotas=quotas, upload_root=upload_root)
         if warm_up:
             app.search_text("a sound", app.defaults, DemoSession())
         return app
@@ -372,13 +396,55 @@ class DemoApp:
         return engine
 
     def forget(self, session: DemoSession | None) -> None:
-        """Drop a finished session's cached engine and extracted files."""
+        """Drop a finished session's cached engine and delete its files."""
         if session is None:
             return
+        self._drop_engines(session.session_id)
         with self._lock:
-            for old in [k for k in self._engines if k[0] == session.session_id]:
+            self._upload_locks.pop(session.session_id, None)
+        self.uploads.release(session.session_id)
+        session.upload_dir = None
+
+    def _drop_engines(self, session_id: str) -> None:
+        with self._lock:
+            for old in [k for k in self._engines if k[0] == session_id]:
                 del self._engines[old]
-        session.close()
+
+    def _expire(self, session: DemoSession, notices: list[Notice]) -> None:
+        """Forget the uploads of sessions idle past the time-to-live; if this session's were
+        among them (its files are gone), say so and search the shipped corpus only."""
+        for session_id in self.uploads.sweep():
+            self._drop_engines(session_id)
+        if session.user_index is not None and not self.uploads.active(session.session_id):
+            session.user_index = None
+            session.upload_dir = None
+            session.version += 1
+            notices.append(Notice("warning", f"Your sounds were forgotten after {self.quotas.session_ttl_s / 60:g} "
+                                             "minutes without use: upload them again to search them."))
+        self.uploads.touch(session.session_id)
+
+    def audio_file(self, clip_id: str, session: DemoSession | None = None) -> str | None:
+        """The server path of a clip's audio (for the app's players; never sent in a response)."""
+        index = self.engine_for(session).index
+        try:
+            return index.paths[index.clip_ids.index(clip_id)] or None
+        except ValueError:
+            return None
+
+    def _public_name(self, path: str | None, metadata: Mapping[str, Any]) -> str | None:
+        """A clip's file as a user may see it: relative to the shipped corpus folder, or the
+        name the user gave an upload."""
+        if not path:
+            return None
+        upload = metadata.get("upload_name")
+        if upload:
+            return USER_PREFIX + str(upload)
+        if self._corpus_root:
+            try:
+                return Path(path).relative_to(self._corpus_root).as_posix()
+            except ValueError:
+                pass
+        return Path(path).name
 
     # ------------------------------------------------------------------ search
 
@@ -392,8 +458,10 @@ class DemoApp:
 
         Returns:
             ``{"direction", "query", "settings", "corpus", "results": [hit dicts], "notices":
-            [{"level", "text"}]}``; hits are ``SearchHit.to_dict()`` with ``path`` renamed
-            ``audio_path``, plus ``source``, ``license`` and ``yours``.
+            [{"level", "text"}]}``; hits are ``SearchHit.to_dict()`` with ``path`` replaced
+            by ``audio_file`` (the file's name relative to the corpus folder, or ``yours/`` and
+            the name of an upload: never a server path; ``DemoApp.audio_file`` gives the path),
+            plus ``source``, ``license`` and ``yours``.
 
         Raises:
             DemoError: an empty or non-text query, or a search that cannot run.
@@ -490,6 +558,7 @@ class DemoApp:
 
     def _search(self, direction: str, features: torch.Tensor, query: str, settings: Settings,
                 session: DemoSession, notices: list[Notice]) -> dict[str, Any]:
+        self._expire(session, notices)
         engine = self.engine_for(session)
         try:
             result = engine.rerank_features(direction, features, k=settings.k, return_trajectory=True,
@@ -502,8 +571,10 @@ class DemoApp:
         rows = []
         for hit in hits:
             row = hit.to_dict()
-            # Not "path": API clients take any {"path": ...} object for a file to download.
-            row["audio_path"] = row.pop("path")
+            # No server path leaves the app (and no "path" key: API clients take any {"path": ...}
+            # object for a file to download).
+            row["audio_file"] = self._public_name(row.pop("path"), hit.metadata)
+            row["metadata"] = {k: v for k, v in hit.metadata.items() if k != "upload_name"}
             # The attribution names the recording's author; "source" says where the file came from.
             row["source"] = hit.metadata.get("attribution") or hit.metadata.get("source")
             row["license"] = hit.metadata.get("license") or hit.metadata.get("licence")
@@ -588,8 +659,11 @@ class DemoApp:
         """Index the user's files (audio, or zips of audio) into this session only.
 
         A caption may come with a clip as ``NAME.txt`` (one caption per line) beside
-        ``NAME.wav``, uploaded with it or inside the same zip. Files that cannot be used are
-        listed with the reason; the rest are indexed.
+        ``NAME.wav``, uploaded with it or inside the same zip. Every file is copied (or
+        unpacked) into the session's folder in ``self.uploads``, charged to the session's and
+        the demo's quotas as it is written; files that cannot be used are deleted at once and
+        listed with the reason; the rest are indexed. A quota reached mid-way stops the upload
+        there: what was written before is indexed, and clips indexed earlier stay.
 
         Args:
             files: paths (or Gradio FileData dicts); a single path is accepted too.
@@ -598,26 +672,34 @@ class DemoApp:
 
         Returns:
             ``{"indexed", "skipped": [{"file", "reason"}], "your_clips", "corpus", "clips":
-            [ids added], "notices"}``.
+            [ids added], "notices", "quota": {"written_mb", "session_mb", "clips", "session_clips"}}``.
 
         Raises:
-            DemoError: no files given, or the session already holds MAX_SESSION_CLIPS clips.
+            DemoError: no files given, or the session has reached a quota before writing anything.
         """
         paths = _as_paths(files)
         if not paths:
             raise DemoError("Choose one or more audio files (or a .zip of them) to index first.")
-        room = MAX_SESSION_CLIPS - session.num_uploads
-        if room <= 0:
-            raise DemoError(f"This session already holds {MAX_SESSION_CLIPS} of your clips (the demo's "
-                            "limit): clear them to index others.")
-        skipped: list[dict[str, str]] = []
+        with self._lock:
+            lock = self._upload_locks.setdefault(session.session_id, threading.Lock())
+        with lock:  # two uploads of one session (two tabs) must not race on its index
+            return self._index_uploads(paths, session, on_progress)
+
+    def _index_uploads(self, paths: list[str], session: DemoSession,
+                       on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
         notices: list[Notice] = []
+        self._expire(session, notices)
+        q, sid = self.quotas, session.session_id
+        usage = self.uploads.usage(sid)
+        if usage["written"] >= q.session_bytes:
+            raise DemoError(f"This session has written its quota of {q.session_mb:g} MB of uploads: reload the "
+                            "page to start a new session.")
+        if session.num_uploads >= q.session_clips:
+            raise DemoError(f"This session already holds {q.session_clips} of your clips (the demo's limit): "
+                            "forget your sounds to index others.")
+        skipped = _Skipped()
+        session.upload_dir = str(self.uploads.session_dir(sid))
         audio, captions, names = self._collect_uploads(paths, session, skipped)
-        if len(audio) > room:
-            for path in audio[room:]:
-                skipped.append({"file": names[path], "reason": f"over the limit of {MAX_SESSION_CLIPS} "
-                                                              "clips per session"})
-            audio = audio[:room]
         taken = set(self.index.clip_ids) | set(session.user_index.clip_ids if session.user_index else [])
         records = []
         for path in audio:
@@ -625,7 +707,8 @@ class DemoApp:
             taken.add(clip_id)
             records.append(ClipRecord(clip_id, path, tuple(captions.get(path, ())),
                                       metadata={"source": f"your upload: {names[path]}",
-                                                "license": "yours (kept in this session only)"}))
+                                                "license": "yours (kept in this session only)",
+                                                "upload_name": names[path]}))
         added: list[str] = []
         if records:
             from diffatr.indexing import build_index
@@ -638,8 +721,10 @@ class DemoApp:
             except AudioError:  # not one file could be used; the reasons are in encoder.failures
                 new_index = None
             for record in records:
+                if new_index is None or record.path in encoder.failures:
+                    self.uploads.discard(sid, record.path)  # an unusable file does not stay on disk
                 if record.path in encoder.failures:
-                    skipped.append({"file": names[record.path], "reason": encoder.failures[record.path]})
+                    skipped.add(names[record.path], encoder.failures[record.path])
             if new_index is not None:
                 previous = session.user_index
                 try:
@@ -649,109 +734,181 @@ class DemoApp:
                 except (IndexFormatError, SearchError) as err:
                     session.user_index = previous
                     session.version += 1
-                    raise DemoError(f"Could not add these clips to the corpus: {err}") from None
+                    for path in new_index.paths:
+                        self.uploads.discard(sid, path)
+                    raise DemoError(f"Could not add these clips to the corpus: {hide_paths(str(err))}") from None
                 added = list(new_index.clip_ids)
                 for name in encoder.truncated:
                     notices.append(Notice("warning", f"{name} is longer than {AUDIO_MAX_SECONDS:g} s: only "
                                                      "its first part was indexed."))
+        if skipped.quota:
+            notices.append(Notice("warning", f"Upload stopped: {skipped.quota}. Your sounds indexed so far are kept."))
         if not added:
             notices.append(Notice("warning", "No file could be indexed: see the list of skipped files."))
+        usage = self.uploads.usage(sid)
         return {
             "indexed": len(added),
             "clips": added,
-            "skipped": skipped,
+            "skipped": skipped.rows(),
             "your_clips": session.num_uploads,
             "corpus": self.corpus_summary(session),
             "notices": [dataclasses.asdict(n) for n in notices],
+            "quota": {"written_mb": round(usage["written"] / 1e6, 3), "session_mb": q.session_mb,
+                      "clips": session.num_uploads, "session_clips": q.session_clips},
         }
 
     def clear_uploads(self, session: DemoSession) -> dict[str, Any]:
-        """Forget this session's clips (the shipped corpus is untouched)."""
-        removed = session.num_uploads
-        self.forget(session)
-        session.user_index = None
-        session.version += 1
+        """Forget this session's clips and delete their files (the shipped corpus is untouched;
+        the bytes the session wrote stay counted on its quota)."""
+        with self._lock:
+            lock = self._upload_locks.setdefault(session.session_id, threading.Lock())
+        with lock:  # not while an upload of this session is being indexed
+            removed = session.num_uploads
+            self._drop_engines(session.session_id)
+            self.uploads.clear(session.session_id)
+            session.user_index = None
+            session.version += 1
         return {"removed": removed, "your_clips": 0, "corpus": self.corpus_summary(session)}
 
     def _collect_uploads(self, paths: list[str], session: DemoSession,
-                         skipped: list[dict[str, str]]) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
-        """Expand zips; pair NAME.txt captions with NAME.<audio>. Returns (audio paths in order,
-        captions by path, the user's name of each path)."""
+                         skipped: _Skipped) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+        """Copy audio files and unpack zips into the session's folder; pair NAME.txt captions
+        with NAME.<audio>. Returns (written audio paths in order, captions by path, the user's
+        name of each path)."""
         audio: list[str] = []
         names: dict[str, str] = {}
         sidecars: dict[str, list[str]] = {}  # stem (lower case) -> captions
         for path in paths:
             name = Path(path).name
             suffix = Path(path).suffix.lower()
-            if suffix == ".zip" or (suffix not in AUDIO_SUFFIXES and _is_zip(path)):
+            if skipped.quota:
+                skipped.add(name, f"not read: {skipped.quota}")
+            elif suffix == ".zip" or (suffix not in AUDIO_SUFFIXES and _is_zip(path)):
                 self._extract_zip(path, session, audio, names, sidecars, skipped)
-            elif suffix == ".txt":
-                sidecars[Path(name).stem.lower()] = _read_captions(path)
             elif not Path(path).is_file():
-                skipped.append({"file": name, "reason": "the file is missing (the upload did not finish)"})
+                skipped.add(name, "the file is missing (the upload did not finish)")
+            elif suffix == ".txt":
+                try:
+                    with open(path, "rb") as src:
+                        text = _read_capped(src, self.quotas.caption_bytes)
+                except OSError as err:
+                    skipped.add(name, f"could not be read ({_reason(err)})")
+                    continue
+                if text is None:
+                    skipped.add(name, f"a caption file larger than {self.quotas.caption_kb:g} KB (the demo's limit)")
+                else:
+                    sidecars[Path(name).stem.lower()] = _caption_lines(text)
             else:
                 # Any other name is tried: libsndfile recognises formats by content, and a
-                # file that is not audio is listed with the decoder's reason.
-                audio.append(path)
-                names[path] = name
+                # file that is not audio is listed with the decoder's reason (and deleted).
+                try:
+                    with open(path, "rb") as src:
+                        out = self._write_clip(session, src, name, None)
+                except OSError as err:
+                    skipped.add(name, f"could not be read ({_reason(err)})")
+                    continue
+                except QuotaExceeded as err:
+                    skipped.stop(name, str(err))
+                    continue
+                audio.append(str(out))
+                names[str(out)] = name
         captions = {p: sidecars.get(Path(names[p]).stem.lower(), []) for p in audio}
         return audio, captions, names
 
+    def _write_clip(self, session: DemoSession, src: Any, name: str, limit: int | None) -> Path:
+        """One audio file into the session's folder, counted as a clip and as bytes written."""
+        self.uploads.admit_clip(session.session_id)
+        return self.uploads.write(session.session_id, src, _safe_name(name), limit=limit)
+
     def _extract_zip(self, path: str, session: DemoSession, audio: list[str], names: dict[str, str],
-                     sidecars: dict[str, list[str]], skipped: list[dict[str, str]]) -> None:
+                     sidecars: dict[str, list[str]], skipped: _Skipped) -> None:
+        q = self.quotas
         zip_name = Path(path).name
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError, ValueError) as err:
-            skipped.append({"file": zip_name, "reason": f"not a readable zip archive ({err})"})
+            skipped.add(zip_name, f"not a readable zip archive ({_reason(err)})")
             return
         with archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
-            if len(members) > MAX_ZIP_MEMBERS:
-                skipped.append({"file": zip_name, "reason": f"holds {len(members)} files; the demo "
-                                                            f"reads zips of at most {MAX_ZIP_MEMBERS}"})
+            if len(members) > q.zip_members:
+                skipped.add(zip_name, f"holds {len(members):,} files; the demo reads zips of at most {q.zip_members}")
                 return
-            if session.upload_dir is None:
-                session.upload_dir = tempfile.mkdtemp(prefix="diffatr-uploads-")
-            target = Path(tempfile.mkdtemp(prefix="zip-", dir=session.upload_dir))
-            budget = MAX_ZIP_BYTES
-            for number, member in enumerate(members):
+            packed = max(1, Path(path).stat().st_size)
+            unpacked = sum(m.file_size for m in members)
+            if unpacked > q.zip_ratio * packed + ZIP_RATIO_SLACK:
+                skipped.add(zip_name, f"unpacks to {unpacked / packed:,.0f} times its size (a zip bomb?); the demo "
+                                      f"unpacks zips up to {q.zip_ratio:g} times")
+                return
+            for member in members:
                 inner = member.filename.replace("\\", "/")
                 base = inner.rsplit("/", 1)[-1]
                 shown = f"{zip_name}/{inner}"
                 suffix = Path(base).suffix.lower()
                 if base.startswith(".") or "__MACOSX/" in inner:
                     continue  # resource forks and hidden files are not the user's sounds
+                if skipped.quota:
+                    skipped.add(shown, f"not unpacked: {skipped.quota}")
+                    continue
                 if suffix not in AUDIO_SUFFIXES and suffix != ".txt":
-                    skipped.append({"file": shown, "reason": "not an audio file type "
-                                                             f"(supported: {', '.join(sorted(AUDIO_SUFFIXES))})"})
+                    skipped.add(shown, "not an audio file type (supported: "
+                                       f"{', '.join(sorted(AUDIO_SUFFIXES))})")
                     continue
-                if member.file_size > budget:
-                    skipped.append({"file": shown, "reason": "the zip unpacks to more than "
-                                                             f"{MAX_ZIP_BYTES >> 20} MB"})
+                if member.file_size > q.zip_ratio * max(1, member.compress_size) + ZIP_RATIO_SLACK:
+                    skipped.add(shown, f"compressed {member.file_size / max(1, member.compress_size):,.0f} to 1 "
+                                       f"(a zip bomb?); the demo unpacks files up to {q.zip_ratio:g} to 1")
                     continue
-                # Never use the member's own path on disk: "../" in a zip must not escape.
-                out = target / f"{number:05d}_{_safe_name(base)}"
                 try:
-                    with archive.open(member) as src, open(out, "wb") as dst:
-                        written = _copy_limited(src, dst, budget)
-                except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError) as err:
-                    skipped.append({"file": shown, "reason": f"could not be unpacked ({err})"})
+                    if suffix == ".txt":  # read into memory, so read at most the cap
+                        if member.file_size > q.caption_bytes:
+                            text = None
+                        else:
+                            with archive.open(member) as src:
+                                text = _read_capped(src, q.caption_bytes)
+                        if text is None:
+                            skipped.add(shown, f"a caption file larger than {q.caption_kb:g} KB (the demo's limit)")
+                        else:
+                            sidecars[Path(base).stem.lower()] = _caption_lines(text)
+                        continue
+                    # Never use the member's own path on disk: "../" in a zip must not escape.
+                    with archive.open(member) as src:
+                        out = self._write_clip(session, src, base, member.file_size)
+                except QuotaExceeded as err:
+                    if "unpacks to more than" in str(err):
+                        skipped.add(shown, f"could not be unpacked: {err}")
+                    else:
+                        skipped.stop(shown, str(err))
                     continue
-                if written is None:
-                    skipped.append({"file": shown, "reason": "the zip unpacks to more than "
-                                                             f"{MAX_ZIP_BYTES >> 20} MB"})
-                    out.unlink(missing_ok=True)
+                except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError, NotImplementedError) as err:
+                    skipped.add(shown, f"could not be unpacked ({_reason(err)})")
                     continue
-                budget -= written
-                if suffix == ".txt":
-                    sidecars[Path(base).stem.lower()] = _read_captions(str(out))
-                else:
-                    audio.append(str(out))
-                    names[str(out)] = base
+                audio.append(str(out))
+                names[str(out)] = shown
 
 
 # ----------------------------------------------------------------------------- small helpers
+
+
+class _Skipped:
+    """The files an upload could not use, with reasons; ``quota`` is set once a quota stops it."""
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, str]] = []
+        self.quota: str | None = None
+
+    def add(self, file: str, reason: str) -> None:
+        self._rows.append({"file": file, "reason": reason})
+
+    def stop(self, file: str, reason: str) -> None:
+        self.quota = reason
+        self.add(file, f"not read: {reason}")
+
+    def rows(self) -> list[dict[str, str]]:
+        if len(self._rows) <= MAX_SKIPPED_ROWS:
+            return list(self._rows)
+        more = len(self._rows) - MAX_SKIPPED_ROWS + 1
+        return self._rows[:MAX_SKIPPED_ROWS - 1] + [{"file": f"… and {more:,} more files",
+                                                     "reason": self._rows[-1]["reason"]}]
 
 
 def _as_paths(files: Any) -> list[str]:
@@ -777,17 +934,22 @@ def _is_zip(path: str) -> bool:
         return False
 
 
-def _read_captions(path: str) -> list[str]:
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+def _read_capped(src: Any, cap: int) -> str | None:
+    """The text of a caption file, or None if it holds more than ``cap`` bytes (never reads
+    more than ``cap + 1`` bytes into memory)."""
+    data = src.read(cap + 1)
+    if len(data) > cap:
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def _caption_lines(text: str) -> list[str]:
     return [" ".join(line.split())[:MAX_QUERY_CHARS] for line in text.splitlines() if line.strip()][:20]
 
 
 def _safe_name(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "clip"
-    return cleaned[:100]
+    return cleaned[-100:]
 
 
 def _unique_id(base: str, taken: set[str]) -> str:
@@ -797,19 +959,6 @@ def _unique_id(base: str, taken: set[str]) -> str:
     while f"{base}-{n}" in taken:
         n += 1
     return f"{base}-{n}"
-
-
-def _copy_limited(src: Any, dst: Any, budget: int, chunk: int = 1 << 20) -> int | None:
-    """Copy at most ``budget`` bytes; None if there was more (a zip bomb or a huge member)."""
-    written = 0
-    while True:
-        block = src.read(chunk)
-        if not block:
-            return written
-        written += len(block)
-        if written > budget:
-            return None
-        dst.write(block)
 
 
 def hits_table(response: Mapping[str, Any]) -> list[list[Any]]:

@@ -21,7 +21,6 @@ from conftest import write_tone
 
 pytest.importorskip("plotly", reason="the app extra is not installed: pip install -e '.[app]'")
 
-from diffatr import demo as demo_module  # noqa: E402
 from diffatr import plots  # noqa: E402
 from diffatr.demo import (  # noqa: E402
     AUDIO_MAX_SECONDS,
@@ -97,7 +96,8 @@ def test_text_search_results_and_trajectory(app: DemoApp, fast: Settings) -> Non
     assert [[h["clip_id"], *h["captions"]] for h in hits] == library_top(
         "a dog barking", k=3, steps=fast.num_inference_steps, top_k=fast.top_k, alpha=fast.alpha, seed=fast.seed)
     for h in hits:
-        assert Path(h["audio_path"]).is_file()
+        assert not Path(h["audio_file"]).is_absolute() and str(ROOT) not in json.dumps(h)  # no server path
+        assert Path(app.audio_file(h["clip_id"], session)).is_file()  # the app's players get the path
         assert h["license"] == "CC0-1.0" and h["source"]
         assert h["moved"] == h["cosine_rank"] - h["rank"]
         assert math.isclose(h["fused"], h["cosine"] + fast.alpha * h["diffusion"], rel_tol=1e-5)
@@ -315,7 +315,8 @@ def test_upload_errors(app: DemoApp, tmp_path: Path, monkeypatch: pytest.MonkeyP
     report = app.index_uploads([str(broken)], session)  # nothing usable: listed, not raised
     assert report["indexed"] == 0 and report["skipped"][0]["file"] == "broken.wav"
     assert report["notices"] and session.user_index is None
-    monkeypatch.setattr(demo_module, "MAX_SESSION_CLIPS", 1)
+    monkeypatch.setattr(app, "quotas", dataclasses.replace(app.quotas, session_clips=1))
+    monkeypatch.setattr(app.uploads, "quotas", app.quotas)
     files = [str(write_tone(tmp_path / f"t{i}.wav", freq=300 + 100 * i)) for i in range(2)]
     report = app.index_uploads(files, session)
     assert report["indexed"] == 1 and "limit" in report["skipped"][0]["reason"]
