@@ -112,35 +112,20 @@ def _show_notices(response: dict[str, Any]) -> None:
         (gr.Warning if notice.level == "warning" else gr.Info)(notice.text)
 
 
-class _Setting:
-    """Gradio checks a slider's range before the handler runs, with a message that does not
-    say which setting was out of range ("Value 0 is less than minimum value 1."): these
-    components put the setting's API name in front (``named``)."""
+def named(component: Any, setting: str) -> Any:
+    """``component`` whose range errors name ``setting``: Gradio checks a slider's range before
+    the handler runs, with a message that does not say which setting was out of range ("Value 0
+    is less than minimum value 1."). The instance's own check is wrapped (a subclass of a
+    Gradio component would make Gradio write a stub file beside this one)."""
+    check = component.preprocess
 
-    setting = ""
-
-    def preprocess(self, payload: Any) -> Any:
+    def preprocess(payload: Any) -> Any:
         try:
-            return super().preprocess(payload)
+            return check(payload)
         except gr.Error as err:
-            raise gr.Error(f"{self.setting or self.label}: {err.message}", title="Cannot do that",
-                           print_exception=False) from None
+            raise gr.Error(f"{setting}: {err.message}", title="Cannot do that", print_exception=False) from None
 
-
-class SettingSlider(_Setting, gr.Slider):
-    def get_block_name(self) -> str:
-        return "slider"  # the browser draws a plain gr.Slider
-
-
-class SettingNumber(_Setting, gr.Number):
-    def get_block_name(self) -> str:
-        return "number"
-
-
-def named(component: _Setting, setting: str) -> Any:
-    """``component`` whose range errors name ``setting`` (its config keeps Gradio's own
-    constructor, so the API still lists the component's default)."""
-    component.setting = setting
+    component.preprocess = preprocess
     return component
 
 
@@ -334,19 +319,19 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
 
     with gr.Accordion("Search settings", open=True):
         with gr.Row():
-            k_in = named(SettingSlider(1, MAX_RESULTS, value=defaults.k, step=1, label="Results shown (k)",
+            k_in = named(gr.Slider(1, MAX_RESULTS, value=defaults.k, step=1, label="Results shown (k)",
                                        elem_id="k-slider"), "k (results shown)")
-            steps_in = named(SettingSlider(1, APP.max_steps, value=defaults.num_inference_steps, step=1,
+            steps_in = named(gr.Slider(1, APP.max_steps, value=defaults.num_inference_steps, step=1,
                                            label="DDIM steps", info=f"1..T = {APP.max_steps}",
                                            elem_id="steps-slider"), "steps (DDIM steps)")
-            top_k_in = named(SettingSlider(1, TOP_K_MAX, value=defaults.top_k, step=1, label="K: candidates re-ranked",
+            top_k_in = named(gr.Slider(1, TOP_K_MAX, value=defaults.top_k, step=1, label="K: candidates re-ranked",
                                            info="clamped to the corpus size", elem_id="top-k-slider"),
                              "top_k (K, candidates re-ranked)")
-            alpha_in = named(SettingSlider(0, 5, value=defaults.alpha, step=0.05,
+            alpha_in = named(gr.Slider(0, 5, value=defaults.alpha, step=0.05,
                                            label="α: weight of the diffusion score", elem_id="alpha-slider"), "alpha")
-            seed_in = named(SettingNumber(value=defaults.seed, precision=0, minimum=0, label="Seed of x_T",
+            seed_in = named(gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed of x_T",
                                           info="same seed, same trajectory", elem_id="seed-box"), "seed")
-            temperature_in = named(SettingSlider(
+            temperature_in = named(gr.Slider(
                 0.01, 2, value=defaults.temperature, step=0.01, label="Fusion temperature",
                 elem_id="temperature-slider", info=f"softmax(x̂0 / T) in the fused score; 1/CE scale = "
                                                    f"{1 / APP.model.config.diffusion.ce_scale:g} is the trained sharpness"),

@@ -66,11 +66,13 @@ def test_bad_input_gives_a_message_and_the_next_query_works(url: str, tmp_path: 
         client.predict("   ", **FAST, api_name="/search_text")
     long = client.predict("a cat meowing " * 800, **FAST, api_name="/search_text")  # 11,200 characters
     assert long["results"] and long["notices"]
-    with pytest.raises(AppError, match="minimum"):  # Gradio checks the slider's range
-        client.predict("a cat", **{**FAST, "k": 0}, api_name="/search_text")
+    with pytest.raises(AppError, match=r"^k \(results shown\): .*minimum"):  # Gradio checks the range, the
+        client.predict("a cat", **{**FAST, "k": 0}, api_name="/search_text")  # message names the setting
+    with pytest.raises(AppError, match=r"^steps \(DDIM steps\): .*maximum"):
+        client.predict("a cat", **{**FAST, "steps": 10_000}, api_name="/search_text")
     with pytest.raises(AppError, match="seed"):  # and the app checks what Gradio does not
         client.predict("a cat", **{**FAST, "seed": 2**40}, api_name="/search_text")
-    with pytest.raises(AppError, match="minimum value 0.01"):  # the temperature slider's range
+    with pytest.raises(AppError, match="^temperature: .*minimum value 0.01"):  # the temperature slider's range
         client.predict("a cat", **{**FAST, "temperature": 0}, api_name="/search_text")
 
     corrupt = tmp_path / "corrupt.wav"
