@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from diffatr.config import ConfigError, ModelConfig, from_dict, to_dict
+from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory
 from diffatr.model import DiffATR
 
@@ -36,7 +37,7 @@ def default_checkpoint_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DiffatrError):
     """A checkpoint that cannot be loaded; the message says why and what to do."""
 
 

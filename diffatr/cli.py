@@ -8,11 +8,15 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from diffatr.config import ConfigError
+from diffatr.errors import DiffatrError
 
 EXIT_USER_ERROR = 2
 
@@ -164,13 +168,19 @@ def _filter_records(records, conditions: list[str]):
     for condition in conditions:
         column, sep, value = condition.partition("=")
         if not sep or not column:
-            raise ValueError(f"--where needs COLUMN=VALUE, got {condition!r}")
+            raise UsageError(f"--where needs COLUMN=VALUE, got {condition!r}")
         records = [r for r in records
                    if str(r.split if column == "split" else r.metadata.get(column, "")) == value]
     return records
 
 
-def _knobs(args: argparse.Namespace, defaults) -> dict:
+class UsageError(DiffatrError):
+    """Flags that do not fit together or a value out of range."""
+
+
+def _knobs(args: argparse.Namespace, config) -> dict:
+    """The search knobs: the flags given, else the model config's, validated as its RetrievalConfig."""
+    defaults = config.retrieval
     knobs = {
         "top_k": args.top_k if args.top_k is not None else defaults.top_k,
         "num_inference_steps": args.steps if args.steps is not None else defaults.num_inference_steps,
@@ -179,10 +189,12 @@ def _knobs(args: argparse.Namespace, defaults) -> dict:
         "seed": args.seed if args.seed is not None else defaults.seed,
         "fusion": args.fusion if args.fusion is not None else defaults.fusion,
     }
-    if knobs["top_k"] < 1:
-        raise ValueError("--top-k must be at least 1")
-    if knobs["temperature"] <= 0:
-        raise ValueError("--temperature must be positive")
+    try:  # the one validation of the knobs (bounds in diffatr.config.KNOB_BOUNDS)
+        dataclasses.replace(config, retrieval=dataclasses.replace(defaults, **knobs))
+    except ConfigError as err:
+        flag = {"num_inference_steps": "steps", "top_k": "top-k"}
+        name = str(err).split(" ", 1)[0]
+        raise UsageError(f"--{flag.get(name, name)}: {str(err).split(' ', 1)[1]}") from None
     return knobs
 
 
@@ -200,10 +212,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print("diffatr search: give either a caption or --audio FILE (not both)", file=sys.stderr)
         return EXIT_USER_ERROR
     if args.k < 1:
-        raise ValueError("-k must be at least 1")
+        raise UsageError("-k must be at least 1")
     model = _resolve_checkpoint(args.checkpoint)
     index = RetrievalIndex.load(args.index or default_index_dir())
-    knobs = _knobs(args, model.config.retrieval)
+    knobs = _knobs(args, model.config)
     text_cfg = dataclasses.replace(model.config.text, allow_download=args.allow_download or model.config.text.allow_download)
     if args.query is not None:
         engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg))
@@ -356,7 +368,7 @@ def _per_sound_gallery(features, max_sounds: int | None):
     if max_sounds is None:
         return features
     if max_sounds < 0:
-        raise ValueError(f"--per-sound N must be positive (or given without N for every sound), got {max_sounds}")
+        raise UsageError(f"--per-sound N must be positive (or given without N for every sound), got {max_sounds}")
     rows = one_clip_per_sound(features.sound_units(), max_sounds or None, torch.Generator().manual_seed(0))
     return features.subset(rows)
 
@@ -611,7 +623,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if saved:  # unset knobs continue the interrupted run's settings; it runs to the end unless --max-steps
         base = dataclasses.replace(from_dict(TrainConfig, saved["train"]), max_steps=None)
         if base.phase != args.phase:
-            raise ValueError(f"--out {args.out} holds a {base.phase} run, not {args.phase}")
+            raise UsageError(f"--out {args.out} holds a {base.phase} run, not {args.phase}")
         train_config = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
     else:
         train_config = TrainConfig.for_phase(args.phase, **flags)
@@ -624,14 +636,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = from_dict(ModelConfig, fingerprint["model config"])
     elif args.phase == "diffusion":
         if not init:
-            raise ValueError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
+            raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
         config, _ = read_checkpoint(init)
     else:
         config = load_model_config("default")
     if args.phase == "diffusion" and not init:
-        raise ValueError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
+        raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
     if args.phase == "contrastive" and args.init:
-        raise ValueError("--init applies to --phase diffusion; phase 1 starts from --config")
+        raise UsageError("--init applies to --phase diffusion; phase 1 starts from --config")
     config = _override_model_config(config, args)
 
     device = resolve_device(train_config.device)
@@ -646,7 +658,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                   normalize_captions=args.normalize_captions)
         print(f"{role}: {splits[role].summary()}", file=sys.stderr)
     if splits["train"].split is not None and splits["train"].split == splits["val"].split:
-        raise ValueError(f"--train-split and --val-split name the same split ({splits['train'].split})")
+        raise UsageError(f"--train-split and --val-split name the same split ({splits['train'].split})")
     data_info = {"source": str(Path(args.data).resolve()), "kind": splits["train"].kind,
                  "split": splits["train"].split, "val_split": splits["val"].split,
                  "normalize_captions": bool(args.normalize_captions),
@@ -656,7 +668,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   progress=not args.quiet, data_info=data_info)
     if args.phase == "contrastive":
         if args.mixtures:
-            raise ValueError("--mixtures applies to --phase diffusion")
+            raise UsageError("--mixtures applies to --phase diffusion")
         result = train_contrastive(config, train_config, splits["train"], splits["val"], args.out, **common)
     else:
         extra = _mixture_items(args.mixtures, splits["train"], config, device, not args.quiet) if args.mixtures else None
@@ -679,7 +691,7 @@ def _mixture_items(recipes_path: str, train_split, config, device, progress: boo
     paths = {r.clip_id: r.path for r in train_split.records}
     recipes = [r for r in read_recipes(recipes_path) if all(c.clip_id in paths for c in r.clips)]
     if not recipes:
-        raise ValueError(f"no recipe in {recipes_path} mixes clips of the training split only")
+        raise UsageError(f"no recipe in {recipes_path} mixes clips of the training split only")
     print(f"mixtures: {len(recipes)} recipes of training clips", file=sys.stderr)
     return mixture_features(recipes, paths, config, device=device, progress=progress)
 
@@ -732,11 +744,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
-        # Our error types (AudioError, CheckpointError, IndexFormatError, ManifestError,
-        # TextInputError, ConfigError) are ValueErrors with messages written for users.
+    except DiffatrError as err:  # a user error, in words written for the user: one line
         print(f"diffatr {args.command}: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+        what = {FileNotFoundError: "no such file or folder", PermissionError: "permission denied",
+                IsADirectoryError: "is a folder, not a file", NotADirectoryError: "is not a folder"}[type(err)]
+        name = err.filename if err.filename is not None else str(err)
+        print(f"diffatr {args.command}: {name}: {what}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    # Anything else is a bug: it keeps its traceback (exit code 1).
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from diffatr.errors import DiffatrError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -125,9 +128,18 @@ class DiffusionConfig:
     ce_scale: float = 100.0  # loss = CE(ce_scale * output, positive)
 
 
+# The inference knobs' bounds, written once (the CLI, the engine and the app read them here):
+# name -> (lowest, highest or None for no upper bound). Steps are also at most T (ModelConfig).
+KNOB_BOUNDS: dict[str, tuple[float, float | None]] = {
+    "top_k": (1, None), "num_inference_steps": (1, None), "alpha": (0.0, 10.0),
+    "temperature": (1e-3, 1e3), "seed": (0, 2**63 - 1),
+}
+FUSIONS = ("paper", "zscore")  # how the diffusion term joins the first-stage score (retrieval/rerank.py)
+
+
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """Inference knobs recorded with every result."""
+    """Inference knobs recorded with every result; validated on construction (``KNOB_BOUNDS``)."""
 
     top_k: int = 32  # K: candidates re-ranked per query
     num_inference_steps: int = 50  # DDIM steps (<= T)
@@ -137,6 +149,20 @@ class RetrievalConfig:
     # How the diffusion term joins the cosine (diffatr.retrieval.rerank.FUSIONS): "paper",
     # S + alpha * softmax(x0 / temperature); "zscore", S + alpha * std(S) * z(x0).
     fusion: str = "paper"
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in KNOB_BOUNDS.items():
+            value = getattr(self, name)
+            integer = name in ("top_k", "num_inference_steps", "seed")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and int(value) != value) \
+                    or not math.isfinite(value):
+                kind = "an integer" if integer else "a number"
+                raise ConfigError(f"{name} must be {kind}, got {value!r}")
+            if value < low or (high is not None and value > high):
+                span = f"at least {low}" if high is None else f"between {low} and {high}"
+                raise ConfigError(f"{name} must be {span}, got {value!r}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
 
 
 @dataclass(frozen=True)
@@ -167,6 +193,9 @@ class ModelConfig:
                               f"{self.text.embed_dim} (the text width), got {self.embed_dim}")
         if not 0 <= self.head_dropout < 1:
             raise ConfigError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
+        if self.retrieval.num_inference_steps > self.diffusion.num_train_timesteps:
+            raise ConfigError(f"num_inference_steps must be at most T = {self.diffusion.num_train_timesteps}, "
+                              f"got {self.retrieval.num_inference_steps}")
 
 
 
@@ -285,7 +314,7 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- JSON round trip
 
 
-class ConfigError(ValueError):
+class ConfigError(DiffatrError):
     """A config dict that does not match the dataclass (unknown key, wrong type)."""
 
 

@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffatr.errors import DiffatrError
+
 __all__ = ["ContrastiveError", "LogitScale", "nt_xent_loss"]
 
 
-class ContrastiveError(ValueError):
+class ContrastiveError(DiffatrError):
     """Inputs the contrastive loss cannot use (shapes, dtypes, a non-positive scale)."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from diffatr.errors import DiffatrError
 from diffatr.metrics import retrieval_metrics
 from diffatr.retrieval.engine import rerank_topk, stable_topk
 from diffatr.retrieval.rerank import FUSIONS, gen_rank_scores
@@ -56,7 +57,7 @@ STD_KIND = "sample standard deviation (ddof=1); 0.0 when there is a single value
 _PROJECT_CHUNK = 8192
 
 
-class EvaluationError(ValueError):
+class EvaluationError(DiffatrError):
     """An evaluation that cannot run as asked (bad knob, features that do not fit the model)."""
 
 

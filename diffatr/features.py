@@ -30,6 +30,7 @@ from diffatr.config import ModelConfig
 from diffatr.data.manifest import ClipRecord
 from diffatr.data.sounds import sound_keys, sound_units
 from diffatr.encoders.cache import FeatureCache, config_digest
+from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 
 __all__ = ["FeatureError", "FeatureSet", "LazyEncoders", "TextFeatureCache", "compute_features", "records_of"]
@@ -39,7 +40,7 @@ INFO_FILE = "features.json"
 FORMAT_VERSION = 1
 
 
-class FeatureError(ValueError):
+class FeatureError(DiffatrError):
     """Features that cannot be computed or used (no usable clip, mismatched encoders, damage)."""
 
 

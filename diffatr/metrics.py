@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffatr.errors import DiffatrError
+
 __all__ = [
     "MetricsError",
     "text_to_audio_ranks",
@@ -38,7 +40,7 @@ TieRule = Literal["pessimistic", "stable"]
 _CHUNK_ELEMENTS = 1 << 24
 
 
-class MetricsError(ValueError):
+class MetricsError(DiffatrError):
     """Scores or labels that cannot be evaluated (wrong shape, NaN, clip id out of range)."""
 
 

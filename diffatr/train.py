@@ -34,16 +34,28 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from diffatr.checkpoint import load_checkpoint, save_checkpoint
-from diffatr.config import RESUME_MUTABLE_FIELDS, ModelConfig, TrainConfig, from_dict, to_dict
+from diffatr.config import (
+    RESUME_MUTABLE_FIELDS,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    to_dict,
+)
 from diffatr.contrastive import nt_xent_loss
 from diffatr.data.sounds import sound_keys, sound_units
 from diffatr.diffusion.denoiser import hubness
 from diffatr.diffusion.losses import generation_loss
+from diffatr.errors import DiffatrError
 from diffatr.features import FeatureSet, LazyEncoders, compute_features, records_of
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 from diffatr.metrics import retrieval_metrics
 from diffatr.model import DIRECTIONS, DiffATR
-from diffatr.trainstate import TrainState, TrainStateError, load_train_state, save_train_state
+from diffatr.trainstate import (
+    TrainState,
+    TrainStateError,
+    load_train_state,
+    save_train_state,
+)
 
 __all__ = [
     "EMA",
@@ -66,7 +78,7 @@ STATE_DIR = "train_state"
 BACKBONES_DIR = "backbones"
 
 
-class TrainError(ValueError):
+class TrainError(DiffatrError):
     """A run that cannot start or continue as asked; the message says what to do."""
 
 

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory
 
 __all__ = ["TrainState", "TrainStateError", "flatten_optimizer_state", "load_train_state",
@@ -28,7 +29,7 @@ JSON_FILE = "state.json"
 FORMAT_VERSION = 1
 
 
-class TrainStateError(ValueError):
+class TrainStateError(DiffatrError):
     """A resume state that is missing, damaged or from an incompatible run."""
 
 

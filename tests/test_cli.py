@@ -107,6 +107,10 @@ def test_audio_search_needs_captions(tmp_path, audio_folder, tiny_checkpoint, ca
     (["search", "--index", "{index}", "--checkpoint", "{missing}", "dog"], "does not exist"),
     (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--steps", "0"], "steps"),
     (["search", "--index", "{index}", "--checkpoint", "{ckpt}"], "either a caption"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--steps", "51"], "--steps: must be at most T"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--alpha", "11"], "--alpha: must be between 0.0 and 10.0"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--temperature", "0"], "--temperature"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--top-k", "0"], "--top-k"),
     (["index", "{missing}", "--out", "{missing}"], "does not exist"),
 ])
 def test_user_errors_exit_2_with_one_clear_line(argv, message, tiny_index, tiny_checkpoint, audio_folder, tmp_path, capsys):
@@ -152,3 +156,22 @@ def test_index_where_filters_manifest_rows(tmp_path, audio_folder, tiny_checkpoi
 
     assert RetrievalIndex.load(out).clip_ids == ["beep"]
     assert main(["index", str(manifest), "--out", str(out), "--where", "nonsense"]) == 2
+
+
+def test_a_bug_keeps_its_traceback_and_a_missing_file_reads_plainly(monkeypatch, tmp_path, capsys):
+    import diffatr.cli as cli_module
+
+    def broken(args):
+        raise ValueError("an internal invariant failed")  # not a DiffatrError: a bug
+
+    monkeypatch.setitem(cli_module.COMMANDS, "info", broken)
+    with pytest.raises(ValueError, match="internal invariant"):
+        main(["info", str(tmp_path)])
+
+    def missing(args):
+        return open(tmp_path / "gone.wav", "rb")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "info", missing)
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"diffatr info: {tmp_path / 'gone.wav'}: no such file or folder" and "Errno" not in err

@@ -58,3 +58,24 @@ def test_bad_json_and_unknown_name():
         from_json(ModelConfig, "{nope")
     with pytest.raises(ConfigError, match="no config named"):
         load_model_config("no-such-config")
+
+
+@pytest.mark.parametrize("knob, bad, words", [
+    ("top_k", 0, "top_k must be at least 1"), ("top_k", 2.5, "top_k must be an integer"),
+    ("num_inference_steps", 0, "num_inference_steps must be at least 1"), ("alpha", -0.1, "alpha must be between"),
+    ("alpha", 10.5, "alpha must be between 0.0 and 10.0"), ("temperature", 0.0, "temperature must be between"),
+    ("temperature", float("nan"), "temperature must be a number"), ("seed", -1, "seed must be between"),
+    ("seed", True, "seed must be an integer"), ("fusion", "max", "fusion must be one of paper, zscore"),
+])
+def test_retrieval_knobs_are_validated_once_and_name_the_setting(knob, bad, words):
+    import dataclasses
+
+    from diffatr.config import ConfigError, ModelConfig, RetrievalConfig
+    from diffatr.errors import DiffatrError
+
+    with pytest.raises(ConfigError, match=words) as caught:
+        RetrievalConfig(**{knob: bad})
+    assert isinstance(caught.value, DiffatrError)
+    RetrievalConfig(top_k=1, num_inference_steps=1, alpha=0.0, temperature=1e-3, seed=0, fusion="zscore")  # edges pass
+    with pytest.raises(ConfigError, match="at most T = 50"):
+        dataclasses.replace(ModelConfig(), retrieval=RetrievalConfig(num_inference_steps=51))

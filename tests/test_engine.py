@@ -316,6 +316,13 @@ def test_engine_errors_are_clear(model):
             engine.search_text(bad)
     with pytest.raises(SearchError, match="unknown search options"):
         engine.search_text("a bell", topk=3)
+    # every knob is checked once, against the config's bounds, naming the setting
+    T = model.config.diffusion.num_train_timesteps
+    for knobs, words in [({"num_inference_steps": T + 1}, f"at most T = {T}"), ({"alpha": 11.0}, "alpha must be"),
+                         ({"temperature": 0.0}, "temperature must be"), ({"fusion": "max"}, "fusion must be"),
+                         ({"seed": -1}, "seed must be"), ({"top_k": 0}, "top_k must be")]:
+        with pytest.raises(SearchError, match=words):
+            engine.search_text("a bell", **knobs)
     # Text->audio still works on an index without captions.
     assert len(engine.search_text("a bell", k=3)[0]) == 3
     other = dataclasses.replace(model.config.audio, name="cnn14")

@@ -25,6 +25,8 @@ import soxr
 import torch
 import torch.nn.functional as F
 
+from diffatr.errors import DiffatrError
+
 # Rates outside this range are almost certainly a bug (a rate passed in kHz, or a header
 # that lies), and soxr/libsndfile would either fail obscurely or allocate absurd buffers.
 MIN_SAMPLE_RATE = 1_000
@@ -38,7 +40,7 @@ _MP3_MIN_LIBSNDFILE = (1, 1, 0)
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
-class AudioError(ValueError):
+class AudioError(DiffatrError):
     """Bad audio input: a missing, empty, corrupt or unsupported file, or an unusable array."""
 
 

@@ -51,6 +51,7 @@ from diffatr.corpus.splits import (
     separate_identical_captions,
     thin_evaluation_splits,
 )
+from diffatr.errors import DiffatrError
 
 MANIFEST_COLUMNS = (
     "clip_id", "path", "caption_1", "caption_2", "caption_3", "split", "demo", "category", "label_group",
@@ -69,7 +70,7 @@ _LICENCE_NAMES = {
 }
 
 
-class CorpusBuildError(RuntimeError):
+class CorpusBuildError(DiffatrError):
     """The build cannot go on; the message says what to fix."""
 
 

@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffatr.errors import DiffatrError
+
 CATALOG_PATH = Path(__file__).with_name("catalog.tsv")
 COLUMNS = ("source", "path", "group", "class", "category", "caption_1", "caption_2", "caption_3", "options")
 CATEGORIES = (
@@ -37,7 +39,7 @@ CATEGORIES = (
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
-class CatalogError(ValueError):
+class CatalogError(DiffatrError):
     """A catalog row that breaks the rules; the message names the line."""
 
 

@@ -35,8 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffatr.errors import DiffatrError
 
-class ContainerError(ValueError):
+
+class ContainerError(DiffatrError):
     """A container that cannot be parsed; the message says which format and what is wrong."""
 
 

@@ -29,9 +29,10 @@ from diffatr.corpus.containers import (
     read_wad,
 )
 from diffatr.corpus.sources import Source
+from diffatr.errors import DiffatrError
 
 
-class FetchError(RuntimeError):
+class FetchError(DiffatrError):
     """A package that cannot be obtained or does not match its pinned sha256."""
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffatr.errors import DiffatrError
+
 KINDS = ("overlay", "background", "sequence")
 MAX_SECONDS = 10.0
 BACKGROUND_GAIN_DB = (-15.0, -6.0)   # the background clip, relative to the foreground
@@ -33,7 +35,7 @@ SEQUENCE_GAP_S = (0.2, 0.5)
 HEADROOM = 0.99                      # a mix whose peak exceeds this is scaled down
 
 
-class MixtureError(ValueError):
+class MixtureError(DiffatrError):
     """A recipe that breaks the mixing rules, or clips that do not match it."""
 
 

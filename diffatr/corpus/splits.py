@@ -19,12 +19,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from diffatr.errors import DiffatrError
+
 SPLITS = ("train", "val", "test", "ood")
 EVAL_SPLITS = ("val", "test", "ood")
 DEFAULT_FRACTIONS = {"test": 0.20, "val": 0.10}
 
 
-class SplitError(ValueError):
+class SplitError(DiffatrError):
     """Inconsistent split input: a unit that mixes held-out and in-domain packages."""
 
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from diffatr.errors import DiffatrError
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64"}
 PATH_KEYS = ("path", "audio", "audio_path", "file_name", "filename", "file")
 CAPTION_SEPARATOR = " | "
 
 
-class ManifestError(ValueError):
+class ManifestError(DiffatrError):
     """A manifest that cannot be read; the message names the file and line."""
 
 

@@ -37,6 +37,7 @@ from diffatr.audio.io import (
     split_windows,
 )
 from diffatr.config import AISFX_LOGMEL, PANNS_LOGMEL, AudioEncoderConfig, LogMelConfig
+from diffatr.errors import DiffatrError
 
 # A small front end for the tiny test/baseline CNN: 16 kHz, 32 mel bands, 16 ms hop.
 TINY_LOGMEL = LogMelConfig(
@@ -54,7 +55,7 @@ PANNS_HOW_TO = (
 )
 
 
-class AudioEncoderError(ValueError):
+class AudioEncoderError(DiffatrError):
     """An unusable audio-encoder config or weights file (the message says how to fix it)."""
 
 

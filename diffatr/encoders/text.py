@@ -19,13 +19,14 @@ import torch
 from torch import nn
 
 from diffatr.config import TextEncoderConfig
+from diffatr.errors import DiffatrError
 
 DEFAULT_TEXT_MODEL = "default"
 # Longer captions are cut before tokenising: a 10 MB paste must not stall the tokenizer.
 MAX_CAPTION_CHARS = 4000
 
 
-class TextInputError(ValueError):
+class TextInputError(DiffatrError):
     """A caption that cannot be encoded (empty, not a string)."""
 
 

@@ -23,8 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffatr.config import ConfigError, ModelConfig, RetrievalConfig
 from diffatr.diffusion.sampling import Trajectory, ddim_sample
-from diffatr.retrieval.index import IndexMismatchError, RetrievalIndex, encoder_mismatches
+from diffatr.errors import DiffatrError
+from diffatr.retrieval.index import (
+    IndexMismatchError,
+    RetrievalIndex,
+    encoder_mismatches,
+)
 from diffatr.retrieval.rerank import FUSIONS, fuse
 
 __all__ = [
@@ -45,7 +51,7 @@ DIRECTIONS = ("text_to_audio", "audio_to_text")
 _MAX_SCORE_ELEMENTS = 1 << 24
 
 
-class SearchError(ValueError):
+class SearchError(DiffatrError):
     """A search that cannot run as asked (empty query, missing captions, bad knob ...)."""
 
 
@@ -526,13 +532,16 @@ class SearchEngine:
         unknown = sorted(set(knobs) - known)
         if unknown:
             raise SearchError(f"unknown search options {unknown}; known: {sorted(known)}")
-        defaults = getattr(getattr(self.model, "config", None), "retrieval", None)
-        out = dataclasses.asdict(defaults) if defaults is not None else {}
-        out.setdefault("top_k", 32)
-        out.setdefault("num_inference_steps", 50)
-        out.update({"use_diffusion": True})
-        out.update(knobs)
-        return out
+        config = getattr(self.model, "config", None)
+        defaults = getattr(config, "retrieval", None) or RetrievalConfig()
+        use_diffusion = knobs.pop("use_diffusion", True)
+        try:  # the one validation of the knobs (bounds in diffatr.config.KNOB_BOUNDS; steps <= T)
+            merged = dataclasses.replace(defaults, **knobs)
+            if isinstance(config, ModelConfig):
+                dataclasses.replace(config, retrieval=merged)
+        except ConfigError as err:
+            raise SearchError(str(err)) from None
+        return {**dataclasses.asdict(merged), "use_diffusion": use_diffusion}
 
     # ------------------------------------------------------------------ ranking
 

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from diffatr.errors import DiffatrError
+
 __all__ = [
     "EMBEDDINGS_FILE",
     "INDEX_FILE",
@@ -53,7 +55,7 @@ _IDENTITY_KEYS = {
 _PATH_KEYS = {"weights", "name_or_path"}
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(DiffatrError):
     """An index that is missing, corrupt, inconsistent or built for another backbone."""
 
 

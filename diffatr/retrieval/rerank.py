@@ -23,10 +23,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffatr.config import FUSIONS
+
 __all__ = ["FUSIONS", "cosine", "dual_softmax", "ensemble", "fuse", "gen_rank_scores", "inverted_softmax",
            "qb_norm"]
-
-FUSIONS = ("paper", "zscore")
 
 
 def cosine(queries: Tensor, candidates: Tensor) -> Tensor:
