@@ -34,8 +34,9 @@ def _add_knobs(parser: argparse.ArgumentParser) -> None:
                        help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / "
                             "temperature); zscore = cosine + alpha * std(cosine) * z(x0), calibrated "
                             "(default: the checkpoint's)")
-    group.add_argument("--seed", type=int, default=None,
-                       help="seed of the start noise x_T; the same seed gives the same ranking")
+    group.add_argument("--ddim-seed", "--seed", dest="seed", type=int, default=None,
+                       help="seed of the start noise x_T (the same name in every command; --seed is an old "
+                            "spelling); the same seed gives the same ranking")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,7 +330,7 @@ def _add_evaluate_parser(sub) -> None:
                        help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / "
                             "temperature); zscore = cosine + alpha * std(cosine) * z(x0), calibrated "
                             "(default: the checkpoint's)")
-    group.add_argument("--seeds", "--seed", dest="seeds", type=int, nargs="+", default=None, metavar="SEED",
+    group.add_argument("--ddim-seeds", "--seeds", "--seed", dest="seeds", type=int, nargs="+", default=None, metavar="SEED",
                        help="DDIM start-noise seeds; several give mean ± std (default: the checkpoint's seed)")
     group.add_argument("--scorers", nargs="+", choices=["dis", "gen", "gen+dis"], default=None,
                        help="which scorers to compute (default all three)")

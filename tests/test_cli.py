@@ -66,9 +66,11 @@ def test_same_seed_same_ranking_through_the_cli(tiny_index, tiny_checkpoint, cap
     main(args)
     assert json.loads(capsys.readouterr().out)["results"] == first
     # the x_T seed is what decides the diffusion term
-    main(args + ["--seed", "7"])
+    main(args + ["--ddim-seed", "7"])
     other = json.loads(capsys.readouterr().out)["results"]
     assert [r["diffusion"] for r in other] != [r["diffusion"] for r in first]
+    main(args + ["--seed", "7"])  # the old spelling names the same seed
+    assert json.loads(capsys.readouterr().out)["results"] == other
 
 
 def test_audio_search_table(tiny_index, tiny_checkpoint, audio_folder, capsys):
