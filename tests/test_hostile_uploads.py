@@ -1,0 +1,215 @@
+"""The upload path under attack (issue 11): the disk stays under the quotas whatever is sent,
+unusable files do not stay, a huge caption file is never read into memory, no server path is
+returned, and the next normal search works.
+
+The handlers are called directly on the shipped checkpoint and the ten example clips, with tiny
+quotas (a few MB) so that every quota is reached in a few seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import write_tone
+
+pytest.importorskip("plotly", reason="the app extra is not installed: pip install -e '.[app]'")
+
+from diffatr.demo import DemoApp, DemoError, DemoSession, hide_paths  # noqa: E402
+from diffatr.uploads import UploadQuotas, UploadStore  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "assets" / "examples"
+QUOTAS = UploadQuotas(session_mb=1.5, total_mb=2.5, session_clips=12, total_clips=20, zip_members=40,
+                      zip_ratio=20, caption_kb=4, session_ttl_s=600)
+
+
+@pytest.fixture(scope="module")
+def upload_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("uploads")
+
+
+@pytest.fixture(scope="module")
+def app(upload_root: Path) -> DemoApp:
+    app = DemoApp.load(index_dir=EXAMPLES / "index", warm_up=False, quotas=QUOTAS, upload_root=upload_root)
+    yield app
+    app.uploads.close()
+
+
+@pytest.fixture
+def fast(app: DemoApp):
+    return app.parse_settings(k=3, num_inference_steps=5, top_k=8)
+
+
+def disk_bytes(folder: Path) -> int:
+    """What is really on disk under ``folder`` (not what the store believes)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def noise_wav(seconds: float, seed: int, sr: int = 16000) -> bytes:
+    """Loud 16-bit noise: it does not compress, so a zip of it passes the ratio check."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    sf.write(buffer, (rng.standard_normal(int(seconds * sr)) * 6000).astype(np.int16), sr, format="WAV")
+    return buffer.getvalue()
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> str:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return str(path)
+
+
+def assert_no_server_path(payload, *folders: Path) -> None:
+    text = json.dumps(payload)
+    for folder in (ROOT, *folders):
+        assert str(folder) not in text, text
+    assert "/tmp/" not in text and "/work/" not in text, text
+
+
+def test_repeated_bombs_junk_and_floods_keep_the_disk_under_the_quotas(app: DemoApp, fast, upload_root: Path,
+                                                                       tmp_path: Path) -> None:
+    session = DemoSession()
+    good = write_tone(tmp_path / "good.wav", freq=1200, seconds=1.0)  # 32 KB, indexed first
+    first = app.index_uploads([str(good)], session)
+    assert first["clips"] == ["yours/good"]
+    peak = 0
+    reports = []
+    for round_ in range(4):  # the same attacks again and again: the budget must not reset
+        bomb = make_zip(tmp_path / f"bomb{round_}.zip", {"bomb.wav": bytes(30_000_000)})  # 30 MB of zeros
+        junk = make_zip(tmp_path / f"junk{round_}.zip",  # random bytes named .wav: written, undecodable
+                        {f"junk{i}.wav": np.random.default_rng(i).bytes(60_000) for i in range(5)})
+        flood = make_zip(tmp_path / f"flood{round_}.zip", {f"f{i}.wav": b"x" for i in range(QUOTAS.zip_members + 1)})
+        noise = make_zip(tmp_path / f"noise{round_}.zip",  # incompressible, decodable: 4 x 0.32 MB
+                         {f"noise{round_}_{i}.wav": noise_wav(10.0, seed=10 * round_ + i) for i in range(4)})
+        for upload in (bomb, junk, flood, noise):
+            try:
+                reports.append(app.index_uploads([upload], session))
+            except DemoError as err:  # the session's quota is used up: refused before any write
+                assert "quota" in str(err)
+            peak = max(peak, disk_bytes(upload_root))
+            assert disk_bytes(upload_root) <= QUOTAS.total_bytes
+            assert app.uploads.usage(session.session_id)["written"] <= QUOTAS.session_bytes
+            assert not list(upload_root.rglob("*.part")), "a partial file was left behind"
+    reasons = " | ".join(s["reason"] for r in reports for s in r["skipped"])
+    assert "zip bomb" in reasons and "at most 40" in reasons and "quota of 1.5 MB" in reasons
+    bombs = [s for r in reports for s in r["skipped"] if "zip bomb" in s["reason"]]
+    assert bombs and all(s["file"].startswith("bomb") and s["file"].endswith(".zip") for s in bombs)  # not opened
+    # undecodable members were deleted at once: what is on disk is what was indexed
+    on_disk = {p.name for p in upload_root.rglob("*") if p.is_file()}
+    assert not any(name.startswith("junk") for name in on_disk)
+    assert len(on_disk) == session.num_uploads == len(session.user_index.paths)
+    assert disk_bytes(upload_root) == app.uploads.disk_bytes()
+    assert peak <= QUOTAS.session_bytes
+    # nothing indexed before the quota was lost, and the next searches work
+    assert "yours/good" in session.user_index.clip_ids and Path(session.user_index.paths[0]).is_file()
+    hits = app.search_text("a high beep", app.parse_settings(k=10, top_k=64, num_inference_steps=5), session)
+    assert any(h["yours"] for h in hits["results"])
+    assert app.search_text("a dog barking", fast, DemoSession())["results"]
+    for report in [*reports, hits]:
+        assert_no_server_path(report, upload_root, tmp_path)
+    app.forget(session)
+    assert disk_bytes(upload_root) == 0 and app.uploads.disk_bytes() == 0
+
+
+def test_many_sessions_cannot_pass_the_demo_quota(app: DemoApp, fast, upload_root: Path, tmp_path: Path) -> None:
+    sessions = [DemoSession() for _ in range(4)]  # 4 x 1.5 MB > the demo's 2.5 MB
+    for n, session in enumerate(sessions):
+        files = []
+        for i in range(4):
+            path = tmp_path / f"s{n}_{i}.wav"
+            path.write_bytes(noise_wav(10.0, seed=100 * n + i))
+            files.append(str(path))
+        report = app.index_uploads(files, session)
+        assert disk_bytes(upload_root) <= QUOTAS.total_bytes
+        assert_no_server_path(report, upload_root, tmp_path)
+    last = report["notices"][-2]["text"] if len(report["notices"]) > 1 else report["notices"][-1]["text"]
+    assert "full" in last or "full" in json.dumps(report["skipped"])
+    # what was indexed stays searchable; when the sessions end, their files go
+    for session in sessions:
+        if session.user_index is not None:
+            assert all(Path(p).is_file() for p in session.user_index.paths)
+        app.forget(session)
+    assert disk_bytes(upload_root) == 0
+    small = write_tone(tmp_path / "after.wav", freq=500)
+    fresh = DemoSession()
+    assert app.index_uploads([str(small)], fresh)["indexed"] == 1  # the quota is free again
+    app.forget(fresh)
+
+
+def test_a_huge_caption_file_is_not_read_into_memory(app: DemoApp, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    caption = rng.choice(list(b"abcdefghij klmnopqrstuvwxyz\n"), size=8_000_000).astype(np.uint8).tobytes()  # 8 MB
+    archive = make_zip(tmp_path / "captions.zip", {"clip.txt": caption})
+    plain = tmp_path / "clip.txt"
+    plain.write_bytes(caption)
+    session = DemoSession()
+    tracemalloc.start()
+    try:
+        report = app.index_uploads([archive, str(plain)], session)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"{peak / 1e6:.1f} MB allocated reading an 8 MB caption file"
+    reasons = [s["reason"] for s in report["skipped"]]
+    assert len(reasons) == 2 and all("larger than 4 KB" in r for r in reasons)
+    app.forget(session)
+
+
+def test_sessions_expire_and_their_files_go(app: DemoApp, fast, upload_root: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(app.uploads, "_clock", lambda: now[0])
+    idle, busy = DemoSession(), DemoSession()
+    app.index_uploads([str(write_tone(tmp_path / "a.wav", freq=700))], idle)
+    app.index_uploads([str(write_tone(tmp_path / "b.wav", freq=900))], busy)
+    idle_dir = Path(idle.upload_dir)
+    now[0] += QUOTAS.session_ttl_s / 2
+    app.search_text("a tone", fast, busy)  # busy is used, idle is not
+    now[0] += QUOTAS.session_ttl_s / 2 + 1
+    app.search_text("a tone", fast, busy)  # a request sweeps the idle sessions
+    assert not idle_dir.exists() and busy.user_index is not None and Path(busy.upload_dir).is_dir()
+    response = app.search_text("a tone", fast, idle)  # the idle user is told, and searches the corpus
+    assert idle.user_index is None and "forgotten" in response["notices"][0]["text"]
+    app.forget(busy)
+    assert disk_bytes(upload_root) == 0
+
+
+def test_leftovers_of_earlier_runs_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    dead = root / "run-999999999-deadbeef" / "session"  # no such process
+    dead.mkdir(parents=True)
+    (dead / "clip.wav").write_bytes(b"x" * 100)
+    alive = root / f"run-{os.getppid()}-cafe0000"  # a live process's run is left alone
+    alive.mkdir()
+    (root / "old.part").write_bytes(b"x")
+    store = UploadStore(QUOTAS, root)
+    assert not (root / "run-999999999-deadbeef").exists() and not (root / "old.part").exists()
+    assert alive.is_dir() and store.run_dir.is_dir()
+    store.write("s", io.BytesIO(b"abc"), "a.wav")
+    store.close()  # at exit
+    assert not store.run_dir.exists()
+
+
+def test_quotas_from_the_environment() -> None:
+    quotas = UploadQuotas.from_env({"DIFFATR_QUOTA_SESSION_MB": "5", "DIFFATR_QUOTA_ZIP_MEMBERS": "7"})
+    assert (quotas.session_mb, quotas.zip_members, quotas.total_mb) == (5.0, 7, UploadQuotas().total_mb)
+    with pytest.raises(ValueError, match="DIFFATR_QUOTA_SESSION_CLIPS"):
+        UploadQuotas.from_env({"DIFFATR_QUOTA_SESSION_CLIPS": "many"})
+    with pytest.raises(ValueError, match="session_mb"):
+        UploadQuotas(session_mb=0)
+
+
+def test_messages_hide_server_paths() -> None:
+    text = "[Errno 28] No space left on device: '/tmp/diffatr-uploads/run-1-ab/s/x.wav' (C:\\Users\\me\\y.wav)"
+    assert hide_paths(text) == "[Errno 28] No space left on device: 'x.wav' (y.wav)"
+    assert hide_paths("sounds.zip/pack/beep.wav and yours/beep") == "sounds.zip/pack/beep.wav and yours/beep"
