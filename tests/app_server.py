@@ -29,10 +29,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(log_path: Path) -> Iterator[tuple[str, float]]:
+def running_app(log_path: Path, extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, float]]:
     """Run the app until the block ends; yields (url, start-up seconds).
 
-    The app's output goes to ``log_path`` (shown when it fails to start).
+    The app's output goes to ``log_path`` (shown when it fails to start); ``extra_env`` adds
+    settings (e.g. ``DIFFATR_QUOTA_*``).
     """
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
@@ -40,7 +41,7 @@ def running_app(log_path: Path) -> Iterator[tuple[str, float]]:
                DIFFATR_DEMO_INDEX=str(EXAMPLES / "index"), PYTHONUNBUFFERED="1",
                # A slower animation than the default 0.06 s a step, so that a loaded CI machine
                # still shows the browser tests several steps and time to press Pause mid-way.
-               DIFFATR_FRAME_SECONDS="0.15")
+               DIFFATR_FRAME_SECONDS="0.15", **(extra_env or {}))
     url = f"http://127.0.0.1:{port}/"
     started = time.monotonic()
     with open(log_path, "wb") as log:
