@@ -389,6 +389,28 @@ def test_requirements_txt_lists_the_project_and_app_dependencies() -> None:
     assert needed <= listed, f"requirements.txt misses {sorted(needed - listed)}"
 
 
+def test_gitattributes_sends_every_binary_file_through_lfs() -> None:
+    """The Hugging Face Hub refuses binary files outside LFS/Xet: each one the repository holds
+    must match a rule of .gitattributes."""
+    import subprocess
+
+    try:
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    binary = []
+    for name in filter(None, files.decode().split("\0")):
+        path = ROOT / name
+        if path.is_file() and b"\0" in path.read_bytes()[:8000]:  # git's own test for binary
+            binary.append(name)
+    assert any(name.endswith(".opus") for name in binary)
+    attrs = subprocess.run(["git", "check-attr", "filter", "--stdin", "-z"], cwd=ROOT, capture_output=True, check=True,
+                           input="\0".join(binary).encode()).stdout.decode().split("\0")
+    filters = dict(zip(attrs[0::3], attrs[2::3]))
+    missing = sorted({Path(n).suffix for n in binary if filters.get(n) != "lfs"})
+    assert not missing, f".gitattributes does not send these through LFS: {missing}"
+
+
 @pytest.mark.parametrize("query", ["\x00", "🐶🐶🐶", "!!!"])
 def test_a_query_without_words_gets_a_message_not_a_ranking(app: DemoApp, fast: Settings, query: str) -> None:
     session = DemoSession()
