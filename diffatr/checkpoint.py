@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from diffatr.config import ConfigError, ModelConfig, from_dict, to_dict
 from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory
 from diffatr.model import DiffATR
+from diffatr.runtime import default_checkpoint_dir  # noqa: F401  (re-exported: the old home)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -29,12 +29,6 @@ FORMAT_VERSION = 1
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
 
 
-def default_checkpoint_dir() -> Path:
-    """The shipped checkpoint (``checkpoints/default``), or ``$DIFFATR_CHECKPOINT``."""
-    env = os.environ.get("DIFFATR_CHECKPOINT")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 
 
 class CheckpointError(DiffatrError):

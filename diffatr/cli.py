@@ -253,10 +253,9 @@ def _format_table(rows: list[dict], direction: str) -> str:
 
 def default_index_dir() -> Path:
     """The index of the shipped demo corpus (194 real recordings), or ``$DIFFATR_INDEX``."""
-    env = os.environ.get("DIFFATR_INDEX")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1] / "assets" / "corpus" / "demo_index"
+    from diffatr.runtime import default_index_dir as shipped_index
+
+    return shipped_index()
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -353,8 +352,8 @@ def _add_evaluate_parser(sub) -> None:
 
 
 def _device_for(name: str):
-    """--device -> torch.device (see diffatr.train.resolve_device); "cpu" makes no CUDA call."""
-    from diffatr.train import resolve_device
+    """--device -> torch.device (see diffatr.runtime.resolve_device); "cpu" makes no CUDA call."""
+    from diffatr.runtime import resolve_device
 
     return resolve_device(name)
 
@@ -614,7 +613,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from diffatr.config import ModelConfig, TrainConfig, from_dict, load_model_config
     from diffatr.data.datasets import load_split
     from diffatr.indexing import default_cache_dir
-    from diffatr.train import STATE_DIR, resolve_device, train_contrastive, train_diffusion
+    from diffatr.runtime import resolve_device
+    from diffatr.train import STATE_DIR, train_contrastive, train_diffusion
 
     flags = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "finetune", "amp", "mask_same_sound")}
     saved = None

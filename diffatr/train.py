@@ -50,6 +50,7 @@ from diffatr.features import FeatureSet, LazyEncoders, compute_features, records
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 from diffatr.metrics import retrieval_metrics
 from diffatr.model import DIRECTIONS, DiffATR
+from diffatr.runtime import autocast, resolve_device
 from diffatr.trainstate import (
     TrainState,
     TrainStateError,
@@ -106,24 +107,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- devices, schedule
-
-
-def resolve_device(name: str | torch.device | None) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-
-    Only CUDA runs touch ``torch.cuda`` beyond the one ``is_available()`` check that ``"auto"``
-    needs. Anything else is a TrainError (a ValueError: the CLI reports it in one line).
-    """
-    name = str(name or "auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise TrainError(f"--device {name}: no CUDA device is available on this machine; use --device cpu or auto")
-        return torch.device(name)
-    raise TrainError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -541,7 +524,7 @@ def _run(job: _Job, config: TrainConfig, out_dir: Path, *, resume: bool, device:
         return done % spe == 0 and (done // spe) % config.eval_every == 0
 
     bar = tqdm(total=stop, initial=step, desc=job.phase, unit="step", disable=not progress)
-    autocast = _autocast(device, config.amp)
+    precision = autocast(device, config.amp)
     while step < stop:
         if step % spe == 0 or order is None:
             if step % spe != 0:
@@ -551,7 +534,7 @@ def _run(job: _Job, config: TrainConfig, out_dir: Path, *, resume: bool, device:
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         job.train_mode()
-        with autocast, _step_rng(job.generators.get("dropout"), device):
+        with precision, _step_rng(job.generators.get("dropout"), device):
             loss, logs = job.step_loss(order[step % spe])
         if not torch.isfinite(loss.detach()):
             raise TrainError(f"the loss became {float(loss)} at step {step}; lower --lr or enable --grad-clip")
@@ -582,15 +565,6 @@ def _run(job: _Job, config: TrainConfig, out_dir: Path, *, resume: bool, device:
         metrics = json.loads((out_dir / "last" / "config.json").read_text())["extra"].get("validation", {}).get("metrics", {})
     return TrainResult(out_dir=out_dir, last=out_dir / "last", best=out_dir / "best", log=out_dir / LOG_FILE,
                        step=step, best_value=best_value, best_step=best_step, metrics=metrics)
-
-
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA when asked; a no-op otherwise (mixed precision is CUDA only)."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    if amp:
-        warnings.warn("--amp applies to CUDA only; this CPU run uses float32", stacklevel=3)
-    return contextlib.nullcontext()
 
 
 def _init_model(config: ModelConfig, seed: int) -> DiffATR:

@@ -438,12 +438,14 @@ def init_backbone(module: nn.Module, generator: torch.Generator | None = None) -
 
 
 def checkpoints_dirs() -> list[Path]:
-    """Folders searched for weights files: ``$DIFFATR_CHECKPOINTS`` (if set), then the
-    repository's ``checkpoints/`` (the package is installed editable)."""
+    """Folders searched for weights files: ``$DIFFATR_CHECKPOINTS`` (if set), then the shipped
+    ``checkpoints/`` (``diffatr.runtime.shipped``: a checkout's or the installed package's)."""
+    from diffatr.runtime import shipped
+
     dirs = []
     if os.environ.get(CHECKPOINTS_ENV):
         dirs.append(Path(os.environ[CHECKPOINTS_ENV]).expanduser())
-    dirs.append(Path(__file__).resolve().parents[2] / "checkpoints")
+    dirs.append(shipped("checkpoints"))
     return dirs
 
 
