@@ -52,10 +52,20 @@ def test_shipped_data_is_found_in_order(tmp_path, monkeypatch):
 
 def _build_wheel(out: Path) -> Path:
     import importlib.util
+    import shutil
 
+    # Built from a copy of the sources: a build writes build/ and *.egg-info beside them.
+    source = out / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("diffatr", "checkpoints", "assets/corpus"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=skip)
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *isolation, "-w", str(out),
-                    str(ROOT)], check=True, cwd=out, capture_output=True, timeout=600)
+                    str(source)], check=True, cwd=out, capture_output=True, timeout=600)
     (wheel,) = out.glob("diffatr-*.whl")
     return wheel
 
