@@ -12,12 +12,18 @@ import soundfile
 import torch
 import torch.nn.functional as F
 
-import diffatr.train as train_module
+import diffatr.train.contrastive as phase1_module
+import diffatr.train.diffusion as phase2_module
 from diffatr import cli
 from diffatr.checkpoint import load_checkpoint
 from diffatr.config import TrainConfig, load_model_config
 from diffatr.data.datasets import load_split
-from diffatr.data.sounds import one_clip_per_sound, read_near_duplicate_links, sound_keys, sound_units
+from diffatr.data.sounds import (
+    one_clip_per_sound,
+    read_near_duplicate_links,
+    sound_keys,
+    sound_units,
+)
 from diffatr.features import FeatureSet
 from diffatr.train import train_contrastive, train_diffusion
 
@@ -103,8 +109,8 @@ def test_phase1_never_uses_a_variant_as_a_negative(tmp_path, monkeypatch, mask_s
     config = load_model_config("tiny")
     fs = _features(config)
     seen: list[tuple[list[int], list[int]]] = []
-    original = train_module.nt_xent_loss
-    original_pairs = train_module.contrastive_pairs
+    original = phase1_module.nt_xent_loss
+    original_pairs = phase1_module.contrastive_pairs
 
     def pairs(features, rows):
         text, audio, clips = original_pairs(features, rows)
@@ -115,8 +121,8 @@ def test_phase1_never_uses_a_variant_as_a_negative(tmp_path, monkeypatch, mask_s
         seen[-1][1].extend(ids.tolist())
         return original(text, audio, scale, ids)
 
-    monkeypatch.setattr(train_module, "contrastive_pairs", pairs)
-    monkeypatch.setattr(train_module, "nt_xent_loss", loss)
+    monkeypatch.setattr(phase1_module, "contrastive_pairs", pairs)
+    monkeypatch.setattr(phase1_module, "nt_xent_loss", loss)
     train_config = TrainConfig.for_phase("contrastive", epochs=2, batch_size=len(fs.captions), device="cpu",
                                          mask_same_sound=mask_same_sound)
     train_contrastive(config, train_config, fs, fs, tmp_path / "run", progress=False)
@@ -142,13 +148,13 @@ def test_phase2_candidates_never_hold_another_clip_of_the_querys_sound(tmp_path,
     audio_unit = fs.sound_units()
     text_unit = audio_unit[fs.caption_to_clip]
     captured = []
-    original = train_module.generation_loss
+    original = phase2_module.generation_loss
 
     def loss(denoiser, scheduler, query, candidates, **kwargs):
         captured.append((query.detach().clone(), candidates.detach().clone()))
         return original(denoiser, scheduler, query, candidates, **kwargs)
 
-    monkeypatch.setattr(train_module, "generation_loss", loss)
+    monkeypatch.setattr(phase2_module, "generation_loss", loss)
     # K = 3 = the number of distinct sounds: a batch of 3 must take one clip of each sound
     train_diffusion(phase1.best, TrainConfig.for_phase("diffusion", epochs=1, batch_size=3, device="cpu",
                                                        negatives=negatives), fs, fs, tmp_path / "p2", progress=False)

@@ -446,7 +446,7 @@ def test_learnable_temperature_stays_capped(data, tmp_path, monkeypatch):
     # Aligned from the start (text features = their clip's audio features, twin heads), the
     # loss falls as the scale grows, so every update pushes the scale up; starting right
     # under the cap (1/0.0102 = 98) with a large lr, the updates overshoot it.
-    import diffatr.train as train_module
+    import diffatr.train.contrastive as train_module
 
     original = train_module._init_model
 
@@ -569,7 +569,7 @@ def test_sound_folds_keep_a_sound_in_one_fold():
 
 
 def test_cross_fitted_phase_2_trains_on_out_of_fold_embeddings(data, phase1, tmp_path, monkeypatch):
-    import diffatr.train as train_module
+    import diffatr.train.diffusion as train_module
     from diffatr.train import cross_fit_embeddings, sound_folds
 
     train = data["train"]
@@ -604,7 +604,7 @@ def test_cross_fitted_phase_2_trains_on_out_of_fold_embeddings(data, phase1, tmp
 
 def test_phase_2_with_shortlist_context_stores_the_bank_and_hides_each_candidates_own_sound(data, phase1, tmp_path,
                                                                                            monkeypatch):
-    import diffatr.train as train_module
+    import diffatr.train.diffusion as train_module
     from diffatr.diffusion.denoiser import hubness
 
     config = load_model_config("tiny")
@@ -637,7 +637,7 @@ def test_phase_2_with_shortlist_context_stores_the_bank_and_hides_each_candidate
 
 
 def test_phase_2_trains_on_mixtures_of_training_clips_through_the_cli(data, phase1, tmp_path, monkeypatch, capsys):
-    import diffatr.train as train_module
+    import diffatr.train.diffusion as train_module
     from diffatr.corpus.mixtures import MixClip, MixRecipe, render_mixture, write_recipes
     from diffatr.features import mixture_features
 

@@ -1,0 +1,295 @@
+"""Phase 1: the contrastive heads on cached backbone features, or the backbones fine-tuned
+end to end (``--finetune``). docs/method.md, "Phase 1".
+
+Shape legend: B batch (pairs), D shared width, Da / Dt backbone feature widths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from diffatr.checkpoint import save_checkpoint
+from diffatr.config import (
+    ModelConfig,
+    TrainConfig,
+    to_dict,
+)
+from diffatr.contrastive import nt_xent_loss
+from diffatr.data.sounds import sound_keys, sound_units
+from diffatr.features import FeatureSet, LazyEncoders, records_of
+from diffatr.fileio import atomic_directory, atomic_write_bytes
+from diffatr.metrics import retrieval_metrics
+from diffatr.model import DiffATR
+from diffatr.runtime import resolve_device
+from diffatr.train.batches import contrastive_pairs, epoch_batches
+from diffatr.train.common import (
+    BACKBONES_DIR,
+    TrainError,
+    TrainResult,
+    _check_select_metric,
+    _data_extra,
+    _digest,
+    _features,
+    _fit_batch,
+    _generators,
+    _init_model,
+    _Job,
+    _negative_ids,
+    _param_groups,
+    _run,
+)
+
+# ----------------------------------------------------------------------------- phase 1
+
+
+def train_contrastive(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    train_split: Any,
+    val_split: Any,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    cache_dir: str | Path | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    data_info: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Phase 1: fit the projection heads (and the temperature, if learnable) with symmetric
+    NT-Xent on (caption, clip) pairs; with ``train_config.finetune`` the backbones too.
+
+    Frozen backbones (the default): the features of both splits are computed once, through
+    the feature cache. Fine-tuning: waveforms (a random ``window_seconds`` crop per clip) and
+    tokens go through the backbones every step; the backbones run without dropout (BatchNorm
+    in training mode), so every random draw comes from the run's generator. Validation
+    (R@k etc. of cosine scores on ``val_split``) picks ``best/``.
+
+    Args:
+        model_config: the model (backbones, widths, temperature).
+        train_config: a TrainConfig with phase "contrastive".
+        train_split, val_split: ClipRecords, a ``load_split`` result (``.records``) or a
+            FeatureSet. The test split is never an input: selection cannot see it.
+        out_dir: the run folder.
+        resume: continue the interrupted run in ``out_dir`` exactly.
+        device: overrides ``train_config.device``.
+        cache_dir: feature cache folder (None: no cache).
+        strict: unusable clips raise instead of being skipped.
+        progress: tqdm bars.
+        data_info: JSON-able facts about the data, stored in every checkpoint.
+
+    Returns:
+        TrainResult.
+    """
+    if train_config.phase != "contrastive":
+        raise TrainError(f"train_contrastive needs a TrainConfig with phase 'contrastive', got {train_config.phase!r}")
+    _check_select_metric(train_config.select_metric)
+    dev = resolve_device(device or train_config.device)
+    out_dir = Path(out_dir)
+    model = _init_model(model_config, train_config.seed).to(dev)
+    model.denoisers.requires_grad_(False)  # phase 2 trains them
+    generators = _generators(train_config.seed, dev, dropout=model_config.head_dropout > 0)
+    encoders = LazyEncoders(model_config, dev)
+    if train_config.finetune:
+        return _train_finetune(model, model_config, train_config, train_split, val_split, out_dir, encoders,
+                               generators, resume=resume, device=dev, strict=strict, progress=progress,
+                               data_info=data_info)
+
+    train = _features(train_split, model_config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
+                      desc="train features")
+    val = _features(val_split, model_config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
+                    desc="val features")
+    batch_size = _fit_batch(train_config.batch_size, train.num_captions, "captions")
+    text, audio, owner = train.text.to(dev), train.audio.to(dev), train.caption_to_clip.to(dev)
+    on_device = dataclasses.replace(train, audio=audio, text=text, caption_to_clip=owner)
+    negative_ids = _negative_ids(train.sound_units(), train.num_clips, train_config).to(dev)  # (N,)
+    val_text, val_audio = val.text.to(dev), val.audio.to(dev)
+
+    def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
+        text_f, audio_f, clip_ids = contrastive_pairs(on_device, rows.to(dev))  # (B, Dt), (B, Da), (B,)
+        scale = model.logit_scale()
+        loss = nt_xent_loss(model.project_text(text_f), model.project_audio(audio_f), scale, negative_ids[clip_ids])
+        return loss, {"logit_scale": float(scale.detach())}
+
+    def validate() -> dict[str, Any]:
+        scores = model.project_text(val_text) @ model.project_audio(val_audio).T  # (Mv, Nv)
+        return {"metrics": retrieval_metrics(scores.float().cpu(), None, val.caption_to_clip)}
+
+    named = list(model.text_head.named_parameters()) + list(model.audio_head.named_parameters()) \
+        + list(model.logit_scale.named_parameters())
+    job = _Job(
+        phase="contrastive",
+        trained=model,
+        param_groups=_param_groups(named, train_config.weight_decay, 1.0),
+        steps_per_epoch=train.num_captions // batch_size,
+        generators=generators,
+        make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
+        step_loss=step_loss,
+        validate=validate,
+        save_model=lambda path, extra: save_checkpoint(model, path, extra),
+        train_mode=lambda: model.train(),
+        after_step=model.logit_scale.clamp_,
+        fingerprint={"model config": to_dict(model_config), "train data": train.digest(), "val data": val.digest(),
+                     "device type": dev.type},
+        extra={"batch_size": batch_size, "data": _data_extra(train, val, data_info)},
+    )
+    return _run(job, train_config, out_dir, resume=resume, device=dev, progress=progress)
+
+
+# ----------------------------------------------------------------------------- phase 1, fine-tuned
+
+
+@dataclass
+class _ClipTable:
+    """Paths and captions of a split, for fine-tuning (no features)."""
+
+    paths: list[str]
+    clip_ids: list[str]
+    captions: list[str]
+    caption_to_clip: Tensor  # (M,)
+    skipped: list[tuple[str, str]]
+    units: Tensor  # (N,) sound unit of each clip (diffatr.data.sounds)
+
+    def summary(self) -> dict[str, Any]:
+        return {"num_clips": len(self.paths), "num_captions": len(self.captions), "num_skipped": len(self.skipped),
+                "digest": _digest([self.clip_ids, self.captions])}
+
+
+def _clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc: str) -> _ClipTable:
+    """Clips whose audio decodes (checked once here, so training never stops on a bad file)."""
+    from diffatr.audio.io import AudioError, decode_audio
+
+    if isinstance(split, FeatureSet):
+        return _ClipTable(list(split.paths), list(split.clip_ids), list(split.captions),
+                          split.caption_to_clip.clone(), list(split.skipped), split.sound_units())
+    paths, ids, captions, owner, skipped, metadata = [], [], [], [], [], []
+    for record in tqdm(records_of(split), desc=desc, unit="clip", disable=not progress):
+        reason = None if record.captions else "no captions"
+        if reason is None:
+            try:
+                decode_audio(record.path, sample_rate, max_seconds=1.0)
+            except (AudioError, OSError) as err:
+                reason = str(err)
+        if reason is not None:
+            if strict:
+                raise TrainError(f"{record.path}: {reason} (strict mode: fix or remove this clip)")
+            skipped.append((record.path, reason))
+            continue
+        for caption in record.captions:
+            captions.append(caption)
+            owner.append(len(paths))
+        paths.append(record.path)
+        ids.append(record.clip_id)
+        metadata.append(record.metadata)
+    owner_t = torch.tensor(owner, dtype=torch.long)
+    units = sound_units(len(paths), captions, owner_t, sound_keys(ids, metadata))
+    return _ClipTable(paths, ids, captions, owner_t, skipped, units)
+
+
+def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConfig, train_split: Any,
+                    val_split: Any, out_dir: Path, encoders: LazyEncoders, generators: dict[str, torch.Generator],
+                    *, resume: bool, device: torch.device, strict: bool, progress: bool,
+                    data_info: dict[str, Any] | None) -> TrainResult:
+    from diffatr.audio.io import load_audio, pad_or_crop
+
+    audio_encoder, text_encoder = encoders.audio, encoders.text
+    sample_rate = audio_encoder.sample_rate
+    window = max(1, round(model_config.audio.window_seconds * sample_rate))
+    train = _clip_table(train_split, sample_rate, strict, progress, "checking train audio")
+    val = _clip_table(val_split, sample_rate, strict, progress, "checking val audio")
+    batch_size = _fit_batch(config.batch_size, len(train.captions), "captions")
+    negative_ids = _negative_ids(train.units, len(train.paths), config)  # (N,)
+    pool = ThreadPoolExecutor(config.num_workers) if config.num_workers > 0 else None
+
+    trained = nn.ModuleDict({"model": model, "audio_backbone": audio_encoder.backbone, "text_backbone": text_encoder.model})
+    trained.requires_grad_(True)
+    model.denoisers.requires_grad_(False)
+    if not model.logit_scale.learnable:
+        model.logit_scale.requires_grad_(False)
+
+    def crop(path: str, frac: float) -> np.ndarray:
+        wave = load_audio(path, sample_rate, max_seconds=model_config.audio.max_seconds)  # (S,)
+        start = int(frac * max(0, wave.shape[0] - window))
+        return pad_or_crop(wave[start:], window, mode="start")  # (window,)
+
+    def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
+        clip_ids = train.caption_to_clip[rows]  # (B,)
+        unique, inverse = torch.unique(clip_ids, return_inverse=True)  # a clip twice is embedded once
+        fracs = torch.rand(len(unique), generator=generators["data"]).tolist()  # drawn here: order-independent
+        jobs = [(train.paths[c], f) for c, f in zip(unique.tolist(), fracs)]
+        waves = list(pool.map(lambda a: crop(*a), jobs)) if pool else [crop(*a) for a in jobs]
+        audio_f = audio_encoder(torch.from_numpy(np.stack(waves)).to(device))[inverse.to(device)]  # (B, Da)
+        tokens = text_encoder.tokenize([train.captions[i] for i in rows.tolist()])
+        text_f = text_encoder(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # (B, Dt)
+        scale = model.logit_scale()
+        loss = nt_xent_loss(model.project_text(text_f), model.project_audio(audio_f), scale,
+                            negative_ids[clip_ids].to(device))
+        return loss, {"logit_scale": float(scale.detach())}
+
+    def validate() -> dict[str, Any]:
+        audio_f = torch.stack([audio_encoder.embed_file(p) for p in val.paths]).float()  # (Nv, Da)
+        text_f = text_encoder.encode(val.captions).to(device)  # (Mv, Dt)
+        scores = model.project_text(text_f) @ model.project_audio(audio_f).T  # (Mv, Nv)
+        return {"metrics": retrieval_metrics(scores.float().cpu(), None, val.caption_to_clip)}
+
+    def train_mode() -> None:
+        trained.train()
+        text_encoder.model.eval()  # no dropout: its masks would come from the global RNG
+
+    def save_model(path: Path, extra: dict[str, Any]) -> None:
+        # Backbones beside the checkpoint (the checkpoint folder holds only DiffATR's weights);
+        # the saved config points at them, so load_checkpoint + build_audio_encoder find them.
+        folder = out_dir / BACKBONES_DIR / path.name
+        audio_file = folder / "audio.safetensors"
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu().contiguous() for k, v in audio_encoder.backbone.state_dict().items()}
+        atomic_write_bytes(audio_file, save(state, metadata={"arch": model_config.audio.name}))
+        with atomic_directory(folder / "text") as tmp:
+            text_encoder.model.save_pretrained(tmp, safe_serialization=True)
+            text_encoder.tokenizer.save_pretrained(tmp)
+        saved = dataclasses.replace(
+            model_config,
+            audio=dataclasses.replace(model_config.audio, weights=str(audio_file.resolve())),
+            text=dataclasses.replace(model_config.text, name_or_path=str((folder / "text").resolve())),
+        )
+        original, model.config = model.config, saved
+        try:
+            save_checkpoint(model, path, dict(extra, finetuned_backbones=str(folder.resolve())))
+        finally:
+            model.config = original
+
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("denoisers.")]
+    backbone_scale = (config.backbone_lr or config.lr) / config.lr
+    backbone_named = list(audio_encoder.backbone.named_parameters()) + list(text_encoder.model.named_parameters())
+    job = _Job(
+        phase="contrastive",
+        trained=trained,
+        param_groups=_param_groups(named, config.weight_decay, 1.0)
+        + _param_groups(backbone_named, config.weight_decay, backbone_scale),
+        steps_per_epoch=len(train.captions) // batch_size,
+        generators=generators,
+        make_epoch=lambda: epoch_batches(len(train.captions), batch_size, generators["data"]),
+        step_loss=step_loss,
+        validate=validate,
+        save_model=save_model,
+        train_mode=train_mode,
+        after_step=model.logit_scale.clamp_,
+        fingerprint={"model config": to_dict(model_config), "train data": train.summary()["digest"],
+                     "val data": val.summary()["digest"], "device type": device.type},
+        extra={"batch_size": batch_size, "finetune": True, "data": _data_extra(train, val, data_info)},
+    )
+    try:
+        return _run(job, config, out_dir, resume=resume, device=device, progress=progress)
+    finally:
+        if pool is not None:
+            pool.shutdown()
