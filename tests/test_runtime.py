@@ -81,6 +81,8 @@ def test_the_installed_wheel_searches_offline_outside_the_checkout(tmp_path):
                     "diffatr/_shipped/corpus/demo_index/index.json", "diffatr/configs/default.json"):
         assert shipped in names, f"the wheel lacks {shipped}"
     assert any(n.startswith("diffatr/_shipped/corpus/clips/") for n in names)
+    for module in (ROOT / "diffatr").rglob("*.py"):  # every module of the source tree (pyproject lists packages)
+        assert module.relative_to(ROOT).as_posix() in names, f"the wheel lacks {module.relative_to(ROOT)}"
     script = (
         "import json, sys, diffatr, diffatr.runtime as r\n"
         "from diffatr.cli import main\n"
