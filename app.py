@@ -34,15 +34,18 @@ from gradio.components.plot import PlotData  # noqa: E402
 
 from diffatr import plots  # noqa: E402
 from diffatr.demo import (  # noqa: E402
+    ALPHA_MAX,
     MAX_RESULTS,
     PLACEHOLDER_QUERY,
+    TEMPERATURE_MAX,
+    TEMPERATURE_MIN,
     TOP_K_MAX,
     DemoApp,
     DemoError,
     DemoSession,
+    hide_paths,
     hit_markdown,
     hits_table,
-    hide_paths,
     iter_steps,
     md_escape,
     notices_of,
@@ -327,12 +330,12 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
             top_k_in = named(gr.Slider(1, TOP_K_MAX, value=defaults.top_k, step=1, label="K: candidates re-ranked",
                                            info="clamped to the corpus size", elem_id="top-k-slider"),
                              "top_k (K, candidates re-ranked)")
-            alpha_in = named(gr.Slider(0, 5, value=defaults.alpha, step=0.05,
+            alpha_in = named(gr.Slider(0, ALPHA_MAX, value=defaults.alpha, step=0.05,
                                            label="α: weight of the diffusion score", elem_id="alpha-slider"), "alpha")
             seed_in = named(gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed of x_T",
                                           info="same seed, same trajectory", elem_id="seed-box"), "seed")
             temperature_in = named(gr.Slider(
-                0.01, 2, value=defaults.temperature, step=0.01, label="Fusion temperature",
+                TEMPERATURE_MIN, TEMPERATURE_MAX, value=defaults.temperature, step=0.001, label="Fusion temperature",
                 elem_id="temperature-slider", info=f"softmax(x̂0 / T) in the fused score; 1/CE scale = "
                                                    f"{1 / APP.model.config.diffusion.ce_scale:g} is the trained sharpness"),
                 "temperature")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from diffatr.config import ConfigError
+from diffatr.config import DEFAULT_RESULTS, ConfigError
 from diffatr.errors import DiffatrError
 
 EXIT_USER_ERROR = 2
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", metavar="FILE", help="an audio file to search with (audio -> text)")
     p.add_argument("--index", metavar="DIR", help="index folder (default: the shipped demo corpus, assets/corpus/demo_index)")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint folder (default: the shipped checkpoint)")
-    p.add_argument("-k", type=int, default=10, help="number of results to show (default 10)")
+    p.add_argument("-k", type=int, default=DEFAULT_RESULTS, help=f"number of results to show (default {DEFAULT_RESULTS})")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--allow-download", action="store_true",
                    help="let the text encoder fetch a hub model that is not on disk")

@@ -132,8 +132,9 @@ class DiffusionConfig:
 # name -> (lowest, highest or None for no upper bound). Steps are also at most T (ModelConfig).
 KNOB_BOUNDS: dict[str, tuple[float, float | None]] = {
     "top_k": (1, None), "num_inference_steps": (1, None), "alpha": (0.0, 10.0),
-    "temperature": (1e-3, 1e3), "seed": (0, 2**63 - 1),
+    "temperature": (1e-3, 10.0), "seed": (0, 2**63 - 1),
 }
+DEFAULT_RESULTS = 10  # results shown per query (CLI -k, the engine's k, the demo's results)
 FUSIONS = ("paper", "zscore")  # how the diffusion term joins the first-stage score (retrieval/rerank.py)
 
 

@@ -26,10 +26,19 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from diffatr.audio.io import AudioError, AudioTruncatedWarning, decode_audio, is_silent, prepare_waveform
+from diffatr.audio.io import (
+    AudioError,
+    AudioTruncatedWarning,
+    decode_audio,
+    is_silent,
+    prepare_waveform,
+)
+from diffatr.config import DEFAULT_RESULTS, KNOB_BOUNDS, RetrievalConfig
 from diffatr.data.manifest import AUDIO_SUFFIXES, ClipRecord
+from diffatr.errors import DiffatrError
 from diffatr.retrieval.engine import SearchEngine, SearchError, clean_query
 from diffatr.retrieval.index import IndexFormatError, RetrievalIndex
+from diffatr.runtime import default_index_dir
 from diffatr.uploads import QuotaExceeded, UploadQuotas, UploadStore
 
 __all__ = [
@@ -45,7 +54,6 @@ __all__ = [
 
 # The corpus the demo searches. The ~200-clip demo corpus will replace the ten examples here.
 DEMO_INDEX_ENV = "DIFFATR_DEMO_INDEX"
-DEFAULT_DEMO_INDEX = Path(__file__).resolve().parents[1] / "assets" / "corpus" / "demo_index"
 
 # The first examples the app offers on the shipped demo corpus: queries and clips the shipped
 # checkpoint gets right at top 1 (benchmarks/user_queries.py; tests/test_default_model.py fails
@@ -61,11 +69,12 @@ EXAMPLE_QUERIES = {
 EXAMPLE_AUDIO = ("ovos-rooster", "gcompris-guitar", "0ad-footstep_gravel_walking")
 PLACEHOLDER_QUERY = "birds chirping"
 
-MAX_RESULTS = 10  # result slots on the page (and the cap on k)
+MAX_RESULTS = DEFAULT_RESULTS  # result slots on the page (and the cap on k)
 TOP_K_MAX = 64  # K: candidates re-ranked per query (the engine clamps it to the corpus)
-ALPHA_MAX = 10.0
-TEMPERATURE_MIN, TEMPERATURE_MAX = 0.001, 10.0  # the fusion's softmax temperature
-SEED_MAX = 2**31 - 1
+# The knobs' bounds are the library's (diffatr.config.KNOB_BOUNDS), written once.
+ALPHA_MAX = KNOB_BOUNDS["alpha"][1]
+TEMPERATURE_MIN, TEMPERATURE_MAX = KNOB_BOUNDS["temperature"]  # the fusion's softmax temperature
+SEED_MAX = 2**31 - 1  # the browser's number box holds 32-bit integers; the library allows more
 MAX_QUERY_CHARS = 500  # longer captions are cut (the text encoder reads 128 tokens anyway)
 # Audio queries and uploads are cut here (the library's max_seconds policy, with a notice):
 # on the 2-core CPU this keeps an audio query or one upload at about a second.
@@ -76,7 +85,7 @@ ZIP_RATIO_SLACK = 64 << 10  # members this small may compress better than the zi
 MAX_SKIPPED_ROWS = 100  # files listed as skipped per upload (then one "... more" row)
 
 
-class DemoError(ValueError):
+class DemoError(DiffatrError):
     """A request the demo cannot answer; the message tells the user what to do."""
 
 
@@ -91,7 +100,7 @@ class Notice:
 def demo_index_dir() -> Path:
     """The corpus index the demo searches: ``$DIFFATR_DEMO_INDEX`` or the shipped demo corpus."""
     env = os.environ.get(DEMO_INDEX_ENV)
-    return Path(env) if env else DEFAULT_DEMO_INDEX
+    return Path(env) if env else default_index_dir()
 
 
 # ----------------------------------------------------------------------------- settings
@@ -134,12 +143,12 @@ class Settings:
             sharpness the denoisers were trained at).
     """
 
-    k: int = 5
-    num_inference_steps: int = 50
-    top_k: int = 32
-    alpha: float = 1.0
-    seed: int = 0
-    temperature: float = 1.0
+    k: int = DEFAULT_RESULTS
+    num_inference_steps: int = RetrievalConfig.num_inference_steps
+    top_k: int = RetrievalConfig.top_k
+    alpha: float = RetrievalConfig.alpha
+    seed: int = RetrievalConfig.seed
+    temperature: float = RetrievalConfig.temperature
 
     @classmethod
     def parse(cls, *, k: Any = None, num_inference_steps: Any = None, top_k: Any = None,
@@ -966,7 +975,7 @@ def hits_table(response: Mapping[str, Any]) -> list[list[Any]]:
     rows = []
     for hit in response.get("results", []):
         diffusion = hit.get("diffusion")
-        rows.append([hit["rank"] + 1, hit.get("caption") or "", hit["clip_id"], round(hit["fused"], 3),
+        rows.append([hit["rank"], hit.get("caption") or "", hit["clip_id"], round(hit["fused"], 3),
                      round(hit["cosine"], 3), None if diffusion is None else round(diffusion, 3),
                      _moved_text(hit.get("moved", 0))])
     return rows
@@ -986,7 +995,7 @@ def hit_markdown(hit: Mapping[str, Any]) -> str:
     others = [c for c in hit.get("captions", []) if c != caption]
     diffusion = hit.get("diffusion")
     lines = [
-        f"**#{hit['rank'] + 1} · {md_escape(hit['clip_id'])}**: {md_escape(caption)}",
+        f"**#{hit['rank']} · {md_escape(hit['clip_id'])}**: {md_escape(caption)}",
         f"fused **{hit['fused']:.3f}** = cosine {hit['cosine']:.3f}"
         + (f" + α·diffusion {diffusion:.3f}" if diffusion is not None else " (not re-ranked)")
         + f" · places moved by the diffusion: {_moved_text(int(hit.get('moved', 0)))}",

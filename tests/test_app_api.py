@@ -72,8 +72,10 @@ def test_bad_input_gives_a_message_and_the_next_query_works(url: str, tmp_path: 
         client.predict("a cat", **{**FAST, "steps": 10_000}, api_name="/search_text")
     with pytest.raises(AppError, match="seed"):  # and the app checks what Gradio does not
         client.predict("a cat", **{**FAST, "seed": 2**40}, api_name="/search_text")
-    with pytest.raises(AppError, match="^temperature: .*minimum value 0.01"):  # the temperature slider's range
+    with pytest.raises(AppError, match="^temperature: .*minimum value 0.001"):  # the library's bounds, once
         client.predict("a cat", **{**FAST, "temperature": 0}, api_name="/search_text")
+    with pytest.raises(AppError, match=r"^alpha: .*maximum value 10"):
+        client.predict("a cat", **{**FAST, "alpha": 10.5}, api_name="/search_text")
 
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")

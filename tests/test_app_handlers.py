@@ -89,7 +89,7 @@ def test_text_search_results_and_trajectory(app: DemoApp, fast: Settings) -> Non
     json.dumps(response)  # the API returns it as JSON
     hits = response["results"]
     assert len(hits) == 3
-    assert [h["rank"] for h in hits] == [0, 1, 2]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
     fused = [h["fused"] for h in hits]
     assert fused == sorted(fused, reverse=True)
     # the library's engine on the same corpus and knobs is the oracle

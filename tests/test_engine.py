@@ -270,7 +270,7 @@ def test_engine_text_to_audio_hits(model):
     index = make_engine_index(model.config)
     engine = SearchEngine(model, index, text_encoder=FakeTextEncoder(model.config.text.embed_dim))
     hits = engine.search_text(["a dog barks", "rain"], k=5, top_k=8, num_inference_steps=5)
-    assert len(hits) == 2 and [h.rank for h in hits[0]] == list(range(5))
+    assert len(hits) == 2 and [h.rank for h in hits[0]] == [1, 2, 3, 4, 5]  # 1-based, as evaluation's ranks
     for h in hits[0]:
         assert h.clip_id == f"id{h.row}" and h.path == f"/sounds/{h.row}.wav"
         assert h.moved == h.cosine_rank - h.rank
@@ -303,7 +303,7 @@ def test_engine_k_beyond_top_k_continues_in_cosine_order(model):
     assert len(hits) == 12  # clamped to the 12 captions
     assert all(h.diffusion is not None for h in hits[:3])
     assert all(h.diffusion is None and h.moved == 0 and h.fused == h.cosine for h in hits[3:])
-    assert [h.cosine_rank for h in hits[3:]] == list(range(3, 12))
+    assert [h.cosine_rank for h in hits[3:]] == list(range(4, 13))
 
 
 def test_engine_errors_are_clear(model):

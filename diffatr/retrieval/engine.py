@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffatr.config import ConfigError, ModelConfig, RetrievalConfig
+from diffatr.config import DEFAULT_RESULTS, ConfigError, ModelConfig, RetrievalConfig
 from diffatr.diffusion.sampling import Trajectory, ddim_sample
 from diffatr.errors import DiffatrError
 from diffatr.retrieval.index import (
@@ -406,7 +406,7 @@ class SearchHit:
     """One result of a search.
 
     Attributes:
-        rank: 0-based final position.
+        rank: final position, 1-based (the first hit is rank 1, as in evaluation's ranks).
         row: the row in the index (a clip for text->audio, a caption for audio->text).
         clip_id: the clip (for audio->text: the clip the caption belongs to).
         caption: the matched caption (audio->text), or the clip's first caption (or None).
@@ -415,7 +415,7 @@ class SearchHit:
         cosine: phase-1 similarity S.
         diffusion: softmax(x0 / temp) of this item, ``None`` beyond the re-ranked top K.
         fused: the final score (S + alpha * diffusion; S beyond the top K).
-        cosine_rank: 0-based position by cosine alone.
+        cosine_rank: 1-based position by cosine alone.
         moved: cosine_rank - rank: how many places the diffusion moved it up.
         metadata: the clip's metadata.
     """
@@ -546,7 +546,7 @@ class SearchEngine:
     # ------------------------------------------------------------------ ranking
 
     def rerank_features(self, direction: str, features: Tensor, *, projected: bool = False,
-                        k: int = 10, return_trajectory: bool = False, **knobs: Any) -> RerankResult:
+                        k: int = DEFAULT_RESULTS, return_trajectory: bool = False, **knobs: Any) -> RerankResult:
         """Rank the index for query features; the low-level call under ``search_*``.
 
         Args:
@@ -614,7 +614,7 @@ class SearchEngine:
                 x0=torch.cat([result.x0, nan], 1))
         return result
 
-    def hits(self, result: RerankResult, direction: str, k: int = 10) -> list[list[SearchHit]]:
+    def hits(self, result: RerankResult, direction: str, k: int = DEFAULT_RESULTS) -> list[list[SearchHit]]:
         """Turn the first ``k`` columns of a ``RerankResult`` into ``SearchHit`` lists."""
         out = []
         idx, cos, dif, fus, crank = (t.cpu().tolist() for t in (
@@ -631,18 +631,18 @@ class SearchEngine:
                     caption = self._first_caption[row]
                 d = dif[qi][rank]
                 row_hits.append(SearchHit(
-                    rank=rank, row=row, clip_id=self.index.clip_ids[clip], caption=caption,
+                    rank=rank + 1, row=row, clip_id=self.index.clip_ids[clip], caption=caption,
                     captions=list(self.index.captions[clip]),
                     path=self.index.paths[clip], cosine=cos[qi][rank],
                     diffusion=None if d != d else d, fused=fus[qi][rank],
-                    cosine_rank=crank[qi][rank], moved=crank[qi][rank] - rank,
+                    cosine_rank=crank[qi][rank] + 1, moved=crank[qi][rank] - rank,
                     metadata=dict(self.index.metadata[clip])))
             out.append(row_hits)
         return out
 
     # ------------------------------------------------------------------ public search
 
-    def search_text(self, queries: str | Sequence[str], k: int = 10, **knobs: Any) -> list[list[SearchHit]]:
+    def search_text(self, queries: str | Sequence[str], k: int = DEFAULT_RESULTS, **knobs: Any) -> list[list[SearchHit]]:
         """Text -> audio: the k best clips for each query string.
 
         Args:
@@ -660,14 +660,14 @@ class SearchEngine:
         features = torch.as_tensor(self.text_encoder.encode(texts))
         return self.search_text_embeds(features, k=k, **knobs)
 
-    def search_text_embeds(self, features: Tensor, k: int = 10, *, projected: bool = False,
+    def search_text_embeds(self, features: Tensor, k: int = DEFAULT_RESULTS, *, projected: bool = False,
                            **knobs: Any) -> list[list[SearchHit]]:
         """Text -> audio for precomputed text backbone features (Q, Dt) (or embeddings (Q, D)
         when ``projected``)."""
         result = self.rerank_features("text_to_audio", features, projected=projected, k=k, **knobs)
         return self.hits(result, "text_to_audio", k)
 
-    def search_audio(self, audio: Any, k: int = 10, *, sample_rate: int | None = None,
+    def search_audio(self, audio: Any, k: int = DEFAULT_RESULTS, *, sample_rate: int | None = None,
                      **knobs: Any) -> list[list[SearchHit]]:
         """Audio -> text: the k best captions of the index for each audio query.
 
@@ -691,7 +691,7 @@ class SearchEngine:
         features = torch.stack([torch.as_tensor(f, dtype=torch.float32).reshape(-1) for f in feats])
         return self.search_audio_embeds(features, k=k, **knobs)
 
-    def search_audio_embeds(self, features: Tensor, k: int = 10, *, projected: bool = False,
+    def search_audio_embeds(self, features: Tensor, k: int = DEFAULT_RESULTS, *, projected: bool = False,
                             **knobs: Any) -> list[list[SearchHit]]:
         """Audio -> text for precomputed audio backbone features (Q, Da) (or embeddings (Q, D)
         when ``projected``)."""
