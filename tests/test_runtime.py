@@ -102,3 +102,29 @@ def test_the_installed_wheel_searches_offline_outside_the_checkout(tmp_path):
     results = json.loads(rest)["results"]
     assert len(results) == 3 and all(Path(r["path"]).is_file() for r in results)
     assert all(str(site) in r["path"] for r in results)
+
+
+def test_the_installed_wheel_builds_the_app_on_its_shipped_corpus(tmp_path):
+    pytest.importorskip("gradio")
+    wheel = _build_wheel(tmp_path)
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+        entry_points = archive.read(next(n for n in archive.namelist() if n.endswith("entry_points.txt"))).decode()
+    assert "diffatr-demo = diffatr.webapp:main" in entry_points
+    script = (
+        "import json, os\n"
+        "from diffatr import webapp\n"
+        "index = webapp.APP.index\n"
+        "print(json.dumps({'module': webapp.__file__, 'clips': len(index), "
+        "'first': index.paths[0], 'blocks': type(webapp.demo).__name__}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFATR_")}
+    env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               DIFFATR_UPLOAD_DIR=str(tmp_path / "uploads"))
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    facts = json.loads(run.stdout.strip().splitlines()[-1])
+    assert facts["module"].startswith(str(site)) and facts["blocks"] == "Blocks"
+    assert facts["clips"] > 100 and facts["first"].startswith(str(site)) and Path(facts["first"]).is_file()
