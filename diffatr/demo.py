@@ -153,7 +153,7 @@ class Settings:
     @classmethod
     def parse(cls, *, k: Any = None, num_inference_steps: Any = None, top_k: Any = None,
               alpha: Any = None, seed: Any = None, temperature: Any = None, defaults: Settings | None = None,
-              max_steps: int = 50) -> Settings:
+              num_train_timesteps: int = 50) -> Settings:
         """Validate values from a form or an API call (None = the default).
 
         Raises:
@@ -170,7 +170,7 @@ class Settings:
         return cls(
             k=_integer(k, "k (results shown)", d.k, 1, MAX_RESULTS),
             num_inference_steps=_integer(num_inference_steps, "steps (DDIM steps)", d.num_inference_steps, 1,
-                                         max_steps),
+                                         num_train_timesteps),
             top_k=_integer(top_k, "top_k (K, candidates re-ranked)", d.top_k, 1, TOP_K_MAX),
             alpha=alpha_value,
             seed=_integer(seed, "seed", d.seed, 0, SEED_MAX),
@@ -298,8 +298,9 @@ class DemoApp:
         self.audio_encoder = audio_encoder
         self.engine = SearchEngine(model, index, text_encoder=text_encoder, audio_encoder=audio_encoder)
         retrieval = model.config.retrieval
-        self.max_steps = int(model.config.diffusion.num_train_timesteps)
-        self.defaults = Settings(k=5, num_inference_steps=min(retrieval.num_inference_steps, self.max_steps),
+        self.num_train_timesteps = int(model.config.diffusion.num_train_timesteps)
+        self.defaults = Settings(k=DEFAULT_RESULTS,
+                                 num_inference_steps=min(retrieval.num_inference_steps, self.num_train_timesteps),
                                  top_k=min(retrieval.top_k, TOP_K_MAX), alpha=float(retrieval.alpha),
                                  seed=int(retrieval.seed), temperature=float(retrieval.temperature))
         self._engines: OrderedDict[tuple[str, int], SearchEngine] = OrderedDict()
@@ -348,7 +349,7 @@ class DemoApp:
 
     def parse_settings(self, **values: Any) -> Settings:
         """``Settings.parse`` with this checkpoint's defaults and step limit."""
-        return Settings.parse(defaults=self.defaults, max_steps=self.max_steps, **values)
+        return Settings.parse(defaults=self.defaults, num_train_timesteps=self.num_train_timesteps, **values)
 
     def example_queries(self, n: int = 5) -> list[str]:
         """Up to ``n`` example queries: the checked ``EXAMPLE_QUERIES`` whose answer is in this

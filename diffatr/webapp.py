@@ -325,8 +325,8 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
         with gr.Row():
             k_in = named(gr.Slider(1, MAX_RESULTS, value=defaults.k, step=1, label="Results shown (k)",
                                        elem_id="k-slider"), "k (results shown)")
-            steps_in = named(gr.Slider(1, APP.max_steps, value=defaults.num_inference_steps, step=1,
-                                           label="DDIM steps", info=f"1..T = {APP.max_steps}",
+            steps_in = named(gr.Slider(1, APP.num_train_timesteps, value=defaults.num_inference_steps, step=1,
+                                           label="DDIM steps", info=f"1..T = {APP.num_train_timesteps}",
                                            elem_id="steps-slider"), "steps (DDIM steps)")
             top_k_in = named(gr.Slider(1, TOP_K_MAX, value=defaults.top_k, step=1, label="K: candidates re-ranked",
                                            info="clamped to the corpus size", elem_id="top-k-slider"),

@@ -60,7 +60,7 @@ def test_settings_defaults_coercion_and_ranges(app: DemoApp) -> None:
     assert d == app.defaults
     s = app.parse_settings(k=5.0, num_inference_steps="20", top_k=8.0, alpha=0.5, seed=3.0)
     assert (s.k, s.num_inference_steps, s.top_k, s.alpha, s.seed) == (5, 20, 8, 0.5, 3)
-    for bad in [dict(k=0), dict(k=11), dict(k=2.5), dict(num_inference_steps=app.max_steps + 1),
+    for bad in [dict(k=0), dict(k=11), dict(k=2.5), dict(num_inference_steps=app.num_train_timesteps + 1),
                 dict(top_k=0), dict(alpha=-1), dict(alpha=float("nan")), dict(seed=-1), dict(seed="abc"),
                 dict(k=True)]:
         with pytest.raises(DemoError):
