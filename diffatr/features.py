@@ -30,6 +30,7 @@ from diffatr.config import ModelConfig
 from diffatr.data.manifest import ClipRecord
 from diffatr.data.sounds import sound_keys, sound_units
 from diffatr.encoders.cache import FeatureCache, config_digest
+from diffatr.encoders.identity import encoder_mismatches
 from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 
@@ -153,12 +154,10 @@ class FeatureSet:
                 f"expects {config.audio.embed_dim} / {config.text.embed_dim}; recompute them with this config"
             )
         for name, wanted in (("audio", asdict(config.audio)), ("text", asdict(config.text))):
-            have = self.encoders.get(name)
-            if have is not None and _encoder_key(have) != _encoder_key(wanted):
-                raise FeatureError(
-                    f"the {name} features were computed with another {name} encoder config than the "
-                    "model's; recompute them with this config"
-                )
+            problems = encoder_mismatches(self.encoders.get(name), wanted, name)  # the one rule
+            if problems:
+                raise FeatureError(f"the {name} features were computed with another {name} encoder than the "
+                                   f"model's ({'; '.join(problems)}); recompute them with this config")
 
     def save(self, folder: str | Path) -> Path:
         """Write ``features.safetensors`` + ``features.json`` into ``folder`` (replaced atomically)."""
@@ -190,7 +189,8 @@ class FeatureSet:
 
 
 def _encoder_key(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of an encoder config that changes its output (not download permission)."""
+    """The text cache's key: the whole encoder config but download permission (stricter than
+    ``diffatr.encoders.identity``: see there)."""
     return {k: v for k, v in config.items() if k != "allow_download"}
 
 

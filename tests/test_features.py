@@ -154,7 +154,14 @@ def test_check_encoders(tiny_config):
     fs.encoders = {"audio": dataclasses.asdict(tiny_config.audio)}
     fs.check_encoders(tiny_config)
     other = dataclasses.replace(tiny_config, audio=dataclasses.replace(tiny_config.audio, window_seconds=1.0))
-    with pytest.raises(FeatureError, match="another audio encoder"):
+    with pytest.raises(FeatureError, match=r"another audio encoder .*audio.window_seconds"):
         fs.check_encoders(other)
+    # the same rule as an index's (diffatr.encoders.identity): a work bound is not an identity,
+    # and moved weights (same file name) are the same weights
+    same = dataclasses.replace(tiny_config, audio=dataclasses.replace(tiny_config.audio, max_seconds=5.0))
+    fs.check_encoders(same)
+    fs.encoders = {"audio": {**dataclasses.asdict(tiny_config.audio), "weights": "/old/place/w.safetensors"}}
+    fs.check_encoders(dataclasses.replace(tiny_config, audio=dataclasses.replace(
+        tiny_config.audio, weights="/new/place/w.safetensors")))
     with pytest.raises(FeatureError, match="expects"):
         fs.check_encoders(load_model_config("default"))

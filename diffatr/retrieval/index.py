@@ -20,11 +20,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
+from diffatr.encoders.identity import encoder_mismatches
 from diffatr.errors import DiffatrError
 
 __all__ = [
@@ -45,15 +46,6 @@ INDEX_FORMAT = "diffatr-index"
 INDEX_VERSION = 1
 
 _REBUILD_HINT = "rebuild it with `diffatr index ... --out DIR`"
-
-# Fields that identify a backbone (two configs that agree on these give the same features).
-# Paths are compared by file name only, so an index still loads after the weights moved.
-_IDENTITY_KEYS = {
-    "audio": ("name", "weights", "embed_dim", "frontend", "window_seconds", "window_hop_seconds"),
-    "text": ("name_or_path", "pooling", "embed_dim", "max_length"),
-}
-_PATH_KEYS = {"weights", "name_or_path"}
-
 
 class IndexFormatError(DiffatrError):
     """An index that is missing, corrupt, inconsistent or built for another backbone."""
@@ -81,31 +73,6 @@ def encoders_from_configs(audio: Any, text: Any | None = None) -> dict[str, Any]
         return dict(config)
 
     return {"audio": as_dict(audio), "text": as_dict(text)}
-
-
-def encoder_mismatches(stored: Mapping[str, Any] | None, current: Mapping[str, Any] | None,
-                       kind: str) -> list[str]:
-    """Differences that matter between two encoder configs of ``kind`` ("audio" | "text").
-
-    Only identity fields are compared (not e.g. ``max_seconds``); paths by file name, and a path
-    left ``None`` (the registry default) matches any. A side that is ``None`` or empty (unknown
-    encoder, e.g. synthetic features) is compatible with anything.
-
-    Returns:
-        Human-readable differences, ``[]`` when compatible.
-    """
-    if not stored or not current:
-        return []
-    out = []
-    for key in _IDENTITY_KEYS[kind]:
-        a, b = stored.get(key), current.get(key)
-        if key in _PATH_KEYS:
-            if a is None or b is None:
-                continue  # None means "the registry default", which may resolve to either path
-            a, b = Path(str(a)).name, Path(str(b)).name
-        if a != b:
-            out.append(f"{kind}.{key}: {a!r} != {b!r}")
-    return out
 
 
 def _json_roundtrips(value: Any) -> bool:
