@@ -156,11 +156,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
         index.paths = [os.path.relpath(p, out_dir) if p else p for p in index.paths]
     index.save(args.out)
     print(f"indexed {report.indexed} clip(s), {index.num_captions} caption(s) -> {args.out}"
-          + (f" ({report.cache_hits} from cache)" if report.cache_hits else ""))
+          + (f" ({report.cache_hits} from cache)" if report.cache_hits else "")
+          + (f"; skipped {len(report.skipped)} file(s), listed below" if report.skipped else ""))
+    for path, reason in report.skipped:  # in the output, not only in the log: they are not in the index
+        print(f"  skipped {path}: {reason}")
     if report.skipped:
-        print(f"skipped {len(report.skipped)} file(s):", file=sys.stderr)
-        for path, reason in report.skipped:
-            print(f"  {path}: {reason}", file=sys.stderr)
+        print(f"skipped {len(report.skipped)} file(s) (see the output)", file=sys.stderr)
     return 0
 
 
@@ -430,6 +431,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             features_fn=features_for, device=device)
     result["data"]["num_skipped"] = len(skipped)
     result["data"]["skipped"] = [list(map(str, s)) if isinstance(s, (tuple, list)) else str(s) for s in skipped]
+    if skipped:  # before the table: its numbers are over the clips that were read
+        print(f"skipped {len(skipped)} clip(s) (missing or unreadable audio, or no captions); the metrics below "
+              "leave them out:")
+        for item in result["data"]["skipped"][:10]:
+            print(f"  {': '.join(item) if isinstance(item, list) else item}")
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more (all in --out's JSON)")
     print(format_results(result))
     if args.sweep:
         from diffatr.checkpoint import load_checkpoint
@@ -441,10 +449,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result["sweep"] = {"checkpoint": str(checkpoints[0]), "rows": rows}
         print()
         print(format_sweep(rows))
-    if skipped:
-        print(f"skipped {len(skipped)} clip(s) (missing or unreadable audio, or no captions):", file=sys.stderr)
-        for item in result["data"]["skipped"][:10]:
-            print(f"  {': '.join(item) if isinstance(item, list) else item}", file=sys.stderr)
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")

@@ -37,7 +37,8 @@ def test_index_lists_and_skips_bad_files(tiny_index, capsys, audio_folder, tmp_p
                  str(tiny_checkpoint), "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     captured = capsys.readouterr()
     assert code == 0 and "5 from cache" in captured.out
-    assert "broken.wav" in captured.err and "skipped 1 file" in captured.err
+    assert "broken.wav" in captured.out and "skipped 1 file(s), listed below" in captured.out  # in the output
+    assert "skipped 1 file" in captured.err
 
 
 def test_text_search_json(tiny_index, tiny_checkpoint, capsys):
