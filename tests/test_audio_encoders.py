@@ -28,6 +28,7 @@ from diffatr.encoders.audio import (
     audio_encoder_config,
     build_audio_encoder,
     build_backbone,
+    embed_file,
     init_backbone,
     list_audio_encoders,
     resolve_weights,
@@ -182,6 +183,16 @@ def test_embed_file_equals_embed_waveform(tiny, tmp_path):
     torch.testing.assert_close(tiny.embed_file(path), tiny.embed_waveform(load_audio(path, 16000), 16000))
     with pytest.raises(AudioError, match="not found"):
         tiny.embed_file(tmp_path / "missing.wav")
+
+
+def test_file_decoding_is_a_plain_function_the_method_delegates_to(tiny, tmp_path, monkeypatch):
+    path = tmp_path / "noise.wav"
+    sf.write(path, noise(1.0, 22050, 8), 22050)
+    torch.testing.assert_close(embed_file(tiny, path), tiny.embed_waveform(load_audio(path, 16000), 16000))
+    calls = []
+    monkeypatch.setattr("diffatr.encoders.audio.embed_file", lambda enc, p, **kw: calls.append((enc, p, kw)))
+    tiny.embed_file(path, batch_size=3)  # the nn.Module's method only delegates
+    assert calls == [(tiny, path, {"batch_size": 3})]
 
 
 # ----------------------------------------------------------------------------- aisfx

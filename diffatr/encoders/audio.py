@@ -9,7 +9,8 @@ Registry (``list_audio_encoders()``):
 
 An ``AudioEncoder`` = a ``LogMel`` front end + a backbone + the length policy (resampling,
 max/min length, windows). Weights load from safetensors only. Module construction never draws
-from the global RNG: random init takes a ``generator``.
+from the global RNG: random init takes a ``generator``. The module (nn.Module) never opens
+files: ``embed_file(encoder, path)`` decodes through ``diffatr.audio.io``, then embeds.
 
 Shapes: B batch, S samples, T log-mel frames, M mel bands, W windows, N blocks, Da width.
 """
@@ -541,10 +542,11 @@ class AudioEncoder(nn.Module):
     """Front end + backbone + length policy: audio -> one ``embed_dim`` vector per clip.
 
     ``forward`` is the plain tensor path (equal-length waveforms at ``sample_rate``, no
-    resampling, no windowing beyond the backbone's own); ``embed_waveform`` / ``embed_file``
-    apply the full policy: resample, cut at ``max_seconds``, pad to ``min_seconds``, and
-    average over windows of ``window_seconds`` every ``window_hop_seconds`` (aisfx: over its
-    own 100-frame blocks of the whole clip instead, as the authors' inference does).
+    resampling, no windowing beyond the backbone's own); ``embed_waveform`` applies the full
+    policy: resample, cut at ``max_seconds``, pad to ``min_seconds``, and average over windows
+    of ``window_seconds`` every ``window_hop_seconds`` (aisfx: over its own 100-frame blocks of
+    the whole clip instead, as the authors' inference does). The module never opens files: the
+    module-level ``embed_file(encoder, path)`` decodes one through ``diffatr.audio.io``.
     """
 
     def __init__(self, config: AudioEncoderConfig, backbone: nn.Module, weights_path: Path | None = None) -> None:
@@ -630,25 +632,39 @@ class AudioEncoder(nn.Module):
         x = prepare_waveform(waveform, sample_rate, self.sample_rate, max_seconds=self.config.max_seconds)
         return self._embed_mono(x, batch_size)
 
-    @torch.no_grad()
     def embed_file(self, path: str | os.PathLike, *, batch_size: int = 8) -> torch.Tensor:
-        """Embed an audio file (at most ``config.max_seconds`` of it are decoded).
+        """``embed_file(self, path)``: kept for callers that take any object with an
+        ``embed_file(path)`` method (indexing, features, the engine); the module decodes nothing."""
+        return embed_file(self, path, batch_size=batch_size)
 
-        Returns:
-            (embed_dim,) float32 on the module's device.
 
-        Raises:
-            AudioError: missing, empty, corrupt or unsupported file.
-        """
-        decoded = decode_audio(path, self.sample_rate, max_seconds=self.config.max_seconds)
-        if decoded.truncated:
-            warnings.warn(
-                f"{path} is longer than {self.config.max_seconds:g} s; only its first"
-                f" {self.config.max_seconds:g} s are embedded",
-                AudioTruncatedWarning,
-                stacklevel=2,
-            )
-        return self._embed_mono(decoded.waveform, batch_size)
+@torch.no_grad()
+def embed_file(encoder: AudioEncoder, path: str | os.PathLike, *, batch_size: int = 8) -> torch.Tensor:
+    """Decode an audio file with ``diffatr.audio.io`` and embed it with ``encoder``.
+
+    At most ``encoder.config.max_seconds`` of the file are decoded (an ``AudioTruncatedWarning``
+    says when it was cut), at the encoder's sample rate.
+
+    Args:
+        encoder: the ``AudioEncoder`` (its length policy applies).
+        path: the audio file.
+        batch_size: windows embedded per forward pass.
+
+    Returns:
+        (embed_dim,) float32 on the encoder's device.
+
+    Raises:
+        AudioError: missing, empty, corrupt or unsupported file.
+    """
+    max_seconds = encoder.config.max_seconds
+    decoded = decode_audio(path, encoder.sample_rate, max_seconds=max_seconds)
+    if decoded.truncated:
+        warnings.warn(
+            f"{path} is longer than {max_seconds:g} s; only its first {max_seconds:g} s are embedded",
+            AudioTruncatedWarning,
+            stacklevel=2,
+        )
+    return encoder._embed_mono(decoded.waveform, batch_size)  # already at the rate and cut
 
 
 def _check_encoder_config(config: AudioEncoderConfig, spec: BackboneSpec) -> None:
