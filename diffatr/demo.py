@@ -2,8 +2,9 @@
 
 ``DemoApp.load()`` loads the checkpoint, the demo corpus and both encoders once at start-up.
 Each browser session owns a ``DemoSession`` (its own uploaded clips and its last trajectory);
-the shipped index is never changed. Handlers take strings, paths, numbers and
-``(sample_rate, array)`` pairs and return JSON-able dicts. A user mistake raises ``DemoError``
+the shipped index is never changed. Handlers take strings, paths, numbers and waveforms with
+their ``sample_rate`` (Gradio's own values are converted in ``diffatr.webapp_io``) and return
+JSON-able dicts. A user mistake raises ``DemoError``
 with a message written for the user; softer problems (a caption or a recording that was cut)
 come back as ``notices``. ``app.py`` turns all of this into components; ``plots.py`` draws.
 """
@@ -499,12 +500,16 @@ class DemoApp:
             raise DemoError(f"Could not read the caption: {err}") from None
         return self._search("text_to_audio", features, text, settings, session, notices)
 
-    def search_audio(self, audio: Any, settings: Settings, session: DemoSession) -> dict[str, Any]:
+    def search_audio(self, audio: Any, settings: Settings, session: DemoSession, *,
+                     sample_rate: int | None = None) -> dict[str, Any]:
         """Audio -> text.
 
         Args:
-            audio: a file path, or a ``(sample_rate, array)`` pair (a microphone recording).
+            audio: a file path, or a recording: a waveform array shaped (S,), (S, C) or (C, S),
+                int PCM or float, with ``sample_rate`` (``diffatr.webapp_io.audio_query`` turns
+                Gradio's values into these).
             settings, session: as for ``search_text``.
+            sample_rate: the recording's rate in Hz (ignored for a file).
 
         Returns:
             As ``search_text``; each hit's ``caption`` is the matched caption.
@@ -513,22 +518,21 @@ class DemoApp:
             DemoError: no audio, unreadable or silent audio, no captions to search.
         """
         notices: list[Notice] = []
-        waveform, rate, name = self._read_query_audio(audio, notices)
+        waveform, rate, name = self._read_query_audio(audio, sample_rate, notices)
         try:
             features = self.audio_encoder.embed_waveform(waveform, rate)[None]  # (1, Da)
         except AudioError as err:
             raise DemoError(f"Could not use {name} as a query: {err}") from None
         return self._search("audio_to_text", features, name, settings, session, notices)
 
-    def _read_query_audio(self, audio: Any, notices: list[Notice]) -> tuple[np.ndarray, int, str]:
-        """(waveform (S,) float32, its rate, a name) from whatever the audio input gave."""
+    def _read_query_audio(self, audio: Any, sample_rate: int | None,
+                          notices: list[Notice]) -> tuple[np.ndarray, int, str]:
+        """(waveform (S,) float32, its rate, a name) from a path or a recording."""
         target = self.audio_encoder.sample_rate
         cut_note = (f"only its first {AUDIO_MAX_SECONDS:g} s were used (the demo's limit per "
                     "recording).")
         if audio is None or (isinstance(audio, str) and not audio.strip()):
             raise DemoError("No audio yet: upload a sound file or record one with the microphone.")
-        if isinstance(audio, Mapping) and audio.get("path"):  # a Gradio FileData dict
-            audio = audio["path"]
         if isinstance(audio, (str, os.PathLike)):
             path = Path(audio)
             name = path.name
@@ -541,10 +545,10 @@ class DemoApp:
             if decoded.truncated:
                 notices.append(Notice("warning", f"{name} is longer than {AUDIO_MAX_SECONDS:g} s; {cut_note}"))
             waveform, rate = decoded.waveform, decoded.sample_rate
-        elif isinstance(audio, (tuple, list)) and len(audio) == 2:
-            rate, array = audio
-            if isinstance(rate, np.ndarray) and not isinstance(array, np.ndarray):
-                rate, array = array, rate
+        elif isinstance(audio, (np.ndarray, torch.Tensor)):
+            if sample_rate is None:
+                raise DemoError("A recording needs its sample rate: pass sample_rate=.")
+            array, rate = audio, sample_rate
             name = "the recording"
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -676,7 +680,8 @@ class DemoApp:
         there: what was written before is indexed, and clips indexed earlier stay.
 
         Args:
-            files: paths (or Gradio FileData dicts); a single path is accepted too.
+            files: paths (``diffatr.webapp_io.upload_paths`` turns Gradio's values into
+                these); a single path is accepted too.
             session: the session that will search them.
             on_progress: ``on_progress(done, total)`` after each file.
 
@@ -922,19 +927,14 @@ class _Skipped:
 
 
 def _as_paths(files: Any) -> list[str]:
+    """A path, or paths, as a list of strings (empty entries dropped)."""
     if files is None:
         return []
-    if isinstance(files, (str, os.PathLike, Mapping)):
+    if isinstance(files, (str, os.PathLike)):
         files = [files]
-    out = []
-    for item in files:
-        if isinstance(item, Mapping):
-            item = item.get("path") or item.get("name")
-        elif hasattr(item, "name") and not isinstance(item, (str, os.PathLike)):
-            item = item.name  # a tempfile wrapper
-        if item:
-            out.append(str(item))
-    return out
+    if not all(isinstance(item, (str, os.PathLike)) for item in files):
+        raise DemoError("Unsupported upload: give the paths of the files to index.")
+    return [str(item) for item in files if item]
 
 
 def _is_zip(path: str) -> bool:

@@ -1,7 +1,8 @@
 """DiffATR demo: search sounds by text or by sound, and watch the diffusion re-rank them.
 
 UI only: builds the Gradio components, calls ``diffatr.demo`` (the logic, tested without a
-browser) and ``diffatr.plots`` (figures), and converts types between them. Everything is
+browser) and ``diffatr.plots`` (figures), and converts types between them (Gradio's values
+through ``diffatr.webapp_io``). Everything is
 loaded from disk once at start-up; nothing is downloaded. Run ``python app.py`` in a checkout
 (or on Hugging Face Spaces), or ``diffatr-demo`` after ``pip install "diffatr[app]"``.
 
@@ -54,6 +55,7 @@ from diffatr.demo import (  # noqa: E402
     status_line,
     upload_status,
 )
+from diffatr.webapp_io import audio_query, upload_paths  # noqa: E402
 
 log = logging.getLogger("diffatr.app")
 
@@ -156,7 +158,9 @@ def search_audio(audio: str | None, k: float, steps: float, top_k: float, alpha:
                  temperature: float, session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
     """Audio -> text: the k best captions for a sound file or a recording."""
     session = _session(session)
-    response = APP.search_audio(audio, _settings(k, steps, top_k, alpha, seed, temperature), session)
+    audio, sample_rate = audio_query(audio)
+    response = APP.search_audio(audio, _settings(k, steps, top_k, alpha, seed, temperature), session,
+                                sample_rate=sample_rate)
     _show_notices(response)
     return response, session
 
@@ -177,7 +181,7 @@ def index_uploads(files: list[str] | None, session: DemoSession | None,
     def on_progress(done: int, total: int) -> None:
         progress((done, total), desc="Indexing your sounds", unit="files")
 
-    report = APP.index_uploads(files, session, on_progress=on_progress)
+    report = APP.index_uploads(upload_paths(files), session, on_progress=on_progress)
     _show_notices(report)
     if report["indexed"]:
         gr.Info(f"Indexed {report['indexed']} of your sounds: search for them in the other tabs.")
@@ -245,6 +249,7 @@ def stale_text_results(caption: Any) -> list[Any]:
 
 def stale_audio_results(audio: Any) -> list[Any]:
     """After a failed audio search: clear the caption table and the plots, name the query."""
+    audio, _ = audio_query(audio)
     name = os.path.basename(str(audio)) if isinstance(audio, (str, os.PathLike)) and audio else "this sound"
     return [_failed(md_escape(name)), [], *_trajectory_views(None)]
 

@@ -164,15 +164,35 @@ def test_audio_search_by_file(app: DemoApp, fast: Settings) -> None:
     assert len(session.trajectory["labels"]) == fast.top_k  # captions
 
 
-def test_audio_search_by_microphone_tuple_odd_rate_and_channels(app: DemoApp, fast: Settings) -> None:
+def test_audio_search_by_recording_odd_rate_and_channels(app: DemoApp, fast: Settings) -> None:
     rng = np.random.default_rng(0)
     t = np.arange(11025 * 2) / 11025
     mono = 0.3 * np.sin(2 * np.pi * 600 * t) + 0.01 * rng.standard_normal(t.shape)
     six = (np.stack([mono] * 6, axis=1) * 32767).astype(np.int16)  # (S, 6) int16 at 11,025 Hz
-    response = app.search_audio((11025, six), fast, DemoSession())
+    response = app.search_audio(six, fast, DemoSession(), sample_rate=11025)
     assert len(response["results"]) == fast.k
-    swapped = app.search_audio((mono.astype(np.float32), 11025), fast, DemoSession())  # (array, rate)
-    assert len(swapped["results"]) == fast.k
+    channels_first = app.search_audio(six.T.astype(np.float32) / 32767, fast, DemoSession(), sample_rate=11025)
+    assert len(channels_first["results"]) == fast.k
+    with pytest.raises(DemoError, match="sample rate"):
+        app.search_audio(mono, fast, DemoSession())  # a waveform without its rate
+    with pytest.raises(DemoError, match="Unsupported"):
+        app.search_audio((11025, six), fast, DemoSession())  # Gradio's pair: webapp_io converts it
+
+
+def test_the_engine_takes_paths_or_waveforms_with_their_rate_not_gradio_pairs(app: DemoApp) -> None:
+    from diffatr.retrieval.engine import SearchError
+
+    rate = 16000
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32)
+    by_wave = app.engine.search_audio(tone, k=2, sample_rate=rate, num_inference_steps=2)[0]
+    by_list = app.engine.search_audio([tone, tone], k=2, sample_rate=rate, num_inference_steps=2)
+    assert [h.clip_id for h in by_list[1]] == [h.clip_id for h in by_wave]
+    assert app.engine.search_audio(str(EXAMPLES / "cat.mp3"), k=2, num_inference_steps=2)[0]
+    for pair in [(rate, tone), (tone, rate)]:
+        with pytest.raises(SearchError, match="sample_rate="):
+            app.engine.search_audio(pair, k=2)
+    with pytest.raises(SearchError, match="sample_rate="):
+        app.engine.search_audio(tone, k=2)
 
 
 def test_odd_file_formats_work(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
@@ -195,10 +215,13 @@ def test_bad_audio_files_give_clear_errors_and_the_next_query_works(app: DemoApp
             app.search_audio(str(path), fast, session)
         message = str(info.value)
         assert path.name in message and str(tmp_path) not in message  # names the file, hides the server path
-    for bad in [None, "", 42, (0, np.zeros(100)), (16000, np.zeros((2, 2, 2))), (16000, np.full(1000, np.nan)),
-                (16000, np.zeros(0))]:
+    for bad in [None, "", 42, {"path": str(EXAMPLES / "dog.mp3")}]:
         with pytest.raises(DemoError):
             app.search_audio(bad, fast, session)
+    for rate, bad in [(0, np.zeros(100)), (16000, np.zeros((2, 2, 2))), (16000, np.full(1000, np.nan)),
+                      (16000, np.zeros(0))]:
+        with pytest.raises(DemoError):
+            app.search_audio(bad, fast, session, sample_rate=rate)
     assert app.search_audio(str(EXAMPLES / "dog.mp3"), fast, session)["results"]
 
 
@@ -208,7 +231,7 @@ def test_silent_audio_is_refused_with_a_message(app: DemoApp, fast: Settings, tm
     with pytest.raises(DemoError, match="silent"):
         app.search_audio(str(silent), fast, DemoSession())
     with pytest.raises(DemoError, match="silent"):
-        app.search_audio((16000, np.zeros(16000, dtype=np.int16)), fast, DemoSession())
+        app.search_audio(np.zeros(16000, dtype=np.int16), fast, DemoSession(), sample_rate=16000)
 
 
 def test_hour_long_file_is_cut_with_a_notice(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
@@ -218,8 +241,8 @@ def test_hour_long_file_is_cut_with_a_notice(app: DemoApp, fast: Settings, tmp_p
     response = app.search_audio(str(path), fast, DemoSession())
     assert response["results"]
     assert any(n["level"] == "warning" and f"{AUDIO_MAX_SECONDS:g} s" in n["text"] for n in response["notices"])
-    long_mic = (8000, (rng.standard_normal(8000 * 45) * 0.1).astype(np.float32))  # 45 s recording
-    response = app.search_audio(long_mic, fast, DemoSession())
+    long_mic = (rng.standard_normal(8000 * 45) * 0.1).astype(np.float32)  # 45 s recording
+    response = app.search_audio(long_mic, fast, DemoSession(), sample_rate=8000)
     assert any("longer than" in n["text"] for n in response["notices"])
 
 
@@ -429,7 +452,7 @@ def test_an_audio_query_shorter_than_50_ms_gets_a_message(app: DemoApp, fast: Se
     with pytest.raises(DemoError, match="^The file dog.WAV is only"):
         app.search_audio(str(lower), fast, DemoSession())
     with pytest.raises(DemoError, match="ms long"):
-        app.search_audio((16000, np.full(400, 0.3, dtype=np.float32)), fast, DemoSession())  # 25 ms recorded
+        app.search_audio(np.full(400, 0.3, dtype=np.float32), fast, DemoSession(), sample_rate=16000)  # 25 ms
     rate = 16000
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(0.06 * rate)) / rate).astype(np.float32)  # 60 ms
-    assert app.search_audio((rate, tone), fast, DemoSession())["results"]
+    assert app.search_audio(tone, fast, DemoSession(), sample_rate=rate)["results"]

@@ -672,10 +672,11 @@ class SearchEngine:
         """Audio -> text: the k best captions of the index for each audio query.
 
         Args:
-            audio: a path, a mono waveform (np.ndarray, with ``sample_rate``), a
-                ``(sample_rate, waveform)`` pair (Gradio's format), or a list of these.
+            audio: an audio file path, or a waveform (np.ndarray or tensor shaped (S,), (S, C)
+                or (C, S)) at ``sample_rate``, or a list of either. UI formats (Gradio's
+                ``(sample_rate, array)`` value, FileData dicts) are converted by the UI.
             k: results per query (clamped to the number of captions).
-            sample_rate: the rate of bare waveforms.
+            sample_rate: the rate of the waveforms, in Hz (required with waveforms).
             knobs: as for ``search_text``.
 
         Returns:
@@ -701,13 +702,9 @@ class SearchEngine:
     def _embed_audio(self, item: Any, sample_rate: int | None) -> Tensor:
         if isinstance(item, (str, os.PathLike)):
             return self.audio_encoder.embed_file(item)
-        if isinstance(item, tuple):
-            rate, wave = (item if isinstance(item[0], (int, np.integer)) else item[::-1])
-            return self.audio_encoder.embed_waveform(np.asarray(wave), int(rate))
         if sample_rate is None:
-            raise SearchError("a waveform needs its sample rate: pass sample_rate= or a "
-                              "(sample_rate, waveform) pair")
-        return self.audio_encoder.embed_waveform(np.asarray(item), int(sample_rate))
+            raise SearchError("a waveform needs its sample rate: pass sample_rate=")
+        return self.audio_encoder.embed_waveform(item, int(sample_rate))
 
 
 def _clean_queries(queries: str | Sequence[str]) -> list[str]:
@@ -737,11 +734,11 @@ def clean_query(query: Any) -> str:
 
 
 def _audio_items(audio: Any) -> list[Any]:
-    if isinstance(audio, (str, os.PathLike, np.ndarray)):
+    """The queries of ``search_audio``: paths and waveforms, one per item (no UI formats)."""
+    if isinstance(audio, (str, os.PathLike, np.ndarray, Tensor)):
         return [audio]
-    if isinstance(audio, tuple) and len(audio) == 2 and any(isinstance(a, np.ndarray) for a in audio):
-        return [audio]
-    if isinstance(audio, (list, tuple)) and audio:
+    if isinstance(audio, (list, tuple)) and audio and all(
+            isinstance(a, (str, os.PathLike, np.ndarray, Tensor)) for a in audio):
         return list(audio)
-    raise SearchError("give an audio path, a waveform, a (sample_rate, waveform) pair, or a "
-                      "non-empty list of them")
+    raise SearchError("give an audio path or a waveform with sample_rate= (or a non-empty list "
+                      f"of them), got {type(audio).__name__}")
