@@ -196,6 +196,13 @@ class VectorStore:
 
     def _reindex(self) -> None:
         self._row_of = {int(i): r for r, i in enumerate(self._ids)}
+        self._table_cache: Tensor | None = None
+
+    def _table(self) -> Tensor:
+        """The (N, D) vectors as one in-memory tensor, for exact search (built once per change)."""
+        if getattr(self, "_table_cache", None) is None:
+            self._table_cache = torch.from_numpy(np.array(self._vectors, dtype=np.float32))
+        return self._table_cache
 
     def _load_common(self, folder: Path) -> None:
         try:
@@ -231,7 +238,7 @@ class ExactStore(VectorStore):
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         from diffatr.retrieval.engine import cosine_topk
 
-        scores, rows = cosine_topk(torch.from_numpy(queries), torch.from_numpy(np.array(self._vectors)), k)
+        scores, rows = cosine_topk(torch.from_numpy(queries), self._table(), k)
         return scores.numpy(), self._ids[rows.numpy()]
 
     def _add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
@@ -244,7 +251,7 @@ class ExactStore(VectorStore):
         pass
 
     def _load_backend(self, folder: Path) -> None:
-        self._vectors = np.asarray(self._vectors)  # searched whole: load it
+        pass  # searched whole: the first search reads the vectors into memory (``_table``)
 
 
 class FaissStore(VectorStore):
