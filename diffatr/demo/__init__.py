@@ -1,0 +1,84 @@
+"""The demo's logic as plain functions of plain types: no Gradio here, so it is tested directly.
+
+``DemoApp.load()`` loads the checkpoint, the demo corpus and both encoders once at start-up.
+Each browser session owns a ``DemoSession`` (its own uploaded clips and its last trajectory);
+the shipped index is never changed. Handlers take strings, paths, numbers and waveforms with
+their ``sample_rate`` (Gradio's own values are converted in ``diffatr.webapp_io``) and return
+JSON-able dicts. A user mistake raises ``DemoError`` with a message written for the user;
+softer problems (a caption or a recording that was cut) come back as ``notices``.
+``diffatr.webapp`` turns all of this into components; ``diffatr.plots`` draws.
+
+Modules: ``app`` (DemoApp, the wiring), ``settings`` (knobs and limits), ``search`` (text and
+audio queries), ``trajectory`` (the view of a search's DDIM steps), ``user_sounds`` and
+``unpack`` (uploads), ``session`` (sessions, their engines and locks), ``corpus`` (the shipped
+corpus as the page names it), ``messages`` (errors and notices), ``formatting`` (page text).
+"""
+
+from diffatr.demo.app import DemoApp
+from diffatr.demo.corpus import (
+    DEMO_INDEX_ENV,
+    EXAMPLE_AUDIO,
+    EXAMPLE_QUERIES,
+    PLACEHOLDER_QUERY,
+    USER_PREFIX,
+    DemoCorpus,
+    demo_index_dir,
+)
+from diffatr.demo.formatting import (
+    hit_markdown,
+    hits_table,
+    md_escape,
+    notices_of,
+    skipped_table,
+    status_line,
+    upload_status,
+)
+from diffatr.demo.messages import DemoError, Notice, hide_paths
+from diffatr.demo.session import DemoSession
+from diffatr.demo.settings import (
+    ALPHA_MAX,
+    AUDIO_MAX_SECONDS,
+    MAX_QUERY_CHARS,
+    MAX_RESULTS,
+    MIN_QUERY_SECONDS,
+    SEED_MAX,
+    TEMPERATURE_MAX,
+    TEMPERATURE_MIN,
+    TOP_K_MAX,
+    Settings,
+)
+from diffatr.demo.trajectory import iter_steps, trajectory_view
+
+__all__ = [
+    "ALPHA_MAX",
+    "AUDIO_MAX_SECONDS",
+    "DEMO_INDEX_ENV",
+    "EXAMPLE_AUDIO",
+    "EXAMPLE_QUERIES",
+    "MAX_QUERY_CHARS",
+    "MAX_RESULTS",
+    "MIN_QUERY_SECONDS",
+    "PLACEHOLDER_QUERY",
+    "SEED_MAX",
+    "TEMPERATURE_MAX",
+    "TEMPERATURE_MIN",
+    "TOP_K_MAX",
+    "USER_PREFIX",
+    "DemoApp",
+    "DemoCorpus",
+    "DemoError",
+    "DemoSession",
+    "Notice",
+    "Settings",
+    "demo_index_dir",
+    "hide_paths",
+    "hit_markdown",
+    "hits_table",
+    "iter_steps",
+    "md_escape",
+    "notices_of",
+    "skipped_table",
+    "status_line",
+    "trajectory_view",
+    "upload_status",
+]

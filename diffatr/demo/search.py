@@ -1,0 +1,194 @@
+"""Searching by text or by sound: reading the user's caption or audio (with the demo's cuts and
+refusals), running the session's engine, and the JSON-able response the page and API get.
+
+Owns the query side of the demo; it takes paths or waveforms with their rate, never a UI
+value (``diffatr.webapp_io`` converts those), and never puts a server path in a response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffatr.audio.io import (
+    AudioError,
+    AudioTruncatedWarning,
+    decode_audio,
+    is_silent,
+    prepare_waveform,
+)
+from diffatr.demo.corpus import USER_PREFIX, DemoCorpus
+from diffatr.demo.messages import DemoError, Notice, short_error, subject
+from diffatr.demo.session import DemoSession, Sessions
+from diffatr.demo.settings import (
+    AUDIO_MAX_SECONDS,
+    MAX_QUERY_CHARS,
+    MIN_QUERY_SECONDS,
+    Settings,
+)
+from diffatr.demo.trajectory import trajectory_view
+from diffatr.retrieval.engine import SearchError, SearchHit, clean_query
+
+_CUT_NOTE = f"only its first {AUDIO_MAX_SECONDS:g} s were used (the demo's limit per recording)."
+
+
+class Searcher:
+    """Text -> audio and audio -> text for the sessions of one app.
+
+    Args:
+        text_encoder: ``encode(list[str]) -> (Q, Dt)``.
+        audio_encoder: an AudioEncoder (``embed_waveform``, ``sample_rate``).
+        sessions: the app's sessions (their engines, expiry).
+        corpus: the shipped corpus (names and summary in responses).
+    """
+
+    def __init__(self, text_encoder: Any, audio_encoder: Any, sessions: Sessions, corpus: DemoCorpus) -> None:
+        self.text_encoder = text_encoder
+        self.audio_encoder = audio_encoder
+        self.sessions = sessions
+        self.corpus = corpus
+
+    def search_text(self, query: Any, settings: Settings, session: DemoSession) -> dict[str, Any]:
+        """Text -> audio (see ``DemoApp.search_text``)."""
+        notices: list[Notice] = []
+        text = read_caption(query, notices)
+        try:
+            features = torch.as_tensor(self.text_encoder.encode([text]))
+        except ValueError as err:
+            raise DemoError(f"Could not read the caption: {err}") from None
+        return self._search("text_to_audio", features, text, settings, session, notices)
+
+    def search_audio(self, audio: Any, settings: Settings, session: DemoSession, *,
+                     sample_rate: int | None = None) -> dict[str, Any]:
+        """Audio -> text (see ``DemoApp.search_audio``)."""
+        notices: list[Notice] = []
+        waveform, rate, name = read_query_audio(audio, sample_rate, self.audio_encoder.sample_rate, notices)
+        try:
+            features = self.audio_encoder.embed_waveform(waveform, rate)[None]  # (1, Da)
+        except AudioError as err:
+            raise DemoError(f"Could not use {name} as a query: {err}") from None
+        return self._search("audio_to_text", features, name, settings, session, notices)
+
+    def _search(self, direction: str, features: torch.Tensor, query: str, settings: Settings,
+                session: DemoSession, notices: list[Notice]) -> dict[str, Any]:
+        self.sessions.expire(session, notices)
+        engine = self.sessions.engine_for(session)
+        try:
+            result = engine.rerank_features(direction, features, k=settings.k, return_trajectory=True,
+                                            **settings.knobs())
+        except SearchError as err:
+            raise DemoError(str(err)) from None
+        hits = engine.hits(result, direction, settings.k)[0]
+        k_eff = int(result.trajectory.x_t.shape[-1])  # K after clamping to the corpus size
+        session.trajectory = trajectory_view(engine, result, direction, query, settings)
+        return {
+            "direction": direction,
+            "query": query,
+            "settings": dataclasses.asdict(settings) | {"top_k_used": k_eff},
+            "corpus": self.corpus.summary(session),
+            "results": [self._row(hit, session) for hit in hits],
+            "notices": [dataclasses.asdict(n) for n in notices],
+        }
+
+    def _row(self, hit: SearchHit, session: DemoSession) -> dict[str, Any]:
+        """One hit as the response shows it (no server path)."""
+        row = hit.to_dict()
+        # No server path leaves the app (and no "path" key: API clients take any {"path": ...}
+        # object for a file to download).
+        row["audio_file"] = self.corpus.public_name(row.pop("path"), hit.metadata)
+        row["metadata"] = {k: v for k, v in hit.metadata.items() if k != "upload_name"}
+        # The attribution names the recording's author; "source" says where the file came from.
+        row["source"] = hit.metadata.get("attribution") or hit.metadata.get("source")
+        row["license"] = hit.metadata.get("license") or hit.metadata.get("licence")
+        row["yours"] = hit.clip_id.startswith(USER_PREFIX) and session.user_index is not None
+        return row
+
+
+def read_caption(query: Any, notices: list[Notice]) -> str:
+    """The caption to encode: spaces collapsed, control characters removed, cut at
+    ``MAX_QUERY_CHARS`` (with a notice).
+
+    Raises:
+        DemoError: not text, empty, or without a letter or digit.
+    """
+    if query is None:
+        query = ""
+    if not isinstance(query, str):
+        raise DemoError(f"the query must be text, got {type(query).__name__}")
+    text = " ".join(query.split())  # newlines and runs of spaces mean nothing to the encoder
+    if not text:
+        raise DemoError("The caption is empty: type a few words describing a sound, e.g. 'a dog barking'.")
+    try:
+        text = clean_query(text)
+    except SearchError as err:
+        raise DemoError(f"Could not search for {text[:40]!r}: {err}.") from None
+    if len(text) > MAX_QUERY_CHARS:
+        cut = text[:MAX_QUERY_CHARS].rsplit(" ", 1)[0] or text[:MAX_QUERY_CHARS]
+        notices.append(Notice("warning", f"The caption was {len(text):,} characters long; only its "
+                                         f"first {len(cut):,} characters were used."))
+        text = cut
+    return text
+
+
+def read_query_audio(audio: Any, sample_rate: int | None, target_rate: int,
+                     notices: list[Notice]) -> tuple[np.ndarray, int, str]:
+    """(waveform (S,) float32 at ``target_rate``, that rate, a name) from a path or a recording.
+
+    Args:
+        audio: a file path, or a waveform array (int PCM or float; (S,), (S, C) or (C, S)).
+        sample_rate: the waveform's rate (unused for a file).
+        target_rate: the audio encoder's rate.
+        notices: a notice is added when the audio was cut at ``AUDIO_MAX_SECONDS``.
+
+    Raises:
+        DemoError: no audio, an unreadable file or recording, too short, or silent.
+    """
+    if audio is None or (isinstance(audio, str) and not audio.strip()):
+        raise DemoError("No audio yet: upload a sound file or record one with the microphone.")
+    if isinstance(audio, (str, os.PathLike)):
+        waveform, name = _decode_file(Path(audio), target_rate, notices)
+    elif isinstance(audio, (np.ndarray, torch.Tensor)):
+        if sample_rate is None:
+            raise DemoError("A recording needs its sample rate: pass sample_rate=.")
+        waveform, name = _prepare_recording(audio, sample_rate, target_rate, notices), "the recording"
+    else:
+        raise DemoError("Unsupported audio input: give a file or a microphone recording.")
+    if waveform.shape[0] < MIN_QUERY_SECONDS * target_rate:
+        # The encoder would zero-pad a click of a few samples and still rank every caption.
+        raise DemoError(f"{subject(name)} is only {1000 * waveform.shape[0] / target_rate:.0f} ms long: "
+                        f"a sound query needs at least {1000 * MIN_QUERY_SECONDS:.0f} ms.")
+    if is_silent(waveform):
+        raise DemoError(f"{subject(name)} is silent (no sound above -80 dBFS): "
+                        "record or upload a sound to search with.")
+    return waveform, int(target_rate), name
+
+
+def _decode_file(path: Path, target_rate: int, notices: list[Notice]) -> tuple[np.ndarray, str]:
+    name = path.name
+    try:
+        decoded = decode_audio(path, target_rate, max_seconds=AUDIO_MAX_SECONDS)
+    except AudioError as err:
+        raise DemoError(f"Could not read {name} as audio: {short_error(err, path)}") from None
+    except Exception as err:  # noqa: BLE001 - an odd file must give a message, not a crash
+        raise DemoError(f"Could not read {name} as audio ({type(err).__name__}).") from None
+    if decoded.truncated:
+        notices.append(Notice("warning", f"{name} is longer than {AUDIO_MAX_SECONDS:g} s; {_CUT_NOTE}"))
+    return decoded.waveform, name
+
+
+def _prepare_recording(array: Any, sample_rate: int, target_rate: int, notices: list[Notice]) -> np.ndarray:
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AudioTruncatedWarning)
+            waveform = prepare_waveform(array, sample_rate, target_rate, max_seconds=AUDIO_MAX_SECONDS)
+    except AudioError as err:
+        raise DemoError(f"Could not use the recording: {err}") from None
+    if any(issubclass(w.category, AudioTruncatedWarning) for w in caught):
+        notices.append(Notice("warning", f"The recording is longer than {AUDIO_MAX_SECONDS:g} s; {_CUT_NOTE}"))
+    return waveform
