@@ -34,7 +34,6 @@ __all__ = [
     "METRICS",
     "SCORERS",
     "EvaluationError",
-    "EvalFeatures",
     "dataset_identity",
     "evaluate_model",
     "format_results",
@@ -64,26 +63,9 @@ class EvaluationError(DiffatrError):
 # ----------------------------------------------------------------------------- features
 
 
-@dataclass
-class EvalFeatures:
-    """Frozen-backbone features of one evaluation split.
-
-    Attributes:
-        audio: (N, Da) audio backbone features, one row per clip.
-        text: (M, Dt) text backbone features, one row per caption.
-        caption_to_clip: (M,) int64 clip row of each caption.
-    """
-
-    audio: Tensor
-    text: Tensor
-    caption_to_clip: Tensor
-
-
-def _as_features(data: Any) -> EvalFeatures:
-    """Anything with ``audio``, ``text`` and ``caption_to_clip`` (a FeatureSet, a mapping, a
-    3-tuple) as EvalFeatures."""
-    if isinstance(data, EvalFeatures):
-        return data
+def _as_features(data: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """The three tensors evaluation reads, audio (N, Da), text (M, Dt) and caption_to_clip (M,),
+    of a ``diffatr.features.FeatureSet`` (or a RetrievalIndex), a mapping or a 3-tuple."""
     if isinstance(data, Mapping):
         try:
             audio, text, labels = data["audio"], data["text"], data["caption_to_clip"]
@@ -98,6 +80,9 @@ def _as_features(data: Any) -> EvalFeatures:
         raise EvaluationError(
             f"cannot evaluate on a {type(data).__name__}: give split data (diffatr.data.datasets."
             "load_split) or features with audio (N, Da), text (M, Dt) and caption_to_clip (M,)")
+    if audio is None or text is None:
+        raise EvaluationError("evaluation needs audio and caption features; these clips have "
+                              f"{'no audio' if audio is None else 'no caption'} features")
     audio, text = torch.as_tensor(audio), torch.as_tensor(text)
     labels = torch.as_tensor(labels)
     if audio.ndim != 2 or text.ndim != 2 or labels.ndim != 1 or labels.shape[0] != text.shape[0]:
@@ -107,7 +92,7 @@ def _as_features(data: Any) -> EvalFeatures:
     if audio.shape[0] == 0 or text.shape[0] == 0:
         raise EvaluationError(f"nothing to evaluate: {audio.shape[0]} clip(s) and {text.shape[0]} caption(s); "
                               "the split needs clips with captions")
-    return EvalFeatures(audio=audio, text=text, caption_to_clip=labels.long())
+    return audio, text, labels.long()
 
 
 def _model_device(model: Any) -> torch.device:
@@ -124,16 +109,16 @@ def _project(project: Callable[[Tensor], Tensor], features: Tensor, device: torc
     return torch.cat(parts)
 
 
-def _check_widths(model: Any, features: EvalFeatures) -> None:
+def _check_widths(model: Any, audio: Tensor, text: Tensor) -> None:
     config = getattr(model, "config", None)
     if config is None:
         return
     problems = []
-    if features.audio.shape[1] != config.audio.embed_dim:
-        problems.append(f"audio features are {features.audio.shape[1]}-d, the model's audio backbone "
+    if audio.shape[1] != config.audio.embed_dim:
+        problems.append(f"audio features are {audio.shape[1]}-d, the model's audio backbone "
                         f"({config.audio.name}) gives {config.audio.embed_dim}-d")
-    if features.text.shape[1] != config.text.embed_dim:
-        problems.append(f"text features are {features.text.shape[1]}-d, the model's text backbone "
+    if text.shape[1] != config.text.embed_dim:
+        problems.append(f"text features are {text.shape[1]}-d, the model's text backbone "
                         f"gives {config.text.embed_dim}-d")
     if problems:
         raise EvaluationError("; ".join(problems) + ": compute the features with this checkpoint's backbones")
@@ -552,21 +537,21 @@ def evaluate_model(
             raw = (features_fn or _default_features_fn)(model, split_data_or_features)
         if hasattr(raw, "check_encoders") and getattr(model, "config", None) is not None:
             raw.check_encoders(model.config)  # a FeatureSet knows which backbones made it
-        features = _as_features(raw)
-        _check_widths(model, features)
-        shape = (features.audio.shape[0], features.text.shape[0])
+        audio, text, labels = _as_features(raw)
+        _check_widths(model, audio, text)
+        shape = (audio.shape[0], text.shape[0])
         if counts is not None and shape != counts:
             raise EvaluationError(f"checkpoints saw different numbers of clips/captions {counts} vs {shape}")
         counts = shape
-        prepared = _Prepared.build(model, features.audio, features.text)
-        labels = features.caption_to_clip.to(prepared.cosine_t2a.device)
+        prepared = _Prepared.build(model, audio, text)
+        labels = labels.to(prepared.cosine_t2a.device)
         seed_metrics = []
         dis_metrics = None
         for seed in run_seeds:
             wanted = [s for s in scorers if s != "dis" or dis_metrics is None]
             metrics = {}
             if wanted:
-                matrices = score_matrices(model, features.audio, features.text, {**knobs_i, "seed": seed},
+                matrices = score_matrices(model, audio, text, {**knobs_i, "seed": seed},
                                           wanted, _prepared=prepared)
                 metrics = scorer_metrics(matrices, labels)
             if "dis" in scorers:
@@ -614,7 +599,7 @@ def _without_seed(knobs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _looks_like_features(data: Any) -> bool:
-    if isinstance(data, (EvalFeatures, tuple, list, Mapping)):
+    if isinstance(data, (tuple, list, Mapping)):
         return True
     return all(hasattr(data, name) for name in ("audio", "text", "caption_to_clip"))
 
@@ -653,8 +638,8 @@ def sweep(
         One dict per (steps, K), steps-major: {"num_inference_steps", "top_k",
         "text_to_audio/R@1", ..., "audio_to_text/R@10", "std": {same keys}}.
     """
-    features = _as_features(features)
-    _check_widths(model, features)
+    audio, text, labels = _as_features(features)
+    _check_widths(model, audio, text)
     base = resolve_knobs(model, knobs)
     steps, top_ks = [int(s) for s in steps], [int(k) for k in top_ks]
     if not steps or not top_ks:
@@ -664,8 +649,8 @@ def sweep(
     for k in top_ks:
         resolve_knobs(model, {**base, "top_k": k})
     run_seeds = [int(s) for s in (seeds if seeds is not None else [base["seed"]])]
-    prepared = _Prepared.build(model, features.audio, features.text)
-    labels = features.caption_to_clip.to(prepared.cosine_t2a.device)
+    prepared = _Prepared.build(model, audio, text)
+    labels = labels.to(prepared.cosine_t2a.device)
     keys = [f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)]
     rows = []
     for s in steps:
@@ -673,7 +658,7 @@ def sweep(
             per_seed = []
             for seed in run_seeds:
                 point = {**base, "num_inference_steps": s, "top_k": k, "seed": seed}
-                matrices = score_matrices(model, features.audio, features.text, point, ("gen+dis",),
+                matrices = score_matrices(model, audio, text, point, ("gen+dis",),
                                           _prepared=prepared)
                 per_seed.append(scorer_metrics(matrices, labels))
             mean, std = _aggregate(per_seed)

@@ -1,23 +1,24 @@
-"""Frozen-backbone features of a data split, computed once and cached on disk.
+"""The one feature table and the one loop that fills it; frozen-backbone features cached on disk.
 
-Owns ``FeatureSet`` (audio (N, Da), text (M, Dt), caption_to_clip (M,) and the ids behind
-them) with its save/load, the caption cache ``TextFeatureCache``, and ``compute_features``:
-audio goes through ``encoders.cache.FeatureCache`` (keyed by file hash + encoder config),
-captions through ``TextFeatureCache`` (keyed by caption text + text encoder config), and a
-backbone is built only when something misses the cache. Training and evaluation read
-FeatureSets; they never embed files themselves.
+Owns ``FeatureSet`` (audio (N, Da), text (M, Dt), caption_to_clip (M,) and the ids, paths,
+captions and metadata behind them) with its save/load, the caption cache ``TextFeatureCache``,
+and ``build_features``: audio goes through ``encoders.cache.FeatureCache`` (keyed by file hash
++ encoder config), captions through ``TextFeatureCache`` (keyed by caption text + text encoder
+config), and a backbone is built only when something misses the cache. ``diffatr index``,
+training and evaluation all build their tables here; they never embed files themselves.
 
 Shape legend: N clips, M captions, Da audio feature width, Dt text feature width.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -34,7 +35,8 @@ from diffatr.encoders.identity import encoder_mismatches
 from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 
-__all__ = ["FeatureError", "FeatureSet", "LazyEncoders", "TextFeatureCache", "compute_features", "records_of"]
+__all__ = ["FeatureError", "FeatureSet", "LazyEncoders", "NoUsableClipError", "TextFeatureCache", "build_features",
+           "compute_features", "mixture_features", "records_of"]
 
 FEATURES_FILE = "features.safetensors"
 INFO_FILE = "features.json"
@@ -45,48 +47,122 @@ class FeatureError(DiffatrError):
     """Features that cannot be computed or used (no usable clip, mismatched encoders, damage)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class FeatureSet:
-    """Backbone features of one split: clip n has audio row n; caption m belongs to clip
-    ``caption_to_clip[m]``.
+    """The one feature table: backbone features of N clips and of their M captions, with the
+    ids, paths, captions and metadata behind them.
+
+    Clip n has audio row n and the captions ``captions[n]``; text row m is a caption of clip
+    ``caption_to_clip[m]`` (``flat_captions[m]``). Training, evaluation and the retrieval index
+    (``diffatr.retrieval.index.RetrievalIndex``, this table plus its stricter rules and its
+    on-disk format) all read this type; ``build_features`` is the one loop that fills it.
 
     Attributes:
-        audio: (N, Da) float32 audio backbone features.
-        text: (M, Dt) float32 text backbone features.
-        caption_to_clip: (M,) int64 clip row of each caption.
+        audio_features: (N, Da) float audio backbone features (pre-head), or None for a clip
+            list that was checked but not embedded (fine-tuning reads the waveforms itself).
         clip_ids: N clip ids.
-        captions: M captions (the text that was embedded).
-        paths: N audio paths.
+        paths: N audio paths (None where unknown).
+        captions: N lists of captions (a clip may have none).
+        text_features: (M, Dt) float text backbone features of the captions, or None (not
+            embedded: an audio-only index).
+        caption_to_clip: (M,) int64 clip row of each text row. Derived when omitted: the
+            captions flattened in clip order (clip 0's, then clip 1's ...). A given order is kept;
+            the k-th row of clip n is ``captions[n][k]``.
+        metadata: N JSON-able dicts (source, licence, split ...).
+        encoders: ``{"audio": AudioEncoderConfig dict, "text": TextEncoderConfig dict or None}``;
+            ``{}`` when unknown.
+        sound_keys: N sound keys (``diffatr.data.sounds``; None = unknown), or empty when none
+            were recorded.
         skipped: (path, reason) of each clip left out (unreadable audio, no captions).
-        encoders: {"audio": AudioEncoderConfig dict, "text": TextEncoderConfig dict}.
-        sound_keys: N sound keys (``diffatr.data.sounds``; None = unknown), or empty when
-            none were recorded.
     """
 
-    audio: Tensor
-    text: Tensor
-    caption_to_clip: Tensor
+    audio_features: Tensor | None
     clip_ids: list[str]
-    captions: list[str]
-    paths: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    paths: list[str | None] | None = None
+    captions: list[list[str]] | None = None
+    text_features: Tensor | None = None
+    caption_to_clip: Tensor | None = None
+    metadata: list[dict[str, Any]] | None = None
     encoders: dict[str, Any] = field(default_factory=dict)
     sound_keys: list[str | None] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    # The errors this table raises (an index raises its own: IndexFormatError / IndexMismatchError).
+    error: ClassVar[type[Exception]] = FeatureError
+    mismatch_error: ClassVar[type[Exception]] = FeatureError
+    noun: ClassVar[str] = "feature set"
 
     def __post_init__(self) -> None:
-        n, m = len(self.clip_ids), len(self.captions)
+        n = len(self.clip_ids)
+        self.clip_ids = [str(i) for i in self.clip_ids]
+        self.paths = [None if p is None else str(p) for p in self.paths] if self.paths is not None else [None] * n
+        self.captions = [list(c) for c in self.captions] if self.captions is not None else [[] for _ in range(n)]
+        self.metadata = [dict(m) for m in self.metadata] if self.metadata is not None else [{} for _ in range(n)]
+        self.encoders = dict(self.encoders or {})
+        self.sound_keys = list(self.sound_keys or [])
+        self.skipped = [tuple(s) for s in self.skipped or []]
+        self._validate()
+
+    def _validate(self) -> None:
+        """Raise ``self.error`` unless the fields agree with each other."""
+        n, error = len(self.clip_ids), self.error
+        audio = self.audio_features
+        if audio is not None and (not isinstance(audio, Tensor) or audio.ndim != 2 or audio.shape[0] != n):
+            shape = tuple(audio.shape) if isinstance(audio, Tensor) else type(audio).__name__
+            raise error(f"audio_features must be a 2-D tensor (N, Da) with one row per clip id (N = {n}), "
+                        f"got {shape}")
+        for name, values in (("paths", self.paths), ("captions", self.captions), ("metadata", self.metadata)):
+            if len(values) != n:
+                raise error(f"{name} has {len(values)} entries but there are {n} clip ids")
         if self.sound_keys and len(self.sound_keys) != n:
-            raise FeatureError(f"sound_keys must hold one key per clip ({n}), got {len(self.sound_keys)}")
-        if self.audio.ndim != 2 or self.audio.shape[0] != n or len(self.paths) != n:
-            raise FeatureError(f"audio must be (N, Da) with N = {n} clip ids and paths, got "
-                               f"{tuple(self.audio.shape)} and {len(self.paths)} paths")
-        if self.text.ndim != 2 or self.text.shape[0] != m:
-            raise FeatureError(f"text must be (M, Dt) with M = {m} captions, got {tuple(self.text.shape)}")
-        if tuple(self.caption_to_clip.shape) != (m,) or self.caption_to_clip.dtype != torch.int64:
-            raise FeatureError(f"caption_to_clip must be ({m},) int64, got {tuple(self.caption_to_clip.shape)} "
-                               f"{self.caption_to_clip.dtype}")
-        if m and (int(self.caption_to_clip.min()) < 0 or int(self.caption_to_clip.max()) >= n):
-            raise FeatureError("caption_to_clip points outside the clips")
+            raise error(f"sound_keys must hold one key per clip ({n}), got {len(self.sound_keys)}")
+        for row, caps in enumerate(self.captions):
+            if not all(isinstance(c, str) for c in caps):
+                raise error(f"captions of clip {self.clip_ids[row]!r} must be strings")
+        counts = torch.tensor([len(c) for c in self.captions], dtype=torch.long)  # (N,)
+        m = int(counts.sum())
+        if self.caption_to_clip is None:
+            self.caption_to_clip = torch.repeat_interleave(torch.arange(n), counts)  # (M,) clip order
+        else:
+            c2c = torch.as_tensor(self.caption_to_clip)
+            if c2c.ndim != 1 or c2c.shape[0] != m or c2c.is_floating_point() or c2c.dtype == torch.bool:
+                raise error(f"caption_to_clip must be ({m},) integers (one clip row per caption), got "
+                            f"{tuple(c2c.shape)} {c2c.dtype}")
+            c2c = c2c.long()
+            if m and (int(c2c.min()) < 0 or int(c2c.max()) >= n):
+                raise error("caption_to_clip points outside the clips")
+            if not torch.equal(torch.bincount(c2c.cpu(), minlength=n), counts):
+                raise error("caption_to_clip does not match the captions (rows per clip differ)")
+            self.caption_to_clip = c2c
+        text = self.text_features
+        if text is not None:
+            if not isinstance(text, Tensor) or text.ndim != 2:
+                raise error("text_features must be a 2-D tensor (M, Dt)")
+            if text.shape[0] != m:
+                raise error(f"text_features has {text.shape[0]} rows but the clips have {m} captions in total")
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def audio(self) -> Tensor | None:
+        """``audio_features`` (the name training and evaluation code reads)."""
+        return self.audio_features
+
+    @audio.setter
+    def audio(self, value: Tensor | None) -> None:
+        self.audio_features = value
+
+    @property
+    def text(self) -> Tensor | None:
+        """``text_features`` (the name training and evaluation code reads)."""
+        return self.text_features
+
+    @text.setter
+    def text(self, value: Tensor | None) -> None:
+        self.text_features = value
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
 
     @property
     def num_clips(self) -> int:
@@ -94,51 +170,155 @@ class FeatureSet:
 
     @property
     def num_captions(self) -> int:
-        return len(self.captions)
+        """M: the number of captions over all clips (rows of ``text_features``)."""
+        return sum(len(c) for c in self.captions)
+
+    @property
+    def flat_captions(self) -> list[str]:
+        """The M captions in ``text_features`` row order."""
+        taken = [0] * len(self.captions)
+        out = []
+        for clip in self.caption_to_clip.tolist():
+            out.append(self.captions[clip][taken[clip]])
+            taken[clip] += 1
+        return out
+
+    @property
+    def audio_dim(self) -> int | None:
+        return None if self.audio_features is None else int(self.audio_features.shape[1])
+
+    @property
+    def text_dim(self) -> int | None:
+        return None if self.text_features is None else int(self.text_features.shape[1])
+
+    def row_of(self, clip_id: str) -> int:
+        """The row of ``clip_id`` (ValueError if absent)."""
+        try:
+            return self._rows()[clip_id]
+        except KeyError:
+            raise ValueError(f"clip id {clip_id!r} is not in this {self.noun}") from None
+
+    def _rows(self) -> dict[str, int]:
+        rows = getattr(self, "_row_cache", None)
+        if rows is None or len(rows) != len(self.clip_ids):
+            rows = {cid: i for i, cid in enumerate(self.clip_ids)}
+            self._row_cache = rows
+        return rows
 
     def sound_units(self) -> Tensor:
         """(N,) int64 sound unit of each clip (``diffatr.data.sounds.sound_units``): clips of
         one unit are never each other's negatives, and a hit on any of them is a unit-level hit."""
-        return sound_units(self.num_clips, self.captions, self.caption_to_clip, self.sound_keys or None)
+        return sound_units(self.num_clips, self.flat_captions, self.caption_to_clip, self.sound_keys or None)
 
-    def subset(self, clip_rows: Tensor | Sequence[int]) -> "FeatureSet":
-        """These clips (in this order) with all their captions."""
-        rows = [int(r) for r in torch.as_tensor(clip_rows).tolist()]
-        new_row = {old: new for new, old in enumerate(rows)}
+    # ------------------------------------------------------------------ combining
+
+    def subset(self, clips: Tensor | Iterable[int] | Iterable[str]) -> FeatureSet:
+        """These clips, in this order, with all their captions (in clip order).
+
+        Args:
+            clips: clip rows (ints or a tensor) or clip ids (strings), each at most once.
+        """
+        clips = clips.tolist() if isinstance(clips, Tensor) else list(clips)
+        if clips and all(isinstance(c, str) for c in clips):
+            missing = [c for c in clips if c not in self._rows()]
+            if missing:
+                raise ValueError(f"{len(missing)} clip ids are not in this {self.noun}, e.g. {missing[:5]}")
+            rows = [self._rows()[c] for c in clips]
+        else:
+            rows = [int(r) for r in clips]
+        if len(set(rows)) != len(rows):
+            raise ValueError("subset: each clip may be picked once")
         owners = self.caption_to_clip.tolist()
-        keep = [m for m, clip in enumerate(owners) if clip in new_row]
-        keep.sort(key=lambda m: (new_row[owners[m]], m))
-        return FeatureSet(
-            audio=self.audio[rows], text=self.text[keep],
-            caption_to_clip=torch.tensor([new_row[owners[m]] for m in keep], dtype=torch.long),
-            clip_ids=[self.clip_ids[r] for r in rows], captions=[self.captions[m] for m in keep],
-            paths=[self.paths[r] for r in rows], skipped=list(self.skipped), encoders=dict(self.encoders),
-            sound_keys=[self.sound_keys[r] for r in rows] if self.sound_keys else [])
+        by_clip: dict[int, list[int]] = {r: [] for r in rows}
+        for m, clip in enumerate(owners):
+            if clip in by_clip:
+                by_clip[clip].append(m)
+        keep = torch.tensor([m for r in rows for m in by_clip[r]], dtype=torch.long)  # caption rows, clip order
+        flat = self.flat_captions
+        index = torch.tensor(rows, dtype=torch.long)
+        return dataclasses.replace(
+            self,
+            audio_features=None if self.audio_features is None else self.audio_features[index],
+            clip_ids=[self.clip_ids[r] for r in rows], paths=[self.paths[r] for r in rows],
+            captions=[[flat[m] for m in by_clip[r]] for r in rows],
+            text_features=None if self.text_features is None else self.text_features[keep],
+            caption_to_clip=None, metadata=[dict(self.metadata[r]) for r in rows], encoders=dict(self.encoders),
+            sound_keys=[self.sound_keys[r] for r in rows] if self.sound_keys else [], skipped=list(self.skipped))
 
-    def concat(self, other: "FeatureSet") -> "FeatureSet":
-        """These clips then ``other``'s, with their captions (both from the same encoders)."""
-        if self.audio.shape[1] != other.audio.shape[1] or self.text.shape[1] != other.text.shape[1]:
-            raise FeatureError(f"cannot join {self.audio.shape[1]}/{self.text.shape[1]}-d features with "
-                               f"{other.audio.shape[1]}/{other.text.shape[1]}-d ones")
-        if other.encoders and self.encoders and other.encoders != self.encoders:
-            raise FeatureError("cannot join features computed with different encoder configs")
-        if set(self.clip_ids) & set(other.clip_ids):
-            raise FeatureError(f"the feature sets share clip ids (e.g. {sorted(set(self.clip_ids) & set(other.clip_ids))[0]})")
+    def check_compatible(self, other: FeatureSet) -> None:
+        """Raise ``mismatch_error`` if ``other`` came from different backbones (the one rule,
+        ``diffatr.encoders.identity``, plus the feature widths)."""
+        problems = encoder_mismatches(self.encoders.get("audio"), other.encoders.get("audio"), "audio")
+        if self.audio_dim != other.audio_dim:
+            problems.append(f"audio feature width {self.audio_dim} != {other.audio_dim}")
+        if self.text_features is not None and other.text_features is not None:
+            problems += encoder_mismatches(self.encoders.get("text"), other.encoders.get("text"), "text")
+            if self.text_dim != other.text_dim:
+                problems.append(f"text feature width {self.text_dim} != {other.text_dim}")
+        if problems:
+            raise self.mismatch_error(f"these {self.noun}s were built with different encoders and cannot be "
+                                      "combined: " + "; ".join(problems))
+
+    def concat(self, other: FeatureSet) -> FeatureSet:
+        """This table's clips followed by ``other``'s, with their captions (same encoders).
+
+        Raises:
+            mismatch_error: different backbones, or only one side has caption features.
+            error: a clip id present in both.
+        """
+        self.check_compatible(other)
+        if (self.text_features is None) != (other.text_features is None):
+            # Dropping one side's caption features would silently lose audio->text search.
+            without = other if self.text_features is not None else self
+            if without.num_captions > 0:
+                raise self.mismatch_error(
+                    f"one {self.noun} has caption text features and the other has captions without "
+                    "features; embed both with the same text encoder")
+        shared = set(self.clip_ids) & set(other.clip_ids)
+        if shared:
+            raise self.error(f"clip ids present in both {self.noun}s: {sorted(shared)[:5]}")
+        text = None
+        if self.text_features is not None or other.text_features is not None:
+            width = self.text_dim if self.text_features is not None else other.text_dim
+            text = torch.cat([t.text_features if t.text_features is not None else torch.zeros(0, width)
+                              for t in (self, other)])
+        encoders = dict(self.encoders or other.encoders)
+        if encoders.get("text") is None and other.encoders.get("text") is not None:
+            encoders["text"] = other.encoders["text"]
         keys = (list(self.sound_keys) or [None] * self.num_clips) + (list(other.sound_keys) or [None] * other.num_clips)
-        return FeatureSet(
-            audio=torch.cat([self.audio, other.audio]), text=torch.cat([self.text, other.text]),
+        return dataclasses.replace(
+            self,
+            audio_features=torch.cat([self.audio_features, other.audio_features]),
+            clip_ids=self.clip_ids + other.clip_ids, paths=self.paths + other.paths,
+            captions=self.captions + other.captions, text_features=text,
             caption_to_clip=torch.cat([self.caption_to_clip, other.caption_to_clip + self.num_clips]),
-            clip_ids=[*self.clip_ids, *other.clip_ids], captions=[*self.captions, *other.captions],
-            paths=[*self.paths, *other.paths], skipped=[*self.skipped, *other.skipped],
-            encoders=dict(self.encoders or other.encoders),
-            sound_keys=keys if any(k is not None for k in keys) else [])
+            metadata=self.metadata + other.metadata, encoders=encoders,
+            sound_keys=keys if any(k is not None for k in keys) else [], skipped=self.skipped + other.skipped)
+
+    __add__ = concat
+
+    @classmethod
+    def concatenate(cls, tables: Iterable[FeatureSet]) -> FeatureSet:
+        """Several tables joined in order (at least one)."""
+        tables = list(tables)
+        if not tables:
+            raise ValueError("concatenate needs at least one table")
+        out = tables[0]
+        for table in tables[1:]:
+            out = out.concat(table)
+        return out
+
+    # ------------------------------------------------------------------ facts
 
     def digest(self) -> str:
-        """A short fingerprint of the features and ids (a resumed run checks it is unchanged)."""
+        """A short fingerprint of the features and ids (a resumed run checks it is unchanged).
+        A clip list without features is fingerprinted by its ids and captions alone."""
         h = hashlib.sha256()
-        for tensor in (self.audio, self.text, self.caption_to_clip):
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        h.update(json.dumps([self.clip_ids, self.captions]).encode())
+        if self.audio_features is not None:
+            for tensor in (self.audio_features, self.text_features, self.caption_to_clip):
+                if tensor is not None:
+                    h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        h.update(json.dumps([self.clip_ids, self.flat_captions]).encode())
         return h.hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
@@ -148,9 +328,11 @@ class FeatureSet:
 
     def check_encoders(self, config: ModelConfig) -> None:
         """Raise FeatureError if these features cannot feed a model built from ``config``."""
-        if self.audio.shape[1] != config.audio.embed_dim or self.text.shape[1] != config.text.embed_dim:
+        if self.audio_features is None or self.text_features is None:
+            raise FeatureError("these clips have no audio or caption features; compute them with this config")
+        if self.audio_dim != config.audio.embed_dim or self.text_dim != config.text.embed_dim:
             raise FeatureError(
-                f"features are {self.audio.shape[1]}-d audio / {self.text.shape[1]}-d text, but the model "
+                f"features are {self.audio_dim}-d audio / {self.text_dim}-d text, but the model "
                 f"expects {config.audio.embed_dim} / {config.text.embed_dim}; recompute them with this config"
             )
         for name, wanted in (("audio", asdict(config.audio)), ("text", asdict(config.text))):
@@ -159,19 +341,43 @@ class FeatureSet:
                 raise FeatureError(f"the {name} features were computed with another {name} encoder than the "
                                    f"model's ({'; '.join(problems)}); recompute them with this config")
 
+    # ------------------------------------------------------------------ disk (features.json + .safetensors)
+
+    @classmethod
+    def from_flat(cls, *, audio: Tensor | None, text: Tensor | None, caption_to_clip: Tensor,
+                  clip_ids: Sequence[str], captions: Sequence[str], **fields: Any) -> FeatureSet:
+        """A table from captions listed flat, in text row order (M), with their clip rows (M,)
+        (the layout of a saved FeatureSet and of ``diffatr.data.datasets.SplitData``)."""
+        owners = torch.as_tensor(caption_to_clip)
+        n = len(clip_ids)
+        if owners.ndim != 1 or owners.shape[0] != len(captions):
+            raise cls.error(f"caption_to_clip must be ({len(captions)},), one clip row per caption, got "
+                            f"{tuple(owners.shape)}")
+        if len(owners) and (int(owners.min()) < 0 or int(owners.max()) >= n):
+            raise cls.error("caption_to_clip points outside the clips")
+        per_clip: list[list[str]] = [[] for _ in range(n)]
+        for caption, clip in zip(captions, owners.tolist()):
+            per_clip[clip].append(caption)
+        return cls(audio_features=audio, clip_ids=list(clip_ids), captions=per_clip, text_features=text,
+                   caption_to_clip=owners, **fields)
+
     def save(self, folder: str | Path) -> Path:
         """Write ``features.safetensors`` + ``features.json`` into ``folder`` (replaced atomically)."""
-        info = {"format_version": FORMAT_VERSION, "clip_ids": self.clip_ids, "captions": self.captions,
+        if self.audio_features is None or self.text_features is None:
+            raise FeatureError("only embedded clips (audio and caption features) can be saved as a FeatureSet")
+        info = {"format_version": FORMAT_VERSION, "clip_ids": self.clip_ids, "captions": self.flat_captions,
                 "paths": self.paths, "skipped": [list(s) for s in self.skipped], "encoders": self.encoders,
                 "sound_keys": self.sound_keys}
-        tensors = {"audio": self.audio, "text": self.text, "caption_to_clip": self.caption_to_clip}
+        if any(self.metadata):
+            info["metadata"] = self.metadata
+        tensors = {"audio": self.audio_features, "text": self.text_features, "caption_to_clip": self.caption_to_clip}
         with atomic_directory(folder) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / FEATURES_FILE))
             (tmp / INFO_FILE).write_text(json.dumps(info))
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "FeatureSet":
+    def load(cls, folder: str | Path) -> FeatureSet:
         folder = Path(folder)
         try:
             info = json.loads((folder / INFO_FILE).read_text())
@@ -182,10 +388,11 @@ class FeatureSet:
             raise FeatureError(f"the features in {folder} are damaged ({err}); compute them again") from err
         if info.get("format_version") != FORMAT_VERSION:
             raise FeatureError(f"{folder}: feature format {info.get('format_version')} is not supported")
-        return cls(audio=tensors["audio"], text=tensors["text"], caption_to_clip=tensors["caption_to_clip"],
-                   clip_ids=list(info["clip_ids"]), captions=list(info["captions"]), paths=list(info["paths"]),
-                   skipped=[tuple(s) for s in info.get("skipped", [])], encoders=info.get("encoders", {}),
-                   sound_keys=list(info.get("sound_keys", [])))
+        return cls.from_flat(audio=tensors["audio"], text=tensors["text"], caption_to_clip=tensors["caption_to_clip"],
+                             clip_ids=list(info["clip_ids"]), captions=list(info["captions"]),
+                             paths=list(info["paths"]), metadata=info.get("metadata"),
+                             skipped=[tuple(s) for s in info.get("skipped", [])], encoders=info.get("encoders", {}),
+                             sound_keys=list(info.get("sound_keys", [])))
 
 
 def _encoder_key(config: dict[str, Any]) -> dict[str, Any]:
@@ -265,12 +472,12 @@ class LazyEncoders:
     A split whose features are all cached never loads a backbone; several splits share one.
 
     Args:
-        config: the model config naming both backbones.
+        config: the model config naming both backbones (None: use the encoders given).
         device: where the backbones run.
         audio, text: ready encoders to use instead of building them.
     """
 
-    def __init__(self, config: ModelConfig, device: str | torch.device = "cpu", audio: Any = None,
+    def __init__(self, config: ModelConfig | None, device: str | torch.device = "cpu", audio: Any = None,
                  text: Any = None):
         self.config = config
         self.device = device
@@ -294,6 +501,108 @@ class LazyEncoders:
         return self._text
 
 
+class NoUsableClipError(FeatureError):
+    """Not one clip of the input could be embedded; ``skipped`` says why for each."""
+
+    def __init__(self, message: str, skipped: list[tuple[str, str]]):
+        super().__init__(message)
+        self.skipped = skipped
+
+
+def build_features(
+    records: Iterable[ClipRecord],
+    encoders: LazyEncoders,
+    encoder_configs: dict[str, Any],
+    *,
+    audio_cache: FeatureCache | None = None,
+    text_cache: TextFeatureCache | None = None,
+    embed_text: bool = True,
+    keep_uncaptioned: bool = False,
+    strict: bool = False,
+    progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+    desc: str = "features",
+) -> FeatureSet:
+    """The one build loop: decode and embed every clip (through the feature cache), then its
+    captions (through the caption cache), skipping what cannot be read with its reason.
+
+    ``diffatr index`` (``diffatr.indexing.build_index``) and training / evaluation features
+    (``compute_features``) both come through here.
+
+    Args:
+        records: the clips (path + captions + metadata).
+        encoders: the backbones (``.audio.embed_file(path) -> (Da,)``, ``.text.encode(list) -> (M, Dt)``),
+            built on first use when lazy.
+        encoder_configs: ``{"audio": dict, "text": dict}`` stored with the table.
+        audio_cache: per-file audio feature cache (None: embed every file).
+        text_cache: caption feature cache (None: embed every caption).
+        embed_text: embed the captions (False: ``text_features`` is None, an audio-only table).
+        keep_uncaptioned: keep clips without captions (an index may search them) instead of
+            skipping them with "no captions".
+        strict: raise on the first unusable clip instead of skipping it.
+        progress: show tqdm bars.
+        on_progress: called as ``on_progress(done, total)`` after every clip (the app's bar).
+        desc: the bars' label.
+
+    Returns:
+        A FeatureSet (tensors on the CPU); ``skipped`` lists the clips left out.
+
+    Raises:
+        FeatureError: (strict) an unusable clip.
+        NoUsableClipError: no clip could be used.
+    """
+    records = list(records)
+
+    def embed(path: str | Path) -> Tensor:
+        return encoders.audio.embed_file(path).detach().float().cpu()
+
+    skipped: list[tuple[str, str]] = []
+    kept: list[ClipRecord] = []
+    rows: list[Tensor] = []
+    for done, record in enumerate(tqdm(records, desc=desc, unit="clip", disable=not progress), 1):
+        reason = None
+        if not record.captions and not keep_uncaptioned:
+            reason = "no captions"
+        else:
+            try:
+                feats = audio_cache.get_or_compute(record.path, embed) if audio_cache else embed(Path(record.path))
+            except (AudioError, OSError) as err:
+                reason = str(err) or type(err).__name__
+            else:
+                rows.append(feats.reshape(-1).float())
+                kept.append(record)
+        if reason is not None:
+            if strict:
+                raise FeatureError(f"{record.path}: {reason} (strict mode: fix or remove this clip)")
+            skipped.append((record.path, reason))
+        if on_progress is not None:
+            on_progress(done, len(records))
+    if not kept:
+        why = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
+        raise NoUsableClipError(f"no usable clip among {len(records)} ({why})" if records else "the split is empty",
+                                skipped)
+
+    captions = [list(r.captions) for r in kept]
+    flat = [c for cs in captions for c in cs]  # (M,) in clip order
+
+    def encode(texts: list[str], chunk: int = 256) -> Tensor:
+        encoder = encoders.text
+        parts = [encoder.encode(texts[i : i + chunk]).detach().float().cpu()
+                 for i in tqdm(range(0, len(texts), chunk), desc=f"{desc} (text)", unit="batch",
+                               disable=not progress)]
+        return torch.cat(parts)  # (M, Dt)
+
+    text = None
+    if embed_text and flat:
+        text = text_cache.get_or_compute(flat, encode) if text_cache is not None else encode(flat)
+    ids, metadata = [r.clip_id for r in kept], [r.metadata for r in kept]
+    return FeatureSet(
+        audio_features=torch.stack(rows), clip_ids=ids, paths=[r.path for r in kept], captions=captions,
+        text_features=text, metadata=[dict(r.metadata, **({"split": r.split} if r.split else {})) for r in kept],
+        encoders={"audio": encoder_configs["audio"], "text": encoder_configs.get("text") if text is not None else None},
+        sound_keys=sound_keys(ids, metadata), skipped=skipped)
+
+
 def compute_features(
     records: Iterable[ClipRecord],
     config: ModelConfig,
@@ -305,10 +614,11 @@ def compute_features(
     progress: bool = True,
     desc: str = "features",
 ) -> FeatureSet:
-    """Backbone features of every captioned clip in ``records``.
+    """Backbone features of every captioned clip in ``records`` (``build_features`` with the
+    model config's backbones and the on-disk caches).
 
     Clips without captions, and audio that cannot be read (``AudioError``, ``OSError``), are
-    listed in ``skipped`` and left out; with ``strict=True`` they raise instead.
+    listed in ``skipped`` (and warned about) and left out; with ``strict=True`` they raise instead.
 
     Args:
         records: the clips (path + captions).
@@ -327,58 +637,19 @@ def compute_features(
     Raises:
         FeatureError: no usable clip, or (strict) an unusable one.
     """
-    records = list(records)
-    encoders = encoders or LazyEncoders(config, device)
     encoder_configs = {"audio": asdict(config.audio), "text": asdict(config.text)}
-
-    def embed(path: Path) -> Tensor:
-        return encoders.audio.embed_file(path).detach().float().cpu()
-
     # Same layout as ``diffatr index`` (diffatr.indexing): one cache serves indexing and training.
-    audio_cache = FeatureCache(Path(cache_dir), encoder_configs["audio"]) if cache_dir is not None else None
-    skipped: list[tuple[str, str]] = []
-    kept: list[ClipRecord] = []
-    rows: list[Tensor] = []
-    for record in tqdm(records, desc=desc, unit="clip", disable=not progress):
-        if not record.captions:
-            reason = "no captions"
-        else:
-            try:
-                feats = audio_cache.get_or_compute(record.path, embed) if audio_cache else embed(Path(record.path))
-            except (AudioError, OSError) as err:
-                reason = str(err) or type(err).__name__
-            else:
-                rows.append(feats.reshape(-1).float())
-                kept.append(record)
-                continue
-        if strict:
-            raise FeatureError(f"{record.path}: {reason} (strict mode: fix or remove this clip)")
-        skipped.append((record.path, reason))
-    if not kept:
-        why = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
-        raise FeatureError(f"no usable clip among {len(records)} ({why})" if records else "the split is empty")
-    if skipped:
+    caches = {}
+    if cache_dir is not None:
+        caches = {"audio_cache": FeatureCache(Path(cache_dir), encoder_configs["audio"]),
+                  "text_cache": TextFeatureCache(Path(cache_dir), encoder_configs["text"])}
+    features = build_features(records, encoders or LazyEncoders(config, device), encoder_configs, **caches,
+                              strict=strict, progress=progress, desc=desc)
+    if features.skipped:
+        skipped = features.skipped
         warnings.warn(f"{len(skipped)} clip(s) skipped while computing features (first: "
                       f"{skipped[0][0]}: {skipped[0][1]})", stacklevel=2)
-
-    captions = [c for r in kept for c in r.captions]
-    owner = torch.tensor([i for i, r in enumerate(kept) for _ in r.captions], dtype=torch.long)  # (M,)
-
-    def encode(texts: list[str], chunk: int = 256) -> Tensor:
-        encoder = encoders.text
-        parts = [encoder.encode(texts[i : i + chunk]).float().cpu()
-                 for i in tqdm(range(0, len(texts), chunk), desc=f"{desc} (text)", unit="batch",
-                               disable=not progress)]
-        return torch.cat(parts)  # (M, Dt)
-
-    if cache_dir is not None:
-        text = TextFeatureCache(Path(cache_dir), encoder_configs["text"]).get_or_compute(captions, encode)
-    else:
-        text = encode(captions)
-    return FeatureSet(audio=torch.stack(rows), text=text, caption_to_clip=owner,
-                      clip_ids=[r.clip_id for r in kept], captions=captions, paths=[r.path for r in kept],
-                      skipped=skipped, encoders=encoder_configs,
-                      sound_keys=sound_keys([r.clip_id for r in kept], [r.metadata for r in kept]))
+    return features
 
 
 def mixture_features(recipes: Iterable[Any], clip_paths: dict[str, str | Path], config: ModelConfig, *,
@@ -404,11 +675,10 @@ def mixture_features(recipes: Iterable[Any], clip_paths: dict[str, str | Path], 
     rate = encoders.audio.sample_rate
     audio = [encoders.audio.embed_waveform(render_mixture(r, clip_paths, rate), rate).detach().float().cpu().reshape(-1)
              for r in tqdm(recipes, desc="mixture features", unit="mix", disable=not progress)]
-    captions = [c for r in recipes for c in r.captions]
-    owner = torch.tensor([i for i, r in enumerate(recipes) for _ in r.captions], dtype=torch.long)  # (M,)
+    captions = [list(r.captions) for r in recipes]
     with torch.no_grad():
-        text = encoders.text.encode(captions).float().cpu()  # (M, Dt)
-    return FeatureSet(audio=torch.stack(audio), text=text, caption_to_clip=owner,
-                      clip_ids=[r.mix_id for r in recipes], captions=captions, paths=[r.mix_id for r in recipes],
+        text = encoders.text.encode([c for cs in captions for c in cs]).float().cpu()  # (M, Dt)
+    return FeatureSet(audio_features=torch.stack(audio), clip_ids=[r.mix_id for r in recipes],
+                      paths=[r.mix_id for r in recipes], captions=captions, text_features=text,
                       encoders={"audio": asdict(config.audio), "text": asdict(config.text)},
                       sound_keys=[f"mixture:{r.mix_id}" for r in recipes])

@@ -1,22 +1,27 @@
 """Build a RetrievalIndex from audio files and their captions (the I/O side of indexing).
 
 Each file is decoded and embedded by the audio backbone (through the feature cache, so a file
-is embedded once per backbone config); captions are embedded by the text backbone. A file that
-cannot be read is listed with its reason and skipped: indexing never stops on bad input.
+is embedded once per backbone config); captions are embedded by the text backbone (through the
+caption cache). The loop is ``diffatr.features.build_features``, the one that also computes
+training and evaluation features. A file that cannot be read is listed with its reason and
+skipped: indexing never stops on bad input.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
-
-import torch
-from tqdm.auto import tqdm
 
 from diffatr.audio.io import AudioError
 from diffatr.data.manifest import ClipRecord
 from diffatr.encoders.cache import FeatureCache
+from diffatr.features import (
+    LazyEncoders,
+    NoUsableClipError,
+    TextFeatureCache,
+    build_features,
+)
 from diffatr.retrieval.index import RetrievalIndex, encoders_from_configs
 
 
@@ -44,13 +49,15 @@ def build_index(
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[RetrievalIndex, IndexReport]:
-    """Embed ``records`` into an index.
+    """Embed ``records`` into an index (``diffatr.features.build_features``, the loop training
+    and evaluation use, keeping clips without captions).
 
     Args:
         records: clips (path + captions) from a manifest or a folder.
         audio_encoder: an AudioEncoder (``embed_file(path) -> (Da,)`` and ``config``).
         text_encoder: a TextEncoder for the captions; ``None`` indexes audio only.
-        cache: feature cache for the frozen audio backbone (``None``: no caching).
+        cache: feature cache for the frozen audio backbone (``None``: no caching); the
+            captions' cache lies in the same folder.
         progress: show a tqdm bar.
         on_progress: called as ``on_progress(done, total)`` after every file (the app's bar).
     Returns:
@@ -58,44 +65,18 @@ def build_index(
     Raises:
         AudioError: when no file at all could be indexed.
     """
-    report = IndexReport()
-    features, kept = [], []
-    bar = tqdm(records, desc="indexing", unit="file", disable=not progress)
-    for done, record in enumerate(bar, 1):
-        try:
-            if cache is not None:
-                feats = cache.get_or_compute(record.path, audio_encoder.embed_file)
-            else:
-                feats = audio_encoder.embed_file(record.path)
-        except (AudioError, OSError) as err:
-            report.skipped.append((record.path, str(err)))
-        else:
-            features.append(feats.reshape(-1).float())
-            kept.append(record)
-        if on_progress is not None:
-            on_progress(done, len(records))
-    if cache is not None:
-        report.cache_hits = cache.hits
-    if not kept:
-        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in report.skipped[:3])
-        raise AudioError(f"no audio file could be indexed ({len(records)} tried). {reasons}")
-    report.indexed = len(kept)
-
-    captions = [list(r.captions) for r in kept]
-    flat = [c for cs in captions for c in cs]
-    text_features = None
-    if text_encoder is not None and flat:
-        text_features = text_encoder.encode(flat)
-    index = RetrievalIndex(
-        audio_features=torch.stack(features),
-        clip_ids=[r.clip_id for r in kept],
-        paths=[str(Path(r.path).resolve()) for r in kept],
-        captions=captions,
-        text_features=text_features,
-        metadata=[dict(r.metadata, **({"split": r.split} if r.split else {})) for r in kept],
-        encoders=encoders_from_configs(
-            asdict(audio_encoder.config),
-            asdict(text_encoder.config) if text_encoder is not None and flat else None,
-        ),
-    )
-    return index, report
+    configs = encoders_from_configs(audio_encoder.config, None if text_encoder is None else text_encoder.config)
+    text_cache = None
+    if cache is not None and text_encoder is not None:
+        text_cache = TextFeatureCache(cache.root.parent, configs["text"])  # beside the audio features
+    try:
+        table = build_features(records, LazyEncoders(None, audio=audio_encoder, text=text_encoder), configs,
+                               audio_cache=cache, text_cache=text_cache, embed_text=text_encoder is not None,
+                               keep_uncaptioned=True, progress=progress, on_progress=on_progress, desc="indexing")
+    except NoUsableClipError as err:
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in err.skipped[:3])
+        raise AudioError(f"no audio file could be indexed ({len(records)} tried). {reasons}") from err
+    table.paths = [str(Path(p).resolve()) for p in table.paths]
+    report = IndexReport(indexed=table.num_clips, skipped=list(table.skipped),
+                         cache_hits=cache.hits if cache is not None else 0)
+    return RetrievalIndex.from_features(table), report

@@ -55,7 +55,8 @@ def test_compute_features_layout_and_skips(clips, tiny_config):
     assert fs.clip_ids == ["c0", "c1", "c2"]
     assert fs.audio.shape == (3, tiny_config.audio.embed_dim) and fs.text.shape == (6, 384)
     assert fs.caption_to_clip.tolist() == [0, 0, 1, 1, 2, 2]
-    assert fs.captions[2:4] == ["tone 1", "sound number 1"]
+    assert fs.flat_captions[2:4] == ["tone 1", "sound number 1"]
+    assert fs.captions[1] == ["tone 1", "sound number 1"]
     assert torch.equal(fs.text[3], FakeText().encode(["sound number 1"])[0])
     assert [p.split("/")[-1] for p, _ in fs.skipped] == ["broken.wav", "c0.wav"]
     assert fs.skipped[1][1] == "no captions"
@@ -113,10 +114,11 @@ def test_text_cache_embeds_only_new_captions(tmp_path):
 
 
 def _feature_set(n: int = 3) -> FeatureSet:
-    return FeatureSet(audio=torch.randn(n, 16), text=torch.randn(2 * n, 384),
-                      caption_to_clip=torch.arange(n).repeat_interleave(2), clip_ids=[f"k{i}" for i in range(n)],
-                      captions=[f"cap {i}" for i in range(2 * n)], paths=[f"/x/{i}.wav" for i in range(n)],
-                      skipped=[("/x/bad.wav", "missing")], encoders={"audio": {"name": "tiny-cnn"}})
+    return FeatureSet.from_flat(audio=torch.randn(n, 16), text=torch.randn(2 * n, 384),
+                                caption_to_clip=torch.arange(n).repeat_interleave(2),
+                                clip_ids=[f"k{i}" for i in range(n)], captions=[f"cap {i}" for i in range(2 * n)],
+                                paths=[f"/x/{i}.wav" for i in range(n)], skipped=[("/x/bad.wav", "missing")],
+                                encoders={"audio": {"name": "tiny-cnn"}})
 
 
 def test_feature_set_round_trip(tmp_path):
@@ -134,11 +136,14 @@ def test_feature_set_round_trip(tmp_path):
 
 def test_feature_set_errors(tmp_path):
     with pytest.raises(FeatureError, match="caption_to_clip"):
-        FeatureSet(audio=torch.randn(2, 4), text=torch.randn(3, 4), caption_to_clip=torch.tensor([0, 1, 2]),
-                   clip_ids=["a", "b"], captions=["x", "y", "z"], paths=["a", "b"])
-    with pytest.raises(FeatureError, match="audio must be"):
-        FeatureSet(audio=torch.randn(3, 4), text=torch.randn(1, 4), caption_to_clip=torch.tensor([0]),
-                   clip_ids=["a", "b"], captions=["x"], paths=["a", "b"])
+        FeatureSet.from_flat(audio=torch.randn(2, 4), text=torch.randn(3, 4), caption_to_clip=torch.tensor([0, 1, 2]),
+                             clip_ids=["a", "b"], captions=["x", "y", "z"], paths=["a", "b"])
+    with pytest.raises(FeatureError, match="caption_to_clip does not match"):
+        FeatureSet(audio_features=torch.randn(2, 4), clip_ids=["a", "b"], captions=[["x"], ["y"]],
+                   text_features=torch.randn(2, 4), caption_to_clip=torch.tensor([0, 0]))
+    with pytest.raises(FeatureError, match="audio_features must be"):
+        FeatureSet(audio_features=torch.randn(3, 4), clip_ids=["a", "b"], captions=[["x"], []],
+                   text_features=torch.randn(1, 4), paths=["a", "b"])
     with pytest.raises(FeatureError, match="missing"):
         FeatureSet.load(tmp_path)
     _feature_set().save(tmp_path / "f")

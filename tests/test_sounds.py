@@ -77,12 +77,10 @@ def test_a_manifest_split_carries_sound_keys_with_links(tmp_path):
 
 def _features(config, seed: int = 0) -> FeatureSet:
     g = torch.Generator().manual_seed(seed)
-    captions = [c for cs in CAPTIONS for c in cs]
-    owner = torch.tensor([i for i, cs in enumerate(CAPTIONS) for _ in cs])
-    return FeatureSet(audio=torch.randn(len(CLIPS), config.audio.embed_dim, generator=g),
-                      text=torch.randn(len(captions), config.text.embed_dim, generator=g),
-                      caption_to_clip=owner, clip_ids=list(CLIPS), captions=captions, paths=list(CLIPS),
-                      sound_keys=list(GROUPS))
+    captions = [list(cs) for cs in CAPTIONS]
+    return FeatureSet(audio_features=torch.randn(len(CLIPS), config.audio.embed_dim, generator=g),
+                      text_features=torch.randn(sum(map(len, captions)), config.text.embed_dim, generator=g),
+                      clip_ids=list(CLIPS), captions=captions, paths=list(CLIPS), sound_keys=list(GROUPS))
 
 
 def test_feature_set_keeps_keys_and_cuts_a_gallery_of_one_clip_per_sound(tmp_path):
@@ -95,8 +93,8 @@ def test_feature_set_keeps_keys_and_cuts_a_gallery_of_one_clip_per_sound(tmp_pat
     assert rows.tolist() == [0, 3, 5]
     gallery = fs.subset(rows)
     assert gallery.clip_ids == ["dog_01", "rain_a", "bell"]
-    assert gallery.captions == ["a dog barks", "a dog barking", "Rain falls.", "rain on a roof", "a bell rings",
-                                "a bell ringing"]
+    assert gallery.flat_captions == ["a dog barks", "a dog barking", "Rain falls.", "rain on a roof",
+                                     "a bell rings", "a bell ringing"]
     assert gallery.caption_to_clip.tolist() == [0, 0, 1, 1, 2, 2]
     assert torch.equal(gallery.audio[1], fs.audio[3]) and torch.equal(gallery.text[2], fs.text[5])
     two = one_clip_per_sound(fs.sound_units(), 2, torch.Generator().manual_seed(0))
@@ -123,7 +121,7 @@ def test_phase1_never_uses_a_variant_as_a_negative(tmp_path, monkeypatch, mask_s
 
     monkeypatch.setattr(phase1_module, "contrastive_pairs", pairs)
     monkeypatch.setattr(phase1_module, "nt_xent_loss", loss)
-    train_config = TrainConfig.for_phase("contrastive", epochs=2, batch_size=len(fs.captions), device="cpu",
+    train_config = TrainConfig.for_phase("contrastive", epochs=2, batch_size=fs.num_captions, device="cpu",
                                          mask_same_sound=mask_same_sound)
     train_contrastive(config, train_config, fs, fs, tmp_path / "run", progress=False)
     assert seen

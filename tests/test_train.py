@@ -461,7 +461,7 @@ def test_learnable_temperature_stays_capped(data, tmp_path, monkeypatch):
                                        text=dataclasses.replace(base.text, embed_dim=base.audio.embed_dim))
 
     def aligned(fs: FeatureSet) -> FeatureSet:
-        return dataclasses.replace(fs, text=fs.audio[fs.caption_to_clip].clone(), encoders={})
+        return dataclasses.replace(fs, text_features=fs.audio[fs.caption_to_clip].clone(), encoders={})
 
     train, val = aligned(data["train"]), aligned(data["val"])
     config = _small("contrastive", epochs=1, lr=0.5, warmup_fraction=0.0, weight_decay=0.0)
@@ -654,8 +654,8 @@ def test_phase_2_trains_on_mixtures_of_training_clips_through_the_cli(data, phas
     config, encoders = data["config"], LazyEncoders(data["config"])
     paths = {r.clip_id: r.path for r in train_records}
     mixes = mixture_features(recipes[:2], paths, config, encoders=encoders, progress=False)
-    assert mixes.num_clips == 2 and mixes.captions == ["a zebra humming while a yak sings", "zebra and yak",
-                                                        "two quokkas whistle"]
+    assert mixes.num_clips == 2 and mixes.flat_captions == ["a zebra humming while a yak sings", "zebra and yak",
+                                                             "two quokkas whistle"]
     assert mixes.caption_to_clip.tolist() == [0, 0, 1] and mixes.sound_keys == ["mixture:mix0", "mixture:mix1"]
     rate = encoders.audio.sample_rate
     assert torch.allclose(mixes.audio[1], encoders.audio.embed_waveform(render_mixture(recipes[1], paths, rate),

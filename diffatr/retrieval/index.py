@@ -18,15 +18,16 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor
 
 from diffatr.encoders.identity import encoder_mismatches
 from diffatr.errors import DiffatrError
+from diffatr.features import FeatureSet
 
 __all__ = [
     "EMBEDDINGS_FILE",
@@ -83,42 +84,20 @@ def _json_roundtrips(value: Any) -> bool:
 
 
 @dataclass(eq=False)
-class RetrievalIndex:
-    """Backbone embeddings of N clips and (optionally) of their M captions.
+class RetrievalIndex(FeatureSet):
+    """A ``diffatr.features.FeatureSet`` of the clips to search, under an index's rules, with
+    the index's on-disk format.
 
-    Attributes:
-        audio_features: (N, Da) float32 audio backbone embeddings (pre-head).
-        clip_ids: N unique clip ids.
-        paths: N audio paths (``None`` where unknown).
-        captions: N lists of captions (may be empty: text->audio search needs no captions).
-        text_features: (M, Dt) float32 text backbone embeddings of the captions, flattened in
-            clip order (clip 0's captions, then clip 1's ...), or ``None``.
-        caption_to_clip: (M,) long, the clip row of each caption row (derived from ``captions``
-            when omitted).
-        metadata: N JSON-able dicts (source, licence, ...).
-        encoders: ``{"audio": config dict, "text": config dict | None}`` (see
-            ``encoders_from_configs``); ``{}`` when unknown.
+    The fields are the table's (``audio_features`` (N, Da), ``clip_ids``, ``paths``,
+    ``captions`` (N lists), ``text_features`` (M, Dt) or None, ``caption_to_clip`` (M,),
+    ``metadata``, ``encoders``). An index adds: float32 features with no NaN or inf, unique
+    clip ids, str metadata keys, and caption rows in clip order (clip 0's captions, then
+    clip 1's ...). It raises ``IndexFormatError`` / ``IndexMismatchError``.
     """
 
-    audio_features: Tensor
-    clip_ids: list[str]
-    paths: list[str | None] | None = None
-    captions: list[list[str]] | None = None
-    text_features: Tensor | None = None
-    caption_to_clip: Tensor | None = None
-    metadata: list[dict[str, Any]] | None = None
-    encoders: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = len(self.clip_ids)
-        self.clip_ids = [str(i) for i in self.clip_ids]
-        self.paths = [None if p is None else str(p) for p in self.paths] if self.paths is not None else [None] * n
-        self.captions = [list(c) for c in self.captions] if self.captions is not None else [[] for _ in range(n)]
-        self.metadata = [dict(m) for m in self.metadata] if self.metadata is not None else [{} for _ in range(n)]
-        self.encoders = dict(self.encoders or {})
-        self._validate()
-
-    # ------------------------------------------------------------------ consistency
+    error: ClassVar[type[Exception]] = IndexFormatError
+    mismatch_error: ClassVar[type[Exception]] = IndexMismatchError
+    noun: ClassVar[str] = "index"
 
     def _validate(self) -> None:
         """Raise ``IndexFormatError`` unless every field agrees with every other."""
@@ -129,137 +108,29 @@ class RetrievalIndex:
                 f"{tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__}")
         if not feats.is_floating_point():
             raise IndexFormatError(f"audio_features must be floating point, got {feats.dtype}")
+        super()._validate()
         self.audio_features = feats = feats.to(torch.float32).contiguous()
         n = feats.shape[0]
-        for name, values in (("clip_ids", self.clip_ids), ("paths", self.paths),
-                             ("captions", self.captions), ("metadata", self.metadata)):
-            if len(values) != n:
-                raise IndexFormatError(f"{name} has {len(values)} entries but audio_features has {n} rows")
         if len(set(self.clip_ids)) != n:
             seen: set[str] = set()
             dups = sorted({i for i in self.clip_ids if i in seen or seen.add(i)})
             raise IndexFormatError(f"clip ids must be unique; duplicated: {dups[:5]}")
-        for row, caps in enumerate(self.captions):
-            if not all(isinstance(c, str) for c in caps):
-                raise IndexFormatError(f"captions of clip {self.clip_ids[row]!r} must be strings")
         for row, meta in enumerate(self.metadata):
             if not all(isinstance(k, str) for k in meta):
                 raise IndexFormatError(f"metadata keys of clip {self.clip_ids[row]!r} must be strings")
         _check_finite(feats, self.clip_ids, "audio_features")
-
-        m = self.num_captions
         derived = torch.repeat_interleave(torch.arange(n), torch.tensor([len(c) for c in self.captions],
                                                                         dtype=torch.long))  # (M,)
-        if self.caption_to_clip is not None:
-            c2c = torch.as_tensor(self.caption_to_clip)
-            if c2c.ndim != 1 or not torch.equal(c2c.to(torch.long), derived):
-                raise IndexFormatError(
-                    "caption_to_clip does not match the captions: text_features rows must be the "
-                    "captions flattened in clip order")
+        if not torch.equal(self.caption_to_clip.cpu(), derived):
+            raise IndexFormatError(
+                "caption_to_clip does not match the captions: text_features rows must be the "
+                "captions flattened in clip order")
         self.caption_to_clip = derived
         if self.text_features is not None:
-            tf = self.text_features
-            if not isinstance(tf, Tensor) or tf.ndim != 2 or not tf.is_floating_point():
+            if not self.text_features.is_floating_point():
                 raise IndexFormatError("text_features must be a floating point tensor (M, Dt)")
-            if tf.shape[0] != m:
-                raise IndexFormatError(
-                    f"text_features has {tf.shape[0]} rows but the clips have {m} captions in total")
-            self.text_features = tf = tf.to(torch.float32).contiguous()
-            owners = [self.clip_ids[i] for i in derived.tolist()]
-            _check_finite(tf, owners, "text_features (caption of clip)")
-
-    # ------------------------------------------------------------------ accessors
-
-    def __len__(self) -> int:
-        return len(self.clip_ids)
-
-    @property
-    def num_captions(self) -> int:
-        """M: the number of captions over all clips."""
-        return sum(len(c) for c in self.captions)
-
-    @property
-    def flat_captions(self) -> list[str]:
-        """The M captions in text_features row order."""
-        return [c for caps in self.captions for c in caps]
-
-    @property
-    def audio_dim(self) -> int:
-        return int(self.audio_features.shape[1])
-
-    @property
-    def text_dim(self) -> int | None:
-        return None if self.text_features is None else int(self.text_features.shape[1])
-
-    def row_of(self, clip_id: str) -> int:
-        """The row of ``clip_id`` (ValueError if absent)."""
-        try:
-            return self._rows()[clip_id]
-        except KeyError:
-            raise ValueError(f"clip id {clip_id!r} is not in this index") from None
-
-    def _rows(self) -> dict[str, int]:
-        rows = getattr(self, "_row_cache", None)
-        if rows is None or len(rows) != len(self.clip_ids):
-            rows = {cid: i for i, cid in enumerate(self.clip_ids)}
-            self._row_cache = rows
-        return rows
-
-    # ------------------------------------------------------------------ combining
-
-    def check_compatible(self, other: RetrievalIndex) -> None:
-        """Raise ``IndexMismatchError`` if ``other`` was built with a different backbone."""
-        problems = encoder_mismatches(self.encoders.get("audio"), other.encoders.get("audio"), "audio")
-        if self.audio_dim != other.audio_dim:
-            problems.append(f"audio feature width {self.audio_dim} != {other.audio_dim}")
-        if self.text_features is not None and other.text_features is not None:
-            problems += encoder_mismatches(self.encoders.get("text"), other.encoders.get("text"), "text")
-            if self.text_dim != other.text_dim:
-                problems.append(f"text feature width {self.text_dim} != {other.text_dim}")
-        if problems:
-            raise IndexMismatchError(
-                "these indexes were built with different encoders and cannot be combined: "
-                + "; ".join(problems))
-
-    def concat(self, other: RetrievalIndex) -> RetrievalIndex:
-        """A new index with this index's clips followed by ``other``'s.
-
-        Raises:
-            IndexMismatchError: different backbones, or only one side has caption features.
-            IndexFormatError: a clip id present in both.
-        """
-        self.check_compatible(other)
-        if (self.text_features is None) != (other.text_features is None):
-            # Dropping one side's caption features would silently lose audio->text search.
-            with_text = self if self.text_features is not None else other
-            without = other if with_text is self else self
-            if without.num_captions > 0:
-                raise IndexMismatchError(
-                    "one index has caption text features and the other has captions without "
-                    "features; re-index both with the same text encoder")
-        shared = set(self.clip_ids) & set(other.clip_ids)
-        if shared:
-            raise IndexFormatError(f"clip ids present in both indexes: {sorted(shared)[:5]}")
-        text = None
-        if self.text_features is not None or other.text_features is not None:
-            width = self.text_dim if self.text_features is not None else other.text_dim
-            parts = [ix.text_features if ix.text_features is not None else torch.zeros(0, width)
-                     for ix in (self, other)]
-            text = torch.cat(parts)
-        encoders = dict(self.encoders or other.encoders)
-        if encoders.get("text") is None and other.encoders.get("text") is not None:
-            encoders["text"] = other.encoders["text"]
-        return RetrievalIndex(
-            audio_features=torch.cat([self.audio_features, other.audio_features]),
-            clip_ids=self.clip_ids + other.clip_ids,
-            paths=self.paths + other.paths,
-            captions=self.captions + other.captions,
-            text_features=text,
-            metadata=self.metadata + other.metadata,
-            encoders=encoders,
-        )
-
-    __add__ = concat
+            self.text_features = tf = self.text_features.to(torch.float32).contiguous()
+            _check_finite(tf, [self.clip_ids[i] for i in derived.tolist()], "text_features (caption of clip)")
 
     def add(self, audio_features: Tensor, clip_ids: Sequence[str], *,
             paths: Sequence[str | None] | None = None,
@@ -281,40 +152,9 @@ class RetrievalIndex:
         return self.concat(extra)
 
     @classmethod
-    def concatenate(cls, indexes: Iterable[RetrievalIndex]) -> RetrievalIndex:
-        """Concatenate several indexes in order (at least one)."""
-        indexes = list(indexes)
-        if not indexes:
-            raise ValueError("concatenate needs at least one index")
-        out = indexes[0]
-        for ix in indexes[1:]:
-            out = out.concat(ix)
-        return out
-
-    def subset(self, clip_ids: Iterable[str]) -> RetrievalIndex:
-        """A new index with only ``clip_ids``, in the order given (with their captions)."""
-        clip_ids = [str(i) for i in clip_ids]
-        rows_of = self._rows()
-        missing = [i for i in clip_ids if i not in rows_of]
-        if missing:
-            raise ValueError(f"{len(missing)} clip ids are not in this index, e.g. {missing[:5]}")
-        if len(set(clip_ids)) != len(clip_ids):
-            raise ValueError("subset: clip ids must be unique")
-        rows = [rows_of[i] for i in clip_ids]
-        text = None
-        if self.text_features is not None:
-            starts = torch.cumsum(torch.tensor([0] + [len(c) for c in self.captions]), 0).tolist()
-            cap_rows = [r for row in rows for r in range(starts[row], starts[row + 1])]
-            text = self.text_features[torch.tensor(cap_rows, dtype=torch.long)]
-        return RetrievalIndex(
-            audio_features=self.audio_features[torch.tensor(rows, dtype=torch.long)],
-            clip_ids=clip_ids,
-            paths=[self.paths[r] for r in rows],
-            captions=[list(self.captions[r]) for r in rows],
-            text_features=text,
-            metadata=[dict(self.metadata[r]) for r in rows],
-            encoders=dict(self.encoders),
-        )
+    def from_features(cls, features: FeatureSet) -> RetrievalIndex:
+        """The index of a feature table (its ids, paths, captions, metadata and features)."""
+        return cls(**{f.name: getattr(features, f.name) for f in dataclasses.fields(FeatureSet)})
 
     # ------------------------------------------------------------------ disk
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from diffatr.config import (
     to_dict,
 )
 from diffatr.contrastive import nt_xent_loss
-from diffatr.data.sounds import sound_keys, sound_units
+from diffatr.data.sounds import sound_keys
 from diffatr.features import FeatureSet, LazyEncoders, records_of
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 from diffatr.metrics import retrieval_metrics
@@ -37,7 +36,6 @@ from diffatr.train.common import (
     TrainResult,
     _check_select_metric,
     _data_extra,
-    _digest,
     _features,
     _fit_batch,
     _generators,
@@ -110,7 +108,7 @@ def train_contrastive(
                     desc="val features")
     batch_size = _fit_batch(train_config.batch_size, train.num_captions, "captions")
     text, audio, owner = train.text.to(dev), train.audio.to(dev), train.caption_to_clip.to(dev)
-    on_device = dataclasses.replace(train, audio=audio, text=text, caption_to_clip=owner)
+    on_device = dataclasses.replace(train, audio_features=audio, text_features=text, caption_to_clip=owner)
     negative_ids = _negative_ids(train.sound_units(), train.num_clips, train_config).to(dev)  # (N,)
     val_text, val_audio = val.text.to(dev), val.audio.to(dev)
 
@@ -148,30 +146,14 @@ def train_contrastive(
 # ----------------------------------------------------------------------------- phase 1, fine-tuned
 
 
-@dataclass
-class _ClipTable:
-    """Paths and captions of a split, for fine-tuning (no features)."""
-
-    paths: list[str]
-    clip_ids: list[str]
-    captions: list[str]
-    caption_to_clip: Tensor  # (M,)
-    skipped: list[tuple[str, str]]
-    units: Tensor  # (N,) sound unit of each clip (diffatr.data.sounds)
-
-    def summary(self) -> dict[str, Any]:
-        return {"num_clips": len(self.paths), "num_captions": len(self.captions), "num_skipped": len(self.skipped),
-                "digest": _digest([self.clip_ids, self.captions])}
-
-
-def _clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc: str) -> _ClipTable:
-    """Clips whose audio decodes (checked once here, so training never stops on a bad file)."""
+def _clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc: str) -> FeatureSet:
+    """The clips whose audio decodes (checked once here, so training never stops on a bad file),
+    as a FeatureSet without features: fine-tuning reads the waveforms itself."""
     from diffatr.audio.io import AudioError, decode_audio
 
-    if isinstance(split, FeatureSet):
-        return _ClipTable(list(split.paths), list(split.clip_ids), list(split.captions),
-                          split.caption_to_clip.clone(), list(split.skipped), split.sound_units())
-    paths, ids, captions, owner, skipped, metadata = [], [], [], [], [], []
+    if isinstance(split, FeatureSet):  # its clips, not its features (the run's fingerprint stays ids + captions)
+        return dataclasses.replace(split, audio_features=None, text_features=None)
+    kept, skipped = [], []
     for record in tqdm(records_of(split), desc=desc, unit="clip", disable=not progress):
         reason = None if record.captions else "no captions"
         if reason is None:
@@ -184,15 +166,11 @@ def _clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc
                 raise TrainError(f"{record.path}: {reason} (strict mode: fix or remove this clip)")
             skipped.append((record.path, reason))
             continue
-        for caption in record.captions:
-            captions.append(caption)
-            owner.append(len(paths))
-        paths.append(record.path)
-        ids.append(record.clip_id)
-        metadata.append(record.metadata)
-    owner_t = torch.tensor(owner, dtype=torch.long)
-    units = sound_units(len(paths), captions, owner_t, sound_keys(ids, metadata))
-    return _ClipTable(paths, ids, captions, owner_t, skipped, units)
+        kept.append(record)
+    ids = [r.clip_id for r in kept]
+    return FeatureSet(audio_features=None, clip_ids=ids, paths=[r.path for r in kept],
+                      captions=[list(r.captions) for r in kept], metadata=[r.metadata for r in kept],
+                      sound_keys=sound_keys(ids, [r.metadata for r in kept]), skipped=skipped)
 
 
 def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConfig, train_split: Any,
@@ -206,8 +184,9 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
     window = max(1, round(model_config.audio.window_seconds * sample_rate))
     train = _clip_table(train_split, sample_rate, strict, progress, "checking train audio")
     val = _clip_table(val_split, sample_rate, strict, progress, "checking val audio")
-    batch_size = _fit_batch(config.batch_size, len(train.captions), "captions")
-    negative_ids = _negative_ids(train.units, len(train.paths), config)  # (N,)
+    train_captions, val_captions = train.flat_captions, val.flat_captions  # (M,) text rows
+    batch_size = _fit_batch(config.batch_size, train.num_captions, "captions")
+    negative_ids = _negative_ids(train.sound_units(), train.num_clips, config)  # (N,)
     pool = ThreadPoolExecutor(config.num_workers) if config.num_workers > 0 else None
 
     trained = nn.ModuleDict({"model": model, "audio_backbone": audio_encoder.backbone, "text_backbone": text_encoder.model})
@@ -228,7 +207,7 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
         jobs = [(train.paths[c], f) for c, f in zip(unique.tolist(), fracs)]
         waves = list(pool.map(lambda a: crop(*a), jobs)) if pool else [crop(*a) for a in jobs]
         audio_f = audio_encoder(torch.from_numpy(np.stack(waves)).to(device))[inverse.to(device)]  # (B, Da)
-        tokens = text_encoder.tokenize([train.captions[i] for i in rows.tolist()])
+        tokens = text_encoder.tokenize([train_captions[i] for i in rows.tolist()])
         text_f = text_encoder(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # (B, Dt)
         scale = model.logit_scale()
         loss = nt_xent_loss(model.project_text(text_f), model.project_audio(audio_f), scale,
@@ -237,7 +216,7 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
 
     def validate() -> dict[str, Any]:
         audio_f = torch.stack([audio_encoder.embed_file(p) for p in val.paths]).float()  # (Nv, Da)
-        text_f = text_encoder.encode(val.captions).to(device)  # (Mv, Dt)
+        text_f = text_encoder.encode(val_captions).to(device)  # (Mv, Dt)
         scores = model.project_text(text_f) @ model.project_audio(audio_f).T  # (Mv, Nv)
         return {"metrics": retrieval_metrics(scores.float().cpu(), None, val.caption_to_clip)}
 
@@ -276,16 +255,16 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
         trained=trained,
         param_groups=_param_groups(named, config.weight_decay, 1.0)
         + _param_groups(backbone_named, config.weight_decay, backbone_scale),
-        steps_per_epoch=len(train.captions) // batch_size,
+        steps_per_epoch=train.num_captions // batch_size,
         generators=generators,
-        make_epoch=lambda: epoch_batches(len(train.captions), batch_size, generators["data"]),
+        make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
         step_loss=step_loss,
         validate=validate,
         save_model=save_model,
         train_mode=train_mode,
         after_step=model.logit_scale.clamp_,
-        fingerprint={"model config": to_dict(model_config), "train data": train.summary()["digest"],
-                     "val data": val.summary()["digest"], "device type": device.type},
+        fingerprint={"model config": to_dict(model_config), "train data": train.digest(),
+                     "val data": val.digest(), "device type": device.type},
         extra={"batch_size": batch_size, "finetune": True, "data": _data_extra(train, val, data_info)},
     )
     try:
