@@ -176,6 +176,11 @@ class FeatureSet:
     @property
     def flat_captions(self) -> list[str]:
         """The M captions in ``text_features`` row order."""
+        flat = [c for caps in self.captions for c in caps]
+        derived = torch.repeat_interleave(torch.arange(len(self.captions)),
+                                          torch.tensor([len(c) for c in self.captions], dtype=torch.long))
+        if torch.equal(self.caption_to_clip.cpu(), derived):  # clip order (every index, most sets)
+            return flat
         taken = [0] * len(self.captions)
         out = []
         for clip in self.caption_to_clip.tolist():

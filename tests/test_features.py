@@ -11,6 +11,8 @@ import torch
 from diffatr.config import load_model_config
 from diffatr.data.manifest import ClipRecord
 from diffatr.features import FeatureError, FeatureSet, LazyEncoders, TextFeatureCache, compute_features
+from diffatr.indexing import build_index
+from diffatr.retrieval.index import IndexFormatError, RetrievalIndex
 
 from conftest import write_tone
 
@@ -170,3 +172,37 @@ def test_check_encoders(tiny_config):
         tiny_config.audio, weights="/new/place/w.safetensors")))
     with pytest.raises(FeatureError, match="expects"):
         fs.check_encoders(load_model_config("default"))
+
+
+def test_index_and_training_features_come_from_one_loop(clips, tiny_config):
+    """``diffatr index`` and training build the same table (same rows, captions, skip reasons);
+    the index keeps the clip without captions and stores absolute paths."""
+    encoders = LazyEncoders(tiny_config, text=FakeText())
+    with pytest.warns(UserWarning):
+        fs = compute_features(clips, tiny_config, encoders=encoders, progress=False)
+    text = FakeText()
+    text.config = tiny_config.text
+    index, report = build_index(clips, encoders.audio, text, progress=False)
+    assert isinstance(index, RetrievalIndex) and isinstance(index, FeatureSet)
+    assert index.clip_ids == ["c0", "c1", "c2", "silent"] and index.captions[3] == []
+    assert torch.equal(index.audio_features[:3], fs.audio_features)
+    assert torch.equal(index.text_features, fs.text_features) and index.flat_captions == fs.flat_captions
+    assert report.indexed == 4 and report.skipped == fs.skipped[:1] == index.skipped
+    assert all(p.startswith("/") for p in index.paths)
+    assert index.encoders["audio"] == fs.encoders["audio"]
+
+
+def test_any_caption_order_round_trips_in_the_saved_format(tmp_path):
+    """A saved FeatureSet lists captions flat with their clip rows, in any order (the format
+    written before the table held captions per clip); text rows keep their order."""
+    text = torch.randn(4, 8)
+    fs = FeatureSet.from_flat(audio=torch.randn(2, 4), text=text, caption_to_clip=torch.tensor([1, 0, 1, 0]),
+                              clip_ids=["a", "b"], captions=["b1", "a1", "b2", "a2"], paths=["a.wav", "b.wav"])
+    assert fs.captions == [["a1", "a2"], ["b1", "b2"]] and fs.flat_captions == ["b1", "a1", "b2", "a2"]
+    back = FeatureSet.load(fs.save(tmp_path / "f"))
+    assert back.flat_captions == fs.flat_captions and torch.equal(back.text_features, text)
+    assert back.caption_to_clip.tolist() == [1, 0, 1, 0] and back.digest() == fs.digest()
+    picked = back.subset(["b"])  # a subset is in clip order
+    assert picked.flat_captions == ["b1", "b2"] and torch.equal(picked.text_features, text[[0, 2]])
+    with pytest.raises(IndexFormatError, match="clip order"):
+        RetrievalIndex.from_features(fs)  # an index's caption rows are in clip order

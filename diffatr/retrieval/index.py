@@ -1,11 +1,11 @@
-"""A retrieval index: backbone embeddings of a set of clips (and of their captions), on disk.
+"""A retrieval index: the feature table (``diffatr.features.FeatureSet``) of the clips to search, on disk.
 
 The index stores *backbone* features (before the projection heads), so one index serves every
 checkpoint trained on the same backbones; the encoder configs are stored with it so that an
 index is never silently mixed with another backbone. On disk an index is a folder with
 ``embeddings.safetensors`` (tensors) and ``index.json`` (ids, paths, captions, metadata, encoder
 configs, counts and the checksum of the tensor file). This module does no projection, search or
-encoding: see ``engine.py`` for the search and the CLI for building an index from audio.
+encoding: see ``engine.py`` for the search and ``diffatr.indexing`` for building an index from audio.
 
 Shapes: N clips, M captions (all clips' captions, flattened in clip order), Da / Dt backbone widths.
 """
