@@ -272,6 +272,8 @@ class FeatureSet:
             error: a clip id present in both.
         """
         self.check_compatible(other)
+        if self.audio_features is None or other.audio_features is None:
+            raise self.error(f"only {self.noun}s with audio features can be joined")
         if (self.text_features is None) != (other.text_features is None):
             # Dropping one side's caption features would silently lose audio->text search.
             without = other if self.text_features is not None else self
@@ -570,7 +572,7 @@ def build_features(
             reason = "no captions"
         else:
             try:
-                feats = audio_cache.get_or_compute(record.path, embed) if audio_cache else embed(Path(record.path))
+                feats = audio_cache.get_or_compute(record.path, embed) if audio_cache else embed(record.path)
             except (AudioError, OSError) as err:
                 reason = str(err) or type(err).__name__
             else:
