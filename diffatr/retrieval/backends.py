@@ -62,6 +62,8 @@ class StoreConfig:
             "IVF1024,PQ32", "Flat", ...).
         faiss_ef_search: HNSW's search breadth (recall vs speed).
         faiss_nprobe: IVF lists visited per query (recall vs speed).
+        faiss_refine: refined indexes re-score this many x k candidates with finer codes.
+        faiss_train_size: how many vectors (a seeded sample) train an IVF / PQ index.
         milvus_uri: None = Milvus Lite in the store folder; else a server, e.g.
             "http://localhost:19530".
         milvus_collection: the collection's name.
@@ -72,6 +74,8 @@ class StoreConfig:
     faiss_factory: str = "HNSW32"
     faiss_ef_search: int = 128
     faiss_nprobe: int = 32
+    faiss_refine: int = 4  # refined indexes (",RFlat" / ",Refine(SQ8)") re-score this many x k candidates
+    faiss_train_size: int = 100_000  # vectors a FAISS index trains on (a random sample past this)
     milvus_uri: str | None = None
     milvus_collection: str = "diffatr"
     milvus_index: str = "FLAT"
@@ -258,9 +262,9 @@ class FaissStore(VectorStore):
     """FAISS with stable ids (IVF indexes keep them; others sit in an ``IndexIDMap2``) and the
     inner-product metric.
 
-    HNSW graphs cannot delete: removed ids are kept as tombstones, filtered from results
-    (each search asks for more), and the graph is rebuilt from the kept vectors once a
-    quarter of it is dead.
+    HNSW graphs (and refined indexes) cannot delete: removed ids are kept as tombstones,
+    filtered from results (each search asks for more), and the index is rebuilt from the kept
+    vectors once a quarter of it is dead.
     """
 
     INDEX_FILE = "faiss.index"
@@ -278,22 +282,27 @@ class FaissStore(VectorStore):
             inner = faiss.index_factory(self.dim, self.config.faiss_factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as err:
             raise BackendError(f"FAISS cannot build {self.config.faiss_factory!r}: {str(err).splitlines()[-1]}") from None
-        if faiss.try_extract_index_ivf(inner) is not None:
+        if isinstance(faiss.downcast_index(inner), faiss.IndexIVF):
             return inner  # IVF stores ids itself (an id map over it breaks on removal)
         return faiss.IndexIDMap2(inner)
 
-    def _graph(self) -> bool:
-        return "HNSW" in self.config.faiss_factory.upper()
+    def _can_remove(self) -> bool:
+        """Plain IVF and flat indexes delete; graphs and refined indexes get tombstones."""
+        index = self.faiss.downcast_index(self._index)
+        if isinstance(index, self.faiss.IndexIVF):
+            return True
+        return isinstance(self.faiss.downcast_index(index.index), self.faiss.IndexFlat)
 
     def _tune(self) -> None:
-        faiss = self.faiss
-        index = faiss.downcast_index(self._index)
-        inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-        if hasattr(inner, "hnsw"):
-            inner.hnsw.efSearch = self.config.faiss_ef_search
-        ivf = faiss.try_extract_index_ivf(inner)
-        if ivf is not None:
-            ivf.nprobe = self.config.faiss_nprobe
+        # ParameterSpace reaches through id maps and refinement wrappers; a parameter the index
+        # does not have is skipped.
+        space = self.faiss.ParameterSpace()
+        for name, value in (("efSearch", self.config.faiss_ef_search), ("nprobe", self.config.faiss_nprobe),
+                            ("k_factor", self.config.faiss_refine)):
+            try:
+                space.set_index_parameter(self._index, name, value)
+            except RuntimeError:
+                pass
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self._tune()
@@ -322,8 +331,12 @@ class FaissStore(VectorStore):
         if not self._index.is_trained:
             if len(vectors) < 1:
                 raise BackendError("an untrained FAISS index needs vectors to train on")
+            sample = vectors
+            if len(vectors) > self.config.faiss_train_size:  # k-means on a seeded sample: minutes, not hours
+                rows = np.random.default_rng(0).choice(len(vectors), self.config.faiss_train_size, replace=False)
+                sample = np.ascontiguousarray(vectors[np.sort(rows)])
             try:
-                self._index.train(vectors)
+                self._index.train(sample)
             except RuntimeError as err:
                 raise BackendError(f"FAISS could not train {self.config.faiss_factory!r} on {len(vectors)} vectors "
                                    f"({str(err).splitlines()[-1]}); add more vectors at once or pick a smaller "
@@ -332,7 +345,7 @@ class FaissStore(VectorStore):
 
     def _remove(self, ids: np.ndarray) -> None:
         self._writable()
-        if not self._graph():
+        if self._can_remove():
             self._index.remove_ids(ids)
             return
         self._dead.update(int(i) for i in ids)
