@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed a folder of audio or a manifest into a searchable index",
                        description="Embed audio files (and their captions, if any) into an index folder. "
                                    "Unreadable files are listed and skipped.")
-    p.add_argument("source", metavar="PATH_OR_MANIFEST",
+    p.add_argument("source", metavar="PATH_OR_MANIFEST", nargs="?",
                    help="a folder of audio (recursive; NAME.txt beside NAME.wav gives captions), "
                         "a CSV/JSONL manifest (path + caption columns), or one audio file")
     p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced atomically)")
@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-text", action="store_true", help="do not embed captions (audio -> text search needs them)")
+    group = p.add_argument_group("first stage for large libraries (docs: README, 'Large libraries')")
+    group.add_argument("--backend", choices=["exact", "faiss", "milvus"], default=None,
+                       help="first-stage store built beside the index for --checkpoint's weights: exact (default, "
+                            "in memory), faiss (pip install \"diffatr[faiss]\"), milvus (\"diffatr[milvus]\"); "
+                            "search uses it without a flag")
+    group.add_argument("--faiss-factory", default="HNSW32", metavar="SPEC",
+                       help="FAISS index_factory string (HNSW32, HNSW32,SQ8, IVF1024,PQ48,Refine(SQ8), ...)")
+    group.add_argument("--uri", default=None, help="milvus: a server (e.g. http://host:19530); default Milvus Lite")
+    group.add_argument("--add", action="store_true",
+                       help="append SOURCE's clips to the existing index at --out (and to its stores)")
+    group.add_argument("--remove", nargs="+", default=None, metavar="CLIP_ID",
+                       help="remove these clips from the index at --out (its stores are rebuilt)")
     p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                    help="keep only manifest rows whose column equals VALUE (e.g. split=test, demo=1); repeatable")
     p.add_argument("--allow-download", action="store_true",
@@ -130,13 +142,23 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from diffatr.encoders.cache import FeatureCache
     from diffatr.encoders.text import TextEncoder
     from diffatr.indexing import build_index, default_cache_dir
+    from diffatr.retrieval.index import RetrievalIndex
 
+    if args.add and args.remove is not None:
+        raise UsageError("--add and --remove are two separate runs")
+    if args.remove is not None:
+        if args.source:
+            raise UsageError("--remove takes clip ids after it, not a PATH_OR_MANIFEST")
+        return _remove_from_index(args)
+    if not args.source:
+        raise UsageError("give a PATH_OR_MANIFEST to index (or --remove CLIP_ID ... with --out DIR)")
     if args.config:
         config = load_model_config(args.config)
     elif args.checkpoint or default_checkpoint_dir().exists():
         config, _ = read_checkpoint(args.checkpoint or default_checkpoint_dir())
     else:
         config = load_model_config("default")
+    existing = RetrievalIndex.load(args.out) if args.add else None  # checked before any work
     records = _filter_records(read_records(args.source), args.where)
     if not records:
         print(f"diffatr: no audio files found in {args.source}", file=sys.stderr)
@@ -154,14 +176,65 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if args.relative_paths:
         out_dir = os.path.abspath(args.out)
         index.paths = [os.path.relpath(p, out_dir) if p else p for p in index.paths]
+    old_counts = {}
+    if existing is not None:  # the same encoders and new clip ids only (checked by concat)
+        old_counts = {"text_to_audio": len(existing), "audio_to_text": existing.num_captions}
+        index = RetrievalIndex.from_features(existing.concat(index))
     index.save(args.out)
     print(f"indexed {report.indexed} clip(s), {index.num_captions} caption(s) -> {args.out}"
           + (f" ({report.cache_hits} from cache)" if report.cache_hits else "")
+          + (f"; {len(index)} clip(s) in all" if existing is not None else "")
           + (f"; skipped {len(report.skipped)} file(s), listed below" if report.skipped else ""))
     for path, reason in report.skipped:  # in the output, not only in the log: they are not in the index
         print(f"  skipped {path}: {reason}")
     if report.skipped:
         print(f"skipped {len(report.skipped)} file(s) (see the output)", file=sys.stderr)
+    _update_stores(args, index, old_counts)
+    return 0
+
+
+def _store_model(args: argparse.Namespace):
+    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+
+    return load_checkpoint(args.checkpoint or default_checkpoint_dir()).eval()
+
+
+def _update_stores(args: argparse.Namespace, index, old_counts: dict[str, int]) -> None:
+    """Build the first-stage stores (--backend), or extend the index's stores after --add."""
+    from diffatr.retrieval import first_stage
+    from diffatr.retrieval.backends import StoreConfig
+
+    info = first_stage.describe(args.out)
+    if args.backend is not None:
+        config = StoreConfig(args.backend, faiss_factory=args.faiss_factory, milvus_uri=args.uri)
+    elif info is not None and info["backend"] != "exact":
+        config = StoreConfig(**info["config"])
+    else:
+        return
+    model = _store_model(args)
+    if args.backend is None and old_counts:  # --add onto existing stores: append
+        info = first_stage.append(args.out, old_counts, index, model)
+    else:
+        info = first_stage.build(args.out, index, model, config)
+    print(f"first stage: {config.backend} store(s) for {', '.join(f'{n} {d}' for d, n in info['counts'].items())}")
+
+
+def _remove_from_index(args: argparse.Namespace) -> int:
+    """``diffatr index --out DIR --remove ID ...``: a new index without these clips (stores rebuilt)."""
+    from diffatr.retrieval.index import RetrievalIndex
+
+    index = RetrievalIndex.load(args.out)
+    unknown = [c for c in args.remove if c not in set(index.clip_ids)]
+    if unknown:
+        raise UsageError(f"{len(unknown)} clip id(s) are not in {args.out}: {', '.join(unknown[:5])}")
+    gone = set(args.remove)
+    keep = [row for row, clip in enumerate(index.clip_ids) if clip not in gone]
+    if not keep:
+        raise UsageError("--remove would empty the index; delete the folder instead")
+    smaller = RetrievalIndex.from_features(index.subset(keep))
+    smaller.save(args.out)
+    print(f"removed {len(gone)} clip(s) from {args.out}; {len(smaller)} left")
+    _update_stores(args, smaller, {})  # rows shift: the stores are rebuilt
     return 0
 
 
@@ -216,15 +289,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError("-k must be at least 1")
     model = _resolve_checkpoint(args.checkpoint)
-    index = RetrievalIndex.load(args.index or default_index_dir())
+    index_dir = args.index or default_index_dir()
+    index = RetrievalIndex.load(index_dir)
+    from diffatr.retrieval import first_stage
+
+    stores, why_not = first_stage.attach(index_dir, index, model)
+    if why_not:
+        print(f"diffatr search: note: {why_not}", file=sys.stderr)
     knobs = _knobs(args, model.config)
     text_cfg = dataclasses.replace(model.config.text, allow_download=args.allow_download or model.config.text.allow_download)
     if args.query is not None:
-        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg))
+        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=stores)
         hits = engine.search_text(args.query, k=args.k, **knobs)[0]
         direction = "text_to_audio"
     else:
-        engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio))
+        engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=stores)
         hits = engine.search_audio(args.audio, k=args.k, **knobs)[0]
         direction = "audio_to_text"
     rows = [hit.to_dict() for hit in hits]

@@ -454,12 +454,18 @@ class SearchEngine:
         audio_encoder: turns audio queries into audio backbone features (``embed_file(path)``,
             ``embed_waveform(array, sr)``).
         batch_size: queries per denoiser batch.
+        first_stage: per direction, a vector store that answers the first stage (FAISS, Milvus:
+            ``diffatr.retrieval.first_stage.attach``); the re-rank on top is unchanged.
     """
 
     def __init__(self, model: Any, index: RetrievalIndex, text_encoder: Any = None,
-                 audio_encoder: Any = None, batch_size: int = 256) -> None:
+                 audio_encoder: Any = None, batch_size: int = 256,
+                 first_stage: dict[str, Any] | None = None) -> None:
         self.model = model
         self.index = index
+        # direction -> a VectorStore (diffatr.retrieval.backends) over this index's rows in this
+        # model's space, searched instead of the exact cosine top-K; None = exact.
+        self.first_stage = dict(first_stage or {})
         self.text_encoder = text_encoder
         self.audio_encoder = audio_encoder
         self.batch_size = batch_size
@@ -586,7 +592,12 @@ class SearchEngine:
         n = candidates.shape[0]
         top_k = _check_knobs(opts["top_k"], opts["temperature"], self.batch_size, n)
         width = min(max(top_k, int(k)), n)
-        scores, indices = cosine_topk(queries, candidates, width)  # (Q, width)
+        store = self.first_stage.get(direction)
+        if store is not None:  # a vector store's (maybe approximate) top, rows = store ids
+            scores, indices = store.search(queries.float().cpu(), width)
+            scores, indices = scores.to(queries.device), indices.to(queries.device)
+        else:
+            scores, indices = cosine_topk(queries, candidates, width)  # (Q, width)
         if not opts["use_diffusion"]:
             nan = torch.full_like(scores, float("nan"))
             ranks = torch.arange(width, device=scores.device).expand_as(indices).contiguous()
