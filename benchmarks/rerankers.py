@@ -14,6 +14,10 @@ checkpoint is scored on val / test / OOD, both directions, with (``diffatr.retri
 - Gen: the diffusion term alone; Gen+Dis with the paper's rule (temperature 1, alpha 1) and
   with the z-score rule; Gen+QB: z-score fusion on top of QB-Norm.
 
+Further phase-2 variants (``--variants``): the denoiser's shortlist context (``--denoiser-context
+shortlist`` and ``shortlist+hubness``) and the corpus's mixtures of training clips as extra
+phase-2 items (``--mixtures``).
+
 Every knob (QB-Norm's beta, the transductive temperatures, the z-score alpha) is chosen per
 direction on val (mean over training and DDIM seeds); Gen numbers average 3 DDIM seeds. The
 claim check compares the best Gen+X with Dis and with the best single-query cheap re-ranker,
@@ -25,6 +29,7 @@ per direction and split, against the seed std. Writes benchmarks/results/reranke
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -41,7 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 from diffatr.checkpoint import load_checkpoint  # noqa: E402
 from diffatr.config import TrainConfig  # noqa: E402
-from diffatr.features import FeatureSet  # noqa: E402
+from diffatr.corpus.mixtures import read_recipes  # noqa: E402
+from diffatr.data.manifest import read_manifest  # noqa: E402
+from diffatr.features import FeatureSet, FeatureError, mixture_features  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
 from diffatr.retrieval.engine import rerank_topk, stable_topk  # noqa: E402
@@ -57,6 +64,12 @@ BETAS = (1.0, 2.0, 3.0, 5.0, 8.0, 10.0, 20.0)
 TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
 ALPHAS = (0.1, 0.25, 0.5, 1.0)
 SINGLE_QUERY_CHEAP = ("qb-norm", "ensemble")
+# Phase-2 variants besides plain / cross-fit: the denoiser's shortlist context and the mixtures.
+OTHER_VARIANTS: dict[str, dict[str, Any]] = {
+    "context shortlist": {"context": "shortlist"},
+    "context shortlist+hubness": {"context": "shortlist+hubness"},
+    "mixtures": {"mixtures": True},
+}
 
 
 def log(msg: str) -> None:
@@ -71,14 +84,31 @@ def generalisation_module():
     return module
 
 
-def phase2_run(init: Path, seed: int, train: FeatureSet, val: FeatureSet, out: Path, cross_fit: int) -> Path:
+def phase2_run(init: Path, seed: int, train: FeatureSet, val: FeatureSet, out: Path, cross_fit: int = 0, *,
+               context: str = "none", extra_train: FeatureSet | None = None) -> Path:
     """Phase 2 (the shipped recipe) on one phase-1 model; a finished run is reused."""
     if not (out / "done.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
+        config = load_checkpoint(init).config
+        config = dataclasses.replace(config, denoiser=dataclasses.replace(config.denoiser, context=context))
         train_diffusion(init, TrainConfig.for_phase("diffusion", seed=seed, device="cpu", cross_fit=cross_fit, **PHASE2),
-                        train, val, out, progress=False)
+                        train, val, out, model_config=config, progress=False, extra_train=extra_train)
         (out / "done.json").write_text("{}")
     return out / "best"
+
+
+def training_mixtures(train: FeatureSet, config, cache: Path) -> FeatureSet:
+    """Features of the corpus's mixtures made of training clips only (computed once, cached)."""
+    try:
+        return FeatureSet.load(cache)
+    except FeatureError:
+        pass
+    paths = {r.clip_id: r.path for r in read_manifest(MANIFEST) if r.clip_id in set(train.clip_ids)}
+    recipes = [r for r in read_recipes(MANIFEST.parent / "mixtures.jsonl") if all(c.clip_id in paths for c in r.clips)]
+    log(f"embedding {len(recipes)} training mixtures")
+    features = mixture_features(recipes, paths, config, progress=False)
+    features.save(cache)
+    return features
 
 
 def r1(scores: torch.Tensor, direction: str, caption_to_clip: torch.Tensor) -> float:
@@ -234,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cross-fit", type=int, nargs="*", default=[5], metavar="K",
                         help="cross-fitted variants to train (folds); none = plain phase 2 only")
+    parser.add_argument("--variants", nargs="*", default=list(OTHER_VARIANTS), choices=list(OTHER_VARIANTS),
+                        help="phase-2 variants besides plain and cross-fitting")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/rerankers_runs"))
     parser.add_argument("--phase1-runs", type=Path, default=Path("/tmp/generalisation_runs"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rerankers.json")
@@ -247,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     variants: dict[str, list[Path]] = {"plain": []}
     for k in args.cross_fit:
         variants[f"cross-fit {k}"] = []
+    for name in args.variants:
+        variants[name] = []
+    mixtures = None
+    if "mixtures" in args.variants:
+        mixtures = training_mixtures(feats["train"], bench.model_config(bench.RECIPES[recipe_name]),
+                                     args.runs / "mixture-features")
     for seed in args.seeds:
         init = bench.train_run(recipe_name, seed, feats, args.phase1_runs)
         log(f"seed {seed}: phase 2, plain")
@@ -255,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
             log(f"seed {seed}: phase 2, cross-fit {k}")
             variants[f"cross-fit {k}"].append(
                 phase2_run(init, seed, feats["train"], feats["val"], args.runs / f"crossfit{k}-s{seed}", k))
+        for name in args.variants:
+            log(f"seed {seed}: phase 2, {name}")
+            slug = name.replace("context ", "").replace("+", "-")
+            variants[name].append(phase2_run(init, seed, feats["train"], feats["val"], args.runs / f"{slug}-s{seed}",
+                                             context=OTHER_VARIANTS[name].get("context", "none"),
+                                             extra_train=mixtures if OTHER_VARIANTS[name].get("mixtures") else None))
     results: dict[str, Any] = {"recipe": recipe_name, "seeds": args.seeds, "ddim_seeds": list(DDIM_SEEDS),
                                "phase2": PHASE2, "variants": {}, "claims": {}}
     for name, checkpoints in variants.items():
