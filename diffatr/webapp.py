@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import gradio as gr  # noqa: E402
+import torch  # noqa: E402
 from gradio.components.plot import PlotData  # noqa: E402
 
 from diffatr import plots  # noqa: E402
@@ -68,7 +69,11 @@ AUDIO_SEARCH_WORKERS = 2  # audio searches at once (a decode + the audio encoder
 UPLOAD_WORKERS = int(os.environ.get("DIFFATR_UPLOAD_WORKERS", "4"))  # uploads indexed at once
 ANIMATIONS = int(os.environ.get("DIFFATR_ANIMATIONS", "4"))  # animations streamed at once (the rest wait)
 VIEW_WORKERS = 8  # drawing the results of a search (cards, first frame, heatmap)
+# Torch threads per process ($DIFFATR_TORCH_THREADS; default: torch's, one per core). One thread
+# measured no better under load on 2 cores (benchmarks/load.py, README "Load").
+TORCH_THREADS = int(os.environ.get("DIFFATR_TORCH_THREADS", "0")) or torch.get_num_threads()
 
+torch.set_num_threads(TORCH_THREADS)
 APP = DemoApp.load()
 QUOTAS = APP.quotas
 # An upload larger than the session's quota could never be indexed: Gradio refuses it at once.
