@@ -18,6 +18,7 @@ Writes benchmarks/results/scale.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -53,6 +54,12 @@ STORES: dict[str, StoreConfig] = {
     "faiss IVF-PQ + SQ8 refine": StoreConfig("faiss", faiss_factory="IVF1024,PQ48,Refine(SQ8)", faiss_nprobe=32,
                                              faiss_refine=4),
     "milvus lite (FLAT)": StoreConfig("milvus", milvus_index="FLAT"),
+}
+# Search-time knobs swept on the built index (no rebuild): store -> {knob: values}.
+SWEEPS: dict[str, dict[str, list[int]]] = {
+    "faiss HNSW32": {"faiss_ef_search": [64, 256, 512, 1024]},
+    "faiss HNSW32,SQ8": {"faiss_ef_search": [256, 512, 1024]},
+    "faiss IVF-PQ + SQ8 refine": {"faiss_refine": [8, 16, 32]},
 }
 MAX_SIZE = {"milvus lite (FLAT)": 100_000}  # Milvus Lite inserts row by row through gRPC: slow past this
 
@@ -151,6 +158,17 @@ def run_size(n: int, emb: dict[str, Any], names: list[str], work: Path, repeats:
                      "p50_ms": round(pct(one, 50), 2), "p95_ms": round(pct(one, 95), 2),
                      "batch32_p50_ms_per_query": round(pct(batch, 50), 3)}
         log(f"  {out[name]}")
+        if name in SWEEPS:  # the search-time knob that trades recall for speed, same index
+            out[name]["sweep"] = []
+            for knob, values in SWEEPS[name].items():
+                for value in values:
+                    store.config = dataclasses.replace(STORES[name], **{knob: value})
+                    found = store.search(queries, K)[1].numpy()
+                    r = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
+                    times = latency_ms(store, queries, 1, max(20, repeats // 4))
+                    out[name]["sweep"].append({knob: value, "recall@32": round(r, 4), "p50_ms": round(pct(times, 50), 2),
+                                               "p95_ms": round(pct(times, 95), 2)})
+                    log(f"    {out[name]['sweep'][-1]}")
         del store
         shutil.rmtree(folder, ignore_errors=True)
     return out

@@ -110,3 +110,15 @@ def test_stores_for_other_weights_are_not_used(audio_folder, checkpoint, tmp_pat
     assert "built for other weights" in err and len(results) == 4  # exact search instead
     stores, why = first_stage.attach(out, RetrievalIndex.load(out), _model(other))
     assert stores is None and "other weights" in why
+
+
+def test_the_demo_uses_its_corpus_stores(audio_folder, checkpoint, tmp_path, capsys):
+    from diffatr.demo import DemoApp, DemoSession
+
+    out = tmp_path / "idx"
+    assert _index([audio_folder, "--out", out, "--checkpoint", checkpoint, "--backend", "faiss",
+                   "--faiss-factory", "Flat"], capsys)[0] == 0
+    app = DemoApp.load(checkpoint, out, warm_up=False, upload_root=tmp_path / "uploads")
+    assert set(app.engine.first_stage) == {"text_to_audio", "audio_to_text"}
+    response = app.search_text("a high beep", app.defaults, DemoSession())
+    assert response["results"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any
 
 from diffatr.demo.corpus import DemoCorpus, demo_index_dir
@@ -36,12 +37,15 @@ class DemoApp:
 
     def __init__(self, model: Any, index: RetrievalIndex, text_encoder: Any, audio_encoder: Any,
                  *, engine_cache_size: int = 16, quotas: UploadQuotas | None = None,
-                 upload_root: str | os.PathLike | None = None) -> None:
+                 upload_root: str | os.PathLike | None = None, first_stage: dict[str, Any] | None = None) -> None:
         self.model = model
         self.index = index
         self.text_encoder = text_encoder
         self.audio_encoder = audio_encoder
-        self.engine = SearchEngine(model, index, text_encoder=text_encoder, audio_encoder=audio_encoder)
+        # The corpus's first-stage stores (FAISS / Milvus) when its index has them; a session
+        # with uploads searches corpus + uploads exactly.
+        self.engine = SearchEngine(model, index, text_encoder=text_encoder, audio_encoder=audio_encoder,
+                                   first_stage=first_stage)
         self.num_train_timesteps = int(model.config.diffusion.num_train_timesteps)
         self.defaults = Settings.for_model(model.config.retrieval, self.num_train_timesteps)
         self.quotas = quotas or UploadQuotas.from_env()
@@ -66,12 +70,17 @@ class DemoApp:
         from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
         from diffatr.encoders.audio import build_audio_encoder
         from diffatr.encoders.text import TextEncoder
+        from diffatr.retrieval import first_stage
 
         model = load_checkpoint(checkpoint_dir or default_checkpoint_dir())
-        index = RetrievalIndex.load(index_dir or demo_index_dir())
+        index_dir = index_dir or demo_index_dir()
+        index = RetrievalIndex.load(index_dir)
+        stores, why_not = first_stage.attach(index_dir, index, model)
+        if why_not:
+            warnings.warn(f"the demo index: {why_not}", stacklevel=2)
         audio_config = dataclasses.replace(model.config.audio, max_seconds=AUDIO_MAX_SECONDS)
         app = cls(model, index, TextEncoder(model.config.text), build_audio_encoder(audio_config),
-                  quotas=quotas, upload_root=upload_root)
+                  quotas=quotas, upload_root=upload_root, first_stage=stores)
         if warm_up:
             app.search_text("a sound", app.defaults, DemoSession())
         return app
