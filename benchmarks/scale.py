@@ -50,8 +50,8 @@ STORES: dict[str, StoreConfig] = {
     "exact": StoreConfig("exact"),
     "faiss HNSW32": StoreConfig("faiss", faiss_factory="HNSW32", faiss_ef_search=128),
     "faiss HNSW32,SQ8": StoreConfig("faiss", faiss_factory="HNSW32,SQ8", faiss_ef_search=128),
-    "faiss IVF-PQ": StoreConfig("faiss", faiss_factory="IVF1024,PQ48", faiss_nprobe=32),
-    "faiss IVF-PQ + SQ8 refine": StoreConfig("faiss", faiss_factory="IVF1024,PQ48,Refine(SQ8)", faiss_nprobe=32,
+    "faiss IVF-PQ": StoreConfig("faiss", faiss_factory="IVF1024,PQ48", faiss_nprobe=64),
+    "faiss IVF-PQ + SQ8 refine": StoreConfig("faiss", faiss_factory="IVF1024,PQ48,Refine(SQ8)", faiss_nprobe=64,
                                              faiss_refine=4),
     "milvus lite (FLAT)": StoreConfig("milvus", milvus_index="FLAT"),
 }
@@ -59,7 +59,7 @@ STORES: dict[str, StoreConfig] = {
 SWEEPS: dict[str, dict[str, list[int]]] = {
     "faiss HNSW32": {"faiss_ef_search": [64, 256, 512, 1024]},
     "faiss HNSW32,SQ8": {"faiss_ef_search": [256, 512, 1024]},
-    "faiss IVF-PQ + SQ8 refine": {"faiss_refine": [8, 16, 32]},
+    "faiss IVF-PQ + SQ8 refine": {"faiss_refine": [16, 64], "faiss_nprobe": [128]},
 }
 MAX_SIZE = {"milvus lite (FLAT)": 100_000}  # Milvus Lite inserts row by row through gRPC: slow past this
 

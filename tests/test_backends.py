@@ -37,7 +37,8 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 EXACT_CONFIGS = [StoreConfig("exact"), StoreConfig("faiss", faiss_factory="Flat"),
                  StoreConfig("milvus", milvus_index="FLAT")]
 APPROX_CONFIGS = [(StoreConfig("faiss", faiss_factory="HNSW32", faiss_ef_search=64), 0.95),
-                  (StoreConfig("faiss", faiss_factory="IVF16,Flat", faiss_nprobe=12), 0.9)]
+                  (StoreConfig("faiss", faiss_factory="IVF16,Flat", faiss_nprobe=12), 0.9),
+                  (StoreConfig("faiss", faiss_factory="IVF16,PQ8,Refine(SQ8)", faiss_nprobe=12, faiss_refine=16), 0.85)]
 
 
 def _needs(config: StoreConfig) -> None:
@@ -148,3 +149,15 @@ def test_an_interrupted_save_leaves_the_previous_store(tmp_path, monkeypatch):
     monkeypatch.undo()
     again = load_store(tmp_path / "s")
     assert json.loads((tmp_path / "s" / "store.json").read_text()) == before and len(again) == 30
+
+
+def test_refinement_depth_is_applied_through_the_wrappers():
+    pytest.importorskip("faiss")
+    vectors, queries = clustered(2000, 5), clustered(50, 6)
+    ids = np.arange(2000, dtype=np.int64)
+    truth = exact_ids(vectors, ids, queries, 32)
+    shallow = build_store(StoreConfig("faiss", faiss_factory="IVF16,PQ4,Refine(SQ8)", faiss_nprobe=16,
+                                      faiss_refine=1), vectors, ids)
+    low = recall(shallow.search(queries, 32)[1].numpy(), truth)
+    shallow.config = StoreConfig("faiss", faiss_factory="IVF16,PQ4,Refine(SQ8)", faiss_nprobe=16, faiss_refine=32)
+    assert recall(shallow.search(queries, 32)[1].numpy(), truth) > low + 0.1

@@ -294,15 +294,19 @@ class FaissStore(VectorStore):
         return isinstance(self.faiss.downcast_index(index.index), self.faiss.IndexFlat)
 
     def _tune(self) -> None:
-        # ParameterSpace reaches through id maps and refinement wrappers; a parameter the index
-        # does not have is skipped.
-        space = self.faiss.ParameterSpace()
-        for name, value in (("efSearch", self.config.faiss_ef_search), ("nprobe", self.config.faiss_nprobe),
-                            ("k_factor", self.config.faiss_refine)):
-            try:
-                space.set_index_parameter(self._index, name, value)
-            except RuntimeError:
-                pass
+        """Set the search-time knobs on whatever the index is wrapped in (id map, refinement)."""
+        faiss = self.faiss
+        index = faiss.downcast_index(self._index)
+        if hasattr(index, "id_map"):
+            index = faiss.downcast_index(index.index)
+        if isinstance(index, faiss.IndexRefine):
+            index.k_factor = float(self.config.faiss_refine)
+            index = faiss.downcast_index(index.base_index)
+        if hasattr(index, "hnsw"):
+            index.hnsw.efSearch = self.config.faiss_ef_search
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.nprobe = self.config.faiss_nprobe
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self._tune()
@@ -353,8 +357,8 @@ class FaissStore(VectorStore):
             keep = ~np.isin(self._ids, ids)
             self._index = self._new_index()
             self._dead.clear()
-            if keep.any():
-                self._index.add_with_ids(np.ascontiguousarray(np.asarray(self._vectors)[keep]), self._ids[keep])
+            if keep.any():  # trained again on what is kept
+                self._add(np.ascontiguousarray(np.asarray(self._vectors)[keep]), self._ids[keep])
 
     def _save_backend(self, tmp: Path, final: Path) -> None:
         self.faiss.write_index(self._index, str(tmp / self.INDEX_FILE))
