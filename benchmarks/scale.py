@@ -59,7 +59,7 @@ STORES: dict[str, StoreConfig] = {
 SWEEPS: dict[str, dict[str, list[int]]] = {
     "faiss HNSW32": {"faiss_ef_search": [64, 256, 512, 1024]},
     "faiss HNSW32,SQ8": {"faiss_ef_search": [256, 512, 1024]},
-    "faiss IVF-PQ + SQ8 refine": {"faiss_refine": [16, 64], "faiss_nprobe": [128]},
+    "faiss IVF-PQ + SQ8 refine": {"faiss_refine": [16, 24, 32, 64]},
 }
 MAX_SIZE = {"milvus lite (FLAT)": 100_000}  # Milvus Lite inserts row by row through gRPC: slow past this
 
@@ -124,7 +124,25 @@ def pct(values: list[float], p: float) -> float:
     return float(np.percentile(values, p))
 
 
-def run_size(n: int, emb: dict[str, Any], names: list[str], work: Path, repeats: int) -> dict[str, Any]:
+def rerank_ms(store, queries: torch.Tensor, model: Any, repeats: int) -> list[float]:
+    """One query at a time: the store's top K, their exact vectors, the diffusion re-rank."""
+    knobs = model.config.retrieval
+    denoiser, scheduler = model.denoisers["text_to_audio"], model.make_scheduler()
+    times = []
+    for i in range(repeats):
+        q = queries[i % queries.shape[0]][None]
+        t0 = time.perf_counter()
+        scores, ids = store.search(q, knobs.top_k)
+        candidates = store.vectors(ids[0])  # (K, D)
+        rerank_topk(q, candidates, scores, torch.arange(ids.shape[1])[None], denoiser, scheduler,
+                    num_inference_steps=knobs.num_inference_steps, alpha=knobs.alpha,
+                    temperature=knobs.temperature, seed=knobs.seed, fusion=knobs.fusion)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def run_size(n: int, emb: dict[str, Any], names: list[str], work: Path, repeats: int,
+             large: list[str] | None = None) -> dict[str, Any]:
     vectors = synthetic(emb["audio"], n, seed=n)
     queries = synthetic(emb["test_text"], 512, seed=1, cosine=0.9)
     ids = np.arange(n, dtype=np.int64)
@@ -135,6 +153,9 @@ def run_size(n: int, emb: dict[str, Any], names: list[str], work: Path, repeats:
     for name in names:
         if n > MAX_SIZE.get(name, 10**12):
             out[name] = {"skipped": f"not run above {MAX_SIZE[name]:,} vectors"}
+            continue
+        if n > 100_000 and large is not None and name not in large:
+            out[name] = {"skipped": "not in --large-stores for this run"}
             continue
         log(f"N = {n:,}: {name}")
         folder = work / f"{name.replace(' ', '_')}-{n}"
@@ -157,6 +178,8 @@ def run_size(n: int, emb: dict[str, Any], names: list[str], work: Path, repeats:
                      "memory_mb": round(loaded, 1), "recall@32": round(recall, 4),
                      "p50_ms": round(pct(one, 50), 2), "p95_ms": round(pct(one, 95), 2),
                      "batch32_p50_ms_per_query": round(pct(batch, 50), 3)}
+        with_rerank = rerank_ms(store, queries, emb["model"], max(20, repeats // 4))
+        out[name]["with_rerank_p50_ms"] = round(pct(with_rerank, 50), 2)
         log(f"  {out[name]}")
         if name in SWEEPS:  # the search-time knob that trades recall for speed, same index
             out[name]["sweep"] = []
@@ -200,14 +223,19 @@ def rerank_on_corpus(emb: dict[str, Any], names: list[str], work: Path) -> dict[
 
 def table(results: dict[str, Any]) -> str:
     lines = ["| N | store | build (s) | disk (MB) | memory (MB) | recall@32 | p50 / p95 (ms, one query) | "
-             "ms / query (batch 32) |", "|---|---|---|---|---|---|---|---|"]
+             "ms / query (batch 32) | with re-rank, p50 (ms) |", "|---|---|---|---|---|---|---|---|---|"]
     for n, rows in results["sizes"].items():
         for name, r in rows.items():
             if "skipped" in r:
-                lines.append(f"| {int(n):,} | {name} | {r['skipped']} ||||||")
+                lines.append(f"| {int(n):,} | {name} | {r['skipped']} |||||||")
                 continue
             lines.append(f"| {int(n):,} | {name} | {r['build_s']} | {r['disk_mb']} | {r['memory_mb']} | "
-                         f"{r['recall@32']:.3f} | {r['p50_ms']} / {r['p95_ms']} | {r['batch32_p50_ms_per_query']} |")
+                         f"{r['recall@32']:.3f} | {r['p50_ms']} / {r['p95_ms']} | {r['batch32_p50_ms_per_query']} | "
+                         f"{r['with_rerank_p50_ms']} |")
+            for point in r.get("sweep", []):
+                knob = next(k for k in point if k.startswith("faiss_"))
+                lines.append(f"| | ↳ {knob[6:]} = {point[knob]} | | | | {point['recall@32']:.3f} | "
+                             f"{point['p50_ms']} / {point['p95_ms']} | | |")
     return "\n".join(lines)
 
 
@@ -216,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--stores", nargs="+", default=list(STORES), choices=list(STORES))
     parser.add_argument("--repeats", type=int, default=200, help="single-query searches timed per store")
+    parser.add_argument("--large-stores", nargs="+", default=None, choices=list(STORES),
+                        help="the stores run above 100k vectors (default: all that fit)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     args = parser.parse_args(argv)
@@ -236,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="diffatr-scale-") as tmp:
         work = Path(tmp)
         for n in args.sizes:
-            results["sizes"][str(n)] = run_size(n, emb, args.stores, work, args.repeats)
+            results["sizes"][str(n)] = run_size(n, emb, args.stores, work, args.repeats, args.large_stores)
         results["rerank_on_corpus_test"] = rerank_on_corpus(emb, args.stores, work)
     results["load_average_at_end"] = os.getloadavg()
     results["seconds"] = round(time.time() - started, 1)
