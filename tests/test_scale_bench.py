@@ -1,0 +1,33 @@
+"""benchmarks/scale.py's synthetic collections and its table (the benchmark itself runs for
+many minutes)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def bench():
+    yield from load_benchmark("scale")
+
+
+def test_synthetic_vectors_stay_near_their_source(bench):
+    base = F.normalize(torch.randn(50, 96, generator=torch.Generator().manual_seed(0)), dim=-1)
+    out = bench.synthetic(base, 3000, seed=1, cosine=0.8)
+    assert out.shape == (3000, 96) and torch.allclose(out.norm(dim=1), torch.ones(3000), atol=1e-5)
+    best = (out @ base.T).max(dim=1).values  # each vector's cosine to its own source
+    assert 0.74 < float(best.mean()) < 0.86
+    assert torch.equal(out, bench.synthetic(base, 3000, seed=1, cosine=0.8))  # seeded
+
+
+def test_table_lists_sweeps_and_skipped_stores(bench):
+    row = {"build_s": 1.0, "disk_mb": 2.0, "memory_mb": 3.0, "recall@32": 0.9, "p50_ms": 1.0, "p95_ms": 2.0,
+           "batch32_p50_ms_per_query": 0.5, "with_rerank_p50_ms": 9.0,
+           "sweep": [{"faiss_ef_search": 512, "recall@32": 0.96, "p50_ms": 1.5, "p95_ms": 2.5}]}
+    text = bench.table({"sizes": {"1000": {"faiss HNSW32": row, "milvus lite (FLAT)": {"skipped": "too big"}}}})
+    lines = text.splitlines()
+    assert lines[2].startswith("| 1,000 | faiss HNSW32 | 1.0 |") and "| 0.900 |" in lines[2]
+    assert "↳ ef_search = 512" in lines[3] and "0.960" in lines[3]
+    assert "too big" in lines[4]
