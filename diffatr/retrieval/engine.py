@@ -474,12 +474,16 @@ class SearchEngine:
         self._caption_owner = index.caption_to_clip.tolist()
         self._first_caption = [c[0] if c else None for c in index.captions]
         self._flat_captions = index.flat_captions
-        with torch.no_grad():
-            self.audio_embeds = self._project(model.project_audio, index.audio_features)  # (N, D)
-            self._caches: dict[str, Any] = {
-                "text_to_audio": model.denoisers["text_to_audio"].precompute(self.audio_embeds)}
+        # With a vector store for a direction, its candidates' embeddings come from the store,
+        # K per query: nothing of size N is projected or precomputed here (large libraries).
+        self._caches: dict[str, Any] = {}
+        self.audio_embeds: Tensor | None = None  # (N, D), exact first stage only
+        if "text_to_audio" not in self.first_stage:
+            with torch.no_grad():
+                self.audio_embeds = self._project(model.project_audio, index.audio_features)
+                self._caches["text_to_audio"] = model.denoisers["text_to_audio"].precompute(self.audio_embeds)
         self.text_embeds: Tensor | None = None  # (M, D), built on first need
-        if index.text_features is not None:
+        if index.text_features is not None and "audio_to_text" not in self.first_stage:
             self._build_text_side(index.text_features)
 
     # ------------------------------------------------------------------ setup
@@ -520,7 +524,7 @@ class SearchEngine:
             self._caches["audio_to_text"] = self.model.denoisers["audio_to_text"].precompute(self.text_embeds)
 
     def _ensure_text_side(self) -> None:
-        if self.text_embeds is not None:
+        if self.text_embeds is not None or "audio_to_text" in self.first_stage:
             return
         if self.index.num_captions == 0:
             raise SearchError("audio->text search needs captions in the index, and this index has "
@@ -589,10 +593,10 @@ class SearchEngine:
                 if features.ndim != 2 or features.shape[1] != expected:
                     raise SearchError(f"query features must be (Q, {expected}), got {tuple(features.shape)}")
                 queries = self._project(project, features)  # (Q, D)
-        n = candidates.shape[0]
+        store = self.first_stage.get(direction)
+        n = len(store) if store is not None else candidates.shape[0]
         top_k = _check_knobs(opts["top_k"], opts["temperature"], self.batch_size, n)
         width = min(max(top_k, int(k)), n)
-        store = self.first_stage.get(direction)
         if store is not None:  # a vector store's (maybe approximate) top, rows = store ids
             scores, indices = store.search(queries.float().cpu(), width)
             scores, indices = scores.to(queries.device), indices.to(queries.device)
@@ -604,12 +608,18 @@ class SearchEngine:
             return RerankResult(indices=indices, cosine=scores, diffusion=nan, fused=scores.clone(),
                                 cosine_rank=ranks, x0=nan.clone(), trajectory=None,
                                 settings={"top_k": 0, "use_diffusion": False})
+        top_indices, cache, rows = indices[:, :top_k], self._caches.get(direction), None
+        if store is not None:  # only the shortlisted rows, from the store's exact vectors
+            rows, top_indices = torch.unique(top_indices, return_inverse=True)  # (U,), (Q, K) into rows
+            candidates = store.vectors(rows.cpu()).to(queries.device)  # (U, D)
         result = rerank_topk(
-            queries, candidates, scores[:, :top_k], indices[:, :top_k], self.model.denoisers[direction],
+            queries, candidates, scores[:, :top_k], top_indices, self.model.denoisers[direction],
             self.scheduler, num_inference_steps=opts["num_inference_steps"], alpha=opts["alpha"],
             temperature=opts["temperature"], seed=opts["seed"], fusion=opts.get("fusion", "paper"),
-            candidate_cache=self._caches[direction],
+            candidate_cache=cache,
             factorised=True, return_trajectory=return_trajectory, batch_size=self.batch_size)
+        if rows is not None:  # back to index rows
+            result = dataclasses.replace(result, indices=rows.to(result.indices.device)[result.indices])
         result.settings["direction"] = direction
         if width > top_k:  # the tail beyond the re-ranked K, in cosine order
             tail = slice(top_k, width)
