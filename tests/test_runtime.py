@@ -70,12 +70,39 @@ def _build_wheel(out: Path) -> Path:
     return wheel
 
 
-def test_the_installed_wheel_searches_offline_outside_the_checkout(tmp_path):
-    wheel = _build_wheel(tmp_path)
-    site = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as archive:  # a wheel is unpacked as is into site-packages
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> dict[str, Path]:
+    """The wheel, pip-installed into a fresh virtual environment outside the checkout.
+
+    Its dependencies (torch, transformers, gradio ...) are this environment's, reached through a
+    ``.pth`` line (a second torch would be a multi-GB download); diffatr itself, its data and
+    its commands come from the wheel only: a ``.pth`` in an added folder is not run, so this
+    environment's editable install does not leak in.
+    """
+    import sysconfig
+
+    work = tmp_path_factory.mktemp("wheel")
+    wheel = _build_wheel(work)
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "_host_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+                    str(wheel)], check=True, capture_output=True, timeout=600)
+    return {"wheel": wheel, "venv": venv, "python": python, "site": Path(purelib), "work": work}
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFATR_") and k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(extra or {}))
+    return env
+
+
+def test_the_installed_wheel_searches_offline_outside_the_checkout(installed):
+    with zipfile.ZipFile(installed["wheel"]) as archive:
         names = set(archive.namelist())
-        archive.extractall(site)
     for shipped in ("diffatr/_shipped/checkpoints/default/model.safetensors",
                     "diffatr/_shipped/checkpoints/aisfx_cnn9.safetensors",
                     "diffatr/_shipped/corpus/demo_index/index.json", "diffatr/configs/default.json"):
@@ -83,48 +110,38 @@ def test_the_installed_wheel_searches_offline_outside_the_checkout(tmp_path):
     assert any(n.startswith("diffatr/_shipped/corpus/clips/") for n in names)
     for module in (ROOT / "diffatr").rglob("*.py"):  # every module of the source tree (pyproject lists packages)
         assert module.relative_to(ROOT).as_posix() in names, f"the wheel lacks {module.relative_to(ROOT)}"
-    script = (
-        "import json, sys, diffatr, diffatr.runtime as r\n"
-        "from diffatr.cli import main\n"
-        "print(json.dumps({'module': diffatr.__file__, 'checkpoint': str(r.default_checkpoint_dir()),"
-        " 'index': str(r.default_index_dir())}))\n"
-        "sys.exit(main(['search', 'a dog barks', '-k', '3', '--json']))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFATR_")}
-    env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+    site = str(installed["site"])
+    where = subprocess.run([str(installed["python"]), "-c",
+                            "import json, diffatr, diffatr.runtime as r; print(json.dumps({'module': diffatr.__file__, "
+                            "'checkpoint': str(r.default_checkpoint_dir()), 'index': str(r.default_index_dir())}))"],
+                           cwd=installed["work"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert where.returncode == 0, where.stderr[-2000:]
+    for key, value in json.loads(where.stdout).items():
+        assert value.startswith(site), f"{key} came from {value}, not the installed package"
+    # the installed command, from another folder, offline
+    run = subprocess.run([str(installed["venv"] / "bin" / "diffatr"), "search", "a dog barks", "-k", "3", "--json"],
+                         cwd=installed["work"], env=_env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    first, rest = run.stdout.split("\n", 1)
-    where = json.loads(first)
-    for key in ("module", "checkpoint", "index"):
-        assert where[key].startswith(str(site)), f"{key} came from {where[key]}, not the installed package"
-    results = json.loads(rest)["results"]
-    assert len(results) == 3 and all(Path(r["path"]).is_file() for r in results)
-    assert all(str(site) in r["path"] for r in results)
+    results = json.loads(run.stdout)["results"]
+    assert len(results) == 3 and all(Path(r["path"]).is_file() and r["path"].startswith(site) for r in results)
+    assert [r["rank"] for r in results] == [1, 2, 3]
 
 
-def test_the_installed_wheel_builds_the_app_on_its_shipped_corpus(tmp_path):
+def test_the_installed_wheel_builds_the_app_on_its_shipped_corpus(installed):
     pytest.importorskip("gradio")
-    wheel = _build_wheel(tmp_path)
-    site = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(site)
-        entry_points = archive.read(next(n for n in archive.namelist() if n.endswith("entry_points.txt"))).decode()
-    assert "diffatr-demo = diffatr.webapp:main" in entry_points
+    assert (installed["venv"] / "bin" / "diffatr-demo").is_file()  # the console script exists
     script = (
-        "import json, os\n"
+        "import json\n"
         "from diffatr import webapp\n"
         "index = webapp.APP.index\n"
         "print(json.dumps({'module': webapp.__file__, 'clips': len(index), "
         "'first': index.paths[0], 'blocks': type(webapp.demo).__name__}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFATR_")}
-    env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               DIFFATR_UPLOAD_DIR=str(tmp_path / "uploads"))
-    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run([str(installed["python"]), "-c", script], cwd=installed["work"],
+                         env=_env({"DIFFATR_UPLOAD_DIR": str(installed["work"] / "uploads")}),
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     facts = json.loads(run.stdout.strip().splitlines()[-1])
-    assert facts["module"].startswith(str(site)) and facts["blocks"] == "Blocks"
-    assert facts["clips"] > 100 and facts["first"].startswith(str(site)) and Path(facts["first"]).is_file()
+    site = str(installed["site"])
+    assert facts["module"].startswith(site) and facts["blocks"] == "Blocks"
+    assert facts["clips"] > 100 and facts["first"].startswith(site) and Path(facts["first"]).is_file()
