@@ -69,9 +69,10 @@ AUDIO_SEARCH_WORKERS = 2  # audio searches at once (a decode + the audio encoder
 UPLOAD_WORKERS = int(os.environ.get("DIFFATR_UPLOAD_WORKERS", "4"))  # uploads indexed at once
 ANIMATIONS = int(os.environ.get("DIFFATR_ANIMATIONS", "4"))  # animations streamed at once (the rest wait)
 VIEW_WORKERS = 8  # drawing the results of a search (cards, first frame, heatmap)
-# Torch threads per process ($DIFFATR_TORCH_THREADS; default: torch's, one per core). One thread
-# measured no better under load on 2 cores (benchmarks/load.py, README "Load").
-TORCH_THREADS = int(os.environ.get("DIFFATR_TORCH_THREADS", "0")) or torch.get_num_threads()
+# One torch thread per request ($DIFFATR_TORCH_THREADS overrides): the workers above already run
+# requests side by side, and a single search is faster on one thread than on two (22 vs 35 ms
+# here); under load it kept the API p95 under 1 s beside 8 animations (benchmarks/load.py).
+TORCH_THREADS = int(os.environ.get("DIFFATR_TORCH_THREADS", "1"))
 
 torch.set_num_threads(TORCH_THREADS)
 APP = DemoApp.load()
