@@ -64,7 +64,7 @@ log = logging.getLogger("diffatr.app")
 FRAME_SECONDS = float(os.environ.get("DIFFATR_FRAME_SECONDS", "0.06"))
 # Fair sharing of the CPU. Each kind of event has its own queue (a Gradio concurrency group),
 # so that animations never hold up a search and one user's zip never holds up another's upload:
-SEARCH_WORKERS = 4  # text searches at once (about 30 ms each)
+SEARCH_WORKERS = int(os.environ.get("DIFFATR_SEARCH_WORKERS", "4"))  # text searches at once (about 25 ms each)
 AUDIO_SEARCH_WORKERS = 2  # audio searches at once (a decode + the audio encoder)
 UPLOAD_WORKERS = int(os.environ.get("DIFFATR_UPLOAD_WORKERS", "4"))  # uploads indexed at once
 ANIMATIONS = int(os.environ.get("DIFFATR_ANIMATIONS", "4"))  # animations streamed at once (the rest wait)
