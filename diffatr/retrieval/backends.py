@@ -123,7 +123,7 @@ class VectorStore:
         self.dim = int(dim)
         self._ids = np.zeros(0, dtype=np.int64)  # (N,)
         self._vectors = np.zeros((0, self.dim), dtype=np.float32)  # (N, D), maybe a read-only memmap
-        self._row_of: dict[int, int] = {}
+        self._order = np.zeros(0, dtype=np.int64)  # argsort of the ids: id -> row by binary search
 
     def __len__(self) -> int:
         return int(self._ids.shape[0])
@@ -156,16 +156,15 @@ class VectorStore:
     def vectors(self, ids: Tensor | np.ndarray) -> Tensor:
         """The exact stored vectors of ``ids`` (any shape) -> (*ids.shape, D) float32."""
         arr = torch.as_tensor(ids).cpu().numpy().astype(np.int64)
-        try:
-            rows = np.fromiter((self._row_of[int(i)] for i in arr.reshape(-1)), dtype=np.int64, count=arr.size)
-        except KeyError as err:
-            raise BackendError(f"id {err.args[0]} is not in the store") from None
+        rows, found = self._rows_of(arr.reshape(-1))
+        if not found.all():
+            raise BackendError(f"id {int(arr.reshape(-1)[~found][0])} is not in the store")
         return torch.from_numpy(np.asarray(self._vectors[rows], dtype=np.float32)).view(*arr.shape, self.dim)
 
     def add(self, vectors: Tensor, ids: Tensor | np.ndarray) -> None:
         """Store (n, D) vectors under n new ids (an id already stored is an error)."""
         vecs, id_arr = _check_vectors(vectors, ids, self.dim)
-        clash = [int(i) for i in id_arr if int(i) in self._row_of]
+        clash = id_arr[self._rows_of(id_arr)[1]].tolist()
         if clash:
             raise BackendError(f"ids already stored: {clash[:5]}; remove them first")
         self._add(vecs, id_arr)
@@ -176,7 +175,7 @@ class VectorStore:
     def remove(self, ids: Tensor | np.ndarray) -> None:
         """Forget these ids (unknown ids are an error, nothing is removed then)."""
         id_arr = np.unique(torch.as_tensor(ids).cpu().numpy().astype(np.int64).reshape(-1))
-        missing = [int(i) for i in id_arr if int(i) not in self._row_of]
+        missing = id_arr[~self._rows_of(id_arr)[1]].tolist()
         if missing:
             raise BackendError(f"ids not in the store: {missing[:5]}")
         self._remove(id_arr)
@@ -199,8 +198,18 @@ class VectorStore:
     # ------------------------------------------------------------------ shared helpers
 
     def _reindex(self) -> None:
-        self._row_of = {int(i): r for r, i in enumerate(self._ids)}
+        # One argsort instead of a dict of N Python ints: opening a 1M-vector store stays cheap.
+        self._order = np.argsort(self._ids, kind="stable")
+        self._sorted_ids = self._ids[self._order]
         self._table_cache: Tensor | None = None
+
+    def _rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (n,), found (n,) bool) of int64 ``ids`` (rows of missing ids are meaningless)."""
+        if len(self._ids) == 0:
+            return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+        sorted_ids = self._sorted_ids
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+        return self._order[pos], sorted_ids[pos] == ids
 
     def _table(self) -> Tensor:
         """The (N, D) vectors as one in-memory tensor, for exact search (built once per change)."""
