@@ -2,13 +2,16 @@
 
 Starts the app on a free localhost port (the shipped demo corpus), then runs, one after the
 other:
-  * 8 and 32 concurrent ``gradio_client`` clients, each sending text searches (``/search_text``);
+  * 8 and 32 concurrent ``gradio_client`` clients, each sending text searches (``/search_text``),
+    and 32 again with gradio_client's defaults (see ``run_clients``: they load the CA bundle for
+    every request, CPU taken from the app's two cores);
   * 8 "browser" clients that search and then stream the 51-frame animation (the browser's own
     queue events, joined by ``fn_index`` with the client's session), while 8 API clients search.
 Reports p50 / p95 / max latency, errors, and the app's resident memory before / peak / after,
-with the machine's load average (the numbers mean little on a busy machine). Not a test.
+its trace every 100 answered requests and its slope after the first run, with the machine's
+load average (the numbers mean little on a busy machine). Not a test.
 
-    python benchmarks/load.py                       # ~3 min on 2 cores; writes benchmarks/results/load.json
+    python benchmarks/load.py                       # ~5 min on 2 cores; writes benchmarks/results/load.json
     python benchmarks/load.py --requests 5 --out /tmp/load.json    # a smoke run
 """
 
@@ -40,16 +43,36 @@ def _rss_mb(pid: int) -> float:
 
 
 class Memory(threading.Thread):
-    """Samples the app's resident memory every 0.2 s."""
+    """Samples the app's resident memory every 0.2 s; ``trace`` holds (requests answered so far,
+    MB) each time another ``every`` requests have been answered."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, every: int = 100) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
+        self.pid, self.peak, self.stop, self.every = pid, 0.0, threading.Event(), every
+        self.answered = 0  # requests answered, all runs together (the clients count them)
+        self.trace: list[tuple[int, float]] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.peak = max(self.peak, _rss_mb(self.pid))
+            rss = _rss_mb(self.pid)
+            self.peak = max(self.peak, rss)
+            if self.answered >= (len(self.trace) + 1) * self.every:
+                self.trace.append((self.answered, round(rss, 1)))
             time.sleep(0.2)
+
+
+def flatness(trace: list[tuple[int, float]], warmup: int) -> dict:
+    """How resident memory moved after the first ``warmup`` requests: the change from the first
+    sample past the warm-up to the last, and the least-squares slope in MB per 1,000 requests."""
+    steady = [(n, mb) for n, mb in trace if n >= warmup]
+    if len(steady) < 3:
+        return {"samples": len(steady)}
+    xs, ys = [n for n, _ in steady], [mb for _, mb in steady]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in steady) / sum((x - mean_x) ** 2 for x in xs)
+    return {"warmup_requests": warmup, "from_requests": xs[0], "to_requests": xs[-1], "samples": len(steady),
+            "change_mb": round(ys[-1] - ys[0], 1), "min_mb": min(ys), "max_mb": max(ys),
+            "slope_mb_per_1000_requests": round(1000 * slope, 2)}
 
 
 def start_app(log: Path) -> tuple[subprocess.Popen, str]:
@@ -115,7 +138,16 @@ def summary(latencies: list[float], errors: int, seconds: float) -> dict:
             "max_s": round(ordered[-1], 3), "wall_s": round(seconds, 1)}
 
 
-def run_clients(url: str, clients: int, requests: int, animators: int = 0, animation_fn: int | None = None) -> dict:
+def run_clients(url: str, clients: int, requests: int, animators: int = 0, animation_fn: int | None = None,
+                memory: Memory | None = None, ca_bundle_per_request: bool = False) -> dict:
+    """``clients`` API clients sending ``requests`` text searches each (and ``animators`` browsers).
+
+    ``ca_bundle_per_request``: gradio_client's default ``ssl_verify=True`` builds a new TLS
+    context, loading the CA bundle, for every request, even to an ``http://`` URL: ~57 ms of
+    the clients' CPU per search, on the server's two cores here (on a real deployment the
+    clients' own machines pay it). By default the clients pass ``ssl_verify=False``, which on
+    ``http://`` skips only that; True measures gradio_client's defaults.
+    """
     from gradio_client import Client
 
     api_times: list[float] = []
@@ -124,7 +156,7 @@ def run_clients(url: str, clients: int, requests: int, animators: int = 0, anima
     lock = threading.Lock()
 
     def api_client(n: int) -> None:
-        client = Client(url, verbose=False, download_files=False)
+        client = Client(url, verbose=False, download_files=False, ssl_verify=ca_bundle_per_request)
         for i in range(requests):
             started = time.monotonic()
             try:
@@ -134,9 +166,12 @@ def run_clients(url: str, clients: int, requests: int, animators: int = 0, anima
             except Exception:  # noqa: BLE001 - counted
                 with lock:
                     errors["api"] += 1
+            if memory is not None:
+                with lock:
+                    memory.answered += 1
 
     def browser(n: int) -> None:
-        client = Client(url, verbose=False, download_files=False)
+        client = Client(url, verbose=False, download_files=False, ssl_verify=ca_bundle_per_request)
         for i in range(max(1, requests // 10)):
             started = time.monotonic()
             try:
@@ -173,16 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     proc, url = start_app(log)
     memory = Memory(proc.pid)
     memory.start()
+    runs = [("8 API clients", 8, 0, False), ("32 API clients", 32, 0, False),
+            ("32 API clients, gradio_client defaults (CA bundle loaded per request)", 32, 0, True),
+            ("8 API clients + 8 animating browsers", 8, 8, False)]
     try:
         results = {"machine": {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()},
                    "memory_mb": {"before": round(_rss_mb(proc.pid), 1)}, "runs": {}}
         animation_fn = _fn_index(url, "play_from_start")
-        for name, clients, animators in [("8 API clients", 8, 0), ("32 API clients", 32, 0),
-                                         ("8 API clients + 8 animating browsers", 8, 8)]:
-            results["runs"][name] = run_clients(url, clients, args.requests, animators, animation_fn)
+        for name, clients, animators, ca_bundle in runs:
+            results["runs"][name] = run_clients(url, clients, args.requests, animators, animation_fn, memory,
+                                                ca_bundle_per_request=ca_bundle)
             print(name, json.dumps(results["runs"][name]), flush=True)
         time.sleep(2)
         results["memory_mb"].update(peak=round(memory.peak, 1), after=round(_rss_mb(proc.pid), 1))
+        # Flat = no growth once the first run (8 clients) has warmed the app up.
+        results["memory_mb"]["after_warmup"] = flatness(memory.trace, warmup=8 * args.requests)
+        results["memory_mb"]["trace"] = memory.trace
         results["machine"]["load_average_after"] = os.getloadavg()
         results["requests_per_api_client"] = args.requests
     finally:
@@ -190,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.terminate()
         proc.wait(timeout=30)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results["memory_mb"]), "->", args.out)
+    print(json.dumps({k: v for k, v in results["memory_mb"].items() if k != "trace"}), "->", args.out)
     return 0
 
 

@@ -73,6 +73,10 @@ VIEW_WORKERS = 8  # drawing the results of a search (cards, first frame, heatmap
 # requests side by side, and a single search is faster on one thread than on two (22 vs 35 ms
 # here); under load it kept the API p95 under 1 s beside 8 animations (benchmarks/load.py).
 TORCH_THREADS = int(os.environ.get("DIFFATR_TORCH_THREADS", "1"))
+# How often queued users hear their place in the queue, in seconds. Gradio's default ("auto")
+# tells every waiting user at every job start: with 32 waiting API clients that was ~450
+# messages a second, all written on the event loop ($DIFFATR_QUEUE_STATUS_SECONDS overrides).
+QUEUE_STATUS_SECONDS = os.environ.get("DIFFATR_QUEUE_STATUS_SECONDS", "1")
 
 torch.set_num_threads(TORCH_THREADS)
 APP = DemoApp.load()
@@ -468,6 +472,8 @@ with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
                               concurrency_limit=None)
     cleared.success(show_upload, [upload_json, session_state], [upload_status_out, skipped_out, corpus_line],
                     api_visibility="private", show_progress="hidden", **views)
+
+demo.queue(status_update_rate=QUEUE_STATUS_SECONDS if QUEUE_STATUS_SECONDS == "auto" else float(QUEUE_STATUS_SECONDS))
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

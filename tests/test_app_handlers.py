@@ -116,6 +116,28 @@ def test_text_search_results_and_trajectory(app: DemoApp, fast: Settings) -> Non
     assert top == {h["clip_id"] for h in hits}
 
 
+def test_the_trajectory_view_is_built_on_first_read_only(app: DemoApp, fast: Settings, monkeypatch) -> None:
+    """API clients never read the view: a search must not build it; the first read builds it once."""
+    import diffatr.demo.search as search_module
+
+    built = []
+    real = search_module.trajectory_view
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "trajectory_view", counting)
+    session = DemoSession()
+    app.search_text("rain on a roof", fast, session)
+    assert built == []
+    view = session.trajectory
+    assert built == [1] and view["query"] == "rain on a roof"
+    assert session.trajectory is view and app.trajectory(session) is view and built == [1]
+    app.search_text("a dog barking", fast, session)  # a new search replaces the old view
+    assert session.trajectory["query"] == "a dog barking" and built == [1, 1]
+
+
 def test_same_seed_same_trajectory_other_seed_other_noise(app: DemoApp, fast: Settings) -> None:
     a, b, c = DemoSession(), DemoSession(), DemoSession()
     app.search_text("ducks quacking", fast, a)

@@ -135,7 +135,8 @@ def test_the_installed_wheel_builds_the_app_on_its_shipped_corpus(installed):
         "from diffatr import webapp\n"
         "index = webapp.APP.index\n"
         "print(json.dumps({'module': webapp.__file__, 'clips': len(index), "
-        "'first': index.paths[0], 'blocks': type(webapp.demo).__name__}))\n"
+        "'first': index.paths[0], 'blocks': type(webapp.demo).__name__, "
+        "'queue': [webapp.demo._queue.live_updates, webapp.demo._queue.update_intervals]}))\n"
     )
     run = subprocess.run([str(installed["python"]), "-c", script], cwd=installed["work"],
                          env=_env({"DIFFATR_UPLOAD_DIR": str(installed["work"] / "uploads")}),
@@ -144,4 +145,6 @@ def test_the_installed_wheel_builds_the_app_on_its_shipped_corpus(installed):
     facts = json.loads(run.stdout.strip().splitlines()[-1])
     site = str(installed["site"])
     assert facts["module"].startswith(site) and facts["blocks"] == "Blocks"
+    # queued users hear their place once a second, not at every job start (see QUEUE_STATUS_SECONDS)
+    assert facts["queue"] == [False, 1.0]
     assert facts["clips"] > 100 and facts["first"].startswith(site) and Path(facts["first"]).is_file()

@@ -8,6 +8,7 @@ value (``diffatr.webapp_io`` converts those), and never puts a server path in a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -86,7 +87,7 @@ class Searcher:
             raise DemoError(str(err)) from None
         hits = engine.hits(result, direction, settings.k)[0]
         k_eff = int(result.trajectory.x_t.shape[-1])  # K after clamping to the corpus size
-        session.trajectory = trajectory_view(engine, result, direction, query, settings)
+        session.trajectory = functools.partial(trajectory_view, engine, result, direction, query, settings)
         return {
             "direction": direction,
             "query": query,
