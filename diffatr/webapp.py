@@ -56,6 +56,7 @@ from diffatr.demo import (  # noqa: E402
     status_line,
     upload_status,
 )
+from diffatr.serving import start_heap_trimmer  # noqa: E402
 from diffatr.webapp_io import audio_query, upload_paths  # noqa: E402
 
 log = logging.getLogger("diffatr.app")
@@ -77,6 +78,10 @@ TORCH_THREADS = int(os.environ.get("DIFFATR_TORCH_THREADS", "1"))
 # tells every waiting user at every job start: with 32 waiting API clients that was ~450
 # messages a second, all written on the event loop ($DIFFATR_QUEUE_STATUS_SECONDS overrides).
 QUEUE_STATUS_SECONDS = os.environ.get("DIFFATR_QUEUE_STATUS_SECONDS", "1")
+
+# Freed C heap goes back to the OS every so often ($DIFFATR_HEAP_TRIM_SECONDS; 0 = never): see
+# diffatr.serving.start_heap_trimmer for what it fixed.
+HEAP_TRIM_SECONDS = float(os.environ.get("DIFFATR_HEAP_TRIM_SECONDS", "10"))
 
 torch.set_num_threads(TORCH_THREADS)
 APP = DemoApp.load()
@@ -483,6 +488,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def main() -> None:
     """Serve the demo (``python app.py``, or the ``diffatr-demo`` command)."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    start_heap_trimmer(HEAP_TRIM_SECONDS)
     demo.launch(theme=THEME, css=CSS, max_file_size=MAX_FILE_SIZE)
 
 

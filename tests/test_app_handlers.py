@@ -138,6 +138,24 @@ def test_the_trajectory_view_is_built_on_first_read_only(app: DemoApp, fast: Set
     assert session.trajectory["query"] == "a dog barking" and built == [1, 1]
 
 
+def test_searches_run_without_autograd_bookkeeping(app: DemoApp, fast: Settings, monkeypatch) -> None:
+    """The demo never trains: its searches run in inference mode (cheaper per op), text and audio."""
+    import torch
+
+    engine = app.sessions.engine
+    seen = []
+    real = engine.rerank_features
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_inference_mode_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "rerank_features", recording)
+    app.search_text("a dog barking", fast, DemoSession())
+    app.search_audio(str(EXAMPLES / "cat.mp3"), fast, DemoSession())
+    assert seen == [True, True] and not torch.is_inference_mode_enabled()
+
+
 def test_same_seed_same_trajectory_other_seed_other_noise(app: DemoApp, fast: Settings) -> None:
     a, b, c = DemoSession(), DemoSession(), DemoSession()
     app.search_text("ducks quacking", fast, a)

@@ -205,6 +205,33 @@ def test_forward_cached_with_repeated_ids_and_new_ids_each_call():
             assert (plain - cached).abs().max().item() <= 1e-5
 
 
+def test_forward_cached_follows_weight_changes_and_dtypes():
+    # The per-timestep terms (Wq tau_t, W1h Wo Wv tau_t) are memoised per denoiser across
+    # caches: a weight update (optimiser step, load) or another dtype must not reuse them.
+    m = _model(16, 16)
+    g = torch.Generator().manual_seed(8)
+    bank, query = torch.randn(9, 16, generator=g), torch.randn(2, 16, generator=g)
+    ids = torch.tensor([[0, 3, 5], [8, 1, 2]])
+    x_t = torch.randn(2, 3, generator=g)
+    for change in range(3):
+        if change == 1:
+            with torch.no_grad():  # an optimiser-like in-place update of every weight
+                for p in m.parameters():
+                    p.add_(0.3 * torch.randn(p.shape, generator=g))
+        if change == 2:
+            m.load_state_dict({k: v + 0.1 for k, v in m.state_dict().items()})
+        with torch.no_grad():
+            plain = m(x_t, torch.full((2,), 31), query, bank[ids])
+        cached = m.forward_cached(x_t, 31, m.prepare_queries(query), m.precompute(bank), ids)
+        assert (plain - cached).abs().max().item() <= 1e-5, change
+    m64 = m.double()
+    with torch.no_grad():
+        plain = m64(x_t.double(), torch.full((2,), 31), query.double(), bank.double()[ids])
+    cached = m64.forward_cached(x_t.double(), 31, m64.prepare_queries(query.double()),
+                                m64.precompute(bank.double()), ids)
+    assert cached.dtype == torch.float64 and (plain - cached).abs().max().item() <= 1e-10
+
+
 def test_forward_cached_with_a_query_subset():
     m = _model(16, 16)
     g = torch.Generator().manual_seed(7)

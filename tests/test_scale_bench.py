@@ -24,10 +24,25 @@ def test_synthetic_vectors_stay_near_their_source(bench):
 
 def test_table_lists_sweeps_and_skipped_stores(bench):
     row = {"build_s": 1.0, "disk_mb": 2.0, "memory_mb": 3.0, "recall@32": 0.9, "p50_ms": 1.0, "p95_ms": 2.0,
-           "batch32_p50_ms_per_query": 0.5, "with_rerank_p50_ms": 9.0,
+           "batch32_p50_ms_per_query": 0.5, "with_rerank_p50_ms": 9.0, "with_rerank_batch32_ms_per_query": 0.7,
            "sweep": [{"faiss_ef_search": 512, "recall@32": 0.96, "p50_ms": 1.5, "p95_ms": 2.5}]}
     text = bench.table({"sizes": {"1000": {"faiss HNSW32": row, "milvus lite (FLAT)": {"skipped": "too big"}}}})
     lines = text.splitlines()
     assert lines[2].startswith("| 1,000 | faiss HNSW32 | 1.0 |") and "| 0.900 |" in lines[2]
+    assert lines[2].endswith("| 9.0 | 0.7 |")
     assert "↳ ef_search = 512" in lines[3] and "0.960" in lines[3]
     assert "too big" in lines[4]
+
+
+def test_the_chunked_huge_run_finds_exact_neighbours_when_the_index_is_exact(bench, tmp_path):
+    # IVF8 probing all 8 lists is exact: recall 1 checks the chunked ground truth and ids
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(0)
+    emb = {"audio": F.normalize(torch.randn(40, 32, generator=g), dim=-1),
+           "test_text": F.normalize(torch.randn(20, 32, generator=g), dim=-1)}
+    config = bench.StoreConfig("faiss", faiss_factory="IVF8,Flat", faiss_nprobe=8, faiss_train_size=1000)
+    out = bench.run_huge(2500, emb, tmp_path, repeats=5, config=config, chunk_size=1000,
+                         sweep=[{"faiss_nprobe": 1}])
+    assert out["recall@32"] == 1.0 and out["p50_ms"] > 0 and out["disk_mb"] > 0
+    assert out["sweep"][0]["faiss_nprobe"] == 1 and out["sweep"][0]["recall@32"] < 1.0
+    assert not (tmp_path / "huge.index").exists()

@@ -55,6 +55,9 @@ class Searcher:
         self.sessions = sessions
         self.corpus = corpus
 
+    # Searches run in inference mode: no autograd bookkeeping on any tensor. A search took
+    # 16-23 ms instead of 25 on one thread; under load that is the server's CPU per request.
+    @torch.inference_mode()
     def search_text(self, query: Any, settings: Settings, session: DemoSession) -> dict[str, Any]:
         """Text -> audio (see ``DemoApp.search_text``)."""
         notices: list[Notice] = []
@@ -65,6 +68,7 @@ class Searcher:
             raise DemoError(f"Could not read the caption: {err}") from None
         return self._search("text_to_audio", features, text, settings, session, notices)
 
+    @torch.inference_mode()
     def search_audio(self, audio: Any, settings: Settings, session: DemoSession, *,
                      sample_rate: int | None = None) -> dict[str, Any]:
         """Audio -> text (see ``DemoApp.search_audio``)."""

@@ -12,6 +12,7 @@ D embedding width, d denoiser width.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -154,6 +155,29 @@ def prepare_queries(denoiser: Denoiser, query: Tensor) -> QueryCache:
     return QueryCache(q=denoiser.w_q(denoiser.in_proj(query)).contiguous(),
                       raw=query if denoiser.context_features else None)
 
+# denoiser -> (its weights' versions, {t: (Wq tau_t (d,), W1h Wo Wv tau_t (2d,))}). Both depend
+# on the weights and t only, not on the candidates: a store-backed search builds a fresh
+# CandidateCache of K rows per query, and recomputing tau_t (the time MLP) and two (d, d)
+# products at each of its 50 steps was most of the re-rank's cost.
+_TIMESTEP_TERMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _timestep_terms(denoiser: Denoiser, cache: CandidateCache, t: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(Wq tau_t (d,), W1h Wo Wv tau_t (2d,)), memoised per denoiser until its weights change
+    (an optimiser step or a load bumps a parameter's version)."""
+    versions = tuple(p._version for p in denoiser.parameters())
+    memo = _TIMESTEP_TERMS.get(denoiser)
+    if memo is None or memo[0] != versions:
+        memo = _TIMESTEP_TERMS[denoiser] = (versions, {})
+    key = (t, device, cache.fold.dtype)
+    terms = memo[1].get(key)
+    if terms is None:
+        tau = denoiser.time_embedding(torch.tensor([t], device=device))[0]  # (d,)
+        # cache.fold is W1h Wo: weights only, so the second term is candidate-free too
+        terms = memo[1][key] = (denoiser.w_q.weight @ tau, cache.fold @ (denoiser.w_v.weight @ tau))
+    return terms
+
+
 def _pair_logits(
     denoiser: Denoiser, queries: QueryCache, cache: CandidateCache, ids: Tensor, block_size: int
 ) -> Tensor:
@@ -164,6 +188,12 @@ def _pair_logits(
     ):
         return memo["logits"]
     B, K = ids.shape
+    if ids.numel():  # checked once per (queries, ids): later steps reuse the memo
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= cache.num_candidates:
+            raise ValueError(
+                f"candidate_ids must lie in 0..{cache.num_candidates - 1}, got [{lo}, {hi}]"
+            )
     logits = torch.empty(B, K, dtype=cache.keys.dtype, device=cache.keys.device)
     for start in range(0, B, block_size):  # blocks of queries, for memory only
         stop = min(start + block_size, B)
@@ -234,12 +264,6 @@ def forward_cached(
     if cache.width != d:
         raise ValueError(f"cache was made for width {cache.width}, this denoiser has d = {d}")
     ids = candidate_ids.long()
-    if ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= cache.num_candidates:
-            raise ValueError(
-                f"candidate_ids must lie in 0..{cache.num_candidates - 1}, got [{lo}, {hi}]"
-            )
     if block_size is None:
         block_size = max(1, _BLOCK_FLOATS // max(1, K * 4 * d))
 
@@ -254,10 +278,8 @@ def forward_cached(
     # timesteps for every batch of queries.
     step_terms = cache._key_tau.get(int(t))
     if step_terms is None:
-        tau = denoiser.time_embedding(torch.tensor([int(t)], device=x_t.device))[0]  # (d,)
-        key_tau = cache.keys @ (denoiser.w_q.weight @ tau)  # (N,)
-        h_tau = cache.fold @ (denoiser.w_v.weight @ tau)  # (2d,)
-        step_terms = cache._key_tau[int(t)] = (key_tau, h_tau)
+        q_tau, h_tau = _timestep_terms(denoiser, cache, int(t), x_t.device)
+        step_terms = cache._key_tau[int(t)] = (cache.keys @ q_tau, h_tau)  # (N,), (2d,)
     key_tau, h_tau = step_terms
     w2 = denoiser.decoder[2].weight[0]  # (2d,)
     b2 = denoiser.decoder[2].bias  # (1,)
