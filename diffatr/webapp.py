@@ -88,8 +88,9 @@ APP = DemoApp.load()
 QUOTAS = APP.quotas
 # An upload larger than the session's quota could never be indexed: Gradio refuses it at once.
 MAX_FILE_SIZE = f"{max(1, int(QUOTAS.session_mb))}mb"
-# The corpus audio is served from where it lies (no copy into Gradio's cache).
-gr.set_static_paths(APP.audio_dirs)
+# The players get Gradio's cache copies (GRADIO_TEMP_DIR/<content hash>/<name>, made on first
+# view: the corpus is 17 MB), never the corpus's own files: a file served in place shows the
+# page its absolute path, i.e. where the package is installed.
 log.info("upload quotas: %s", QUOTAS.describe())
 
 

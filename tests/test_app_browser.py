@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app_server import EXAMPLES, library_top, running_app
+from app_server import EXAMPLES, ROOT, library_top, running_app
 
 from diffatr.config import DEFAULT_RESULTS
 
@@ -132,6 +132,8 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
                     or d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] [data-testid=waveform-controls]"),
                     "audio players")
     assert players
+    # no server path reaches the page: the players play Gradio's cache copies, not the corpus files
+    assert str(ROOT / "assets") not in driver.page_source and "site-packages" not in driver.page_source
     shown = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[id^=result-card-]") if c.is_displayed()]
     assert len(shown) == DEFAULT_RESULTS, shown  # k = DEFAULT_RESULTS (10) by default: here all ten clips
     assert "CC0-1.0" in shown[0] and "fused" in shown[0]
