@@ -12,7 +12,9 @@ final R@1 / R@10 is compared with exact + re-rank.
 
 Writes benchmarks/results/scale.json and prints a markdown table.
 
-    DIFFATR_CACHE=/tmp/dcache python benchmarks/scale.py --sizes 100000 1000000
+    DIFFATR_CACHE=/tmp/dcache python benchmarks/scale.py --sizes 100000 1000000 \
+        --large-stores exact "faiss HNSW32,SQ8" "faiss IVF-PQ + SQ8 refine"
+    DIFFATR_CACHE=/tmp/dcache python benchmarks/scale.py --merge --sizes --huge 10000000   # ~8 min, 10 GB
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ STORES: dict[str, StoreConfig] = {
     "faiss HNSW32,SQ8": StoreConfig("faiss", faiss_factory="HNSW32,SQ8", faiss_ef_search=128),
     "faiss IVF-PQ": StoreConfig("faiss", faiss_factory="IVF1024,PQ48", faiss_nprobe=64),
     "faiss IVF-PQ + SQ8 refine": StoreConfig("faiss", faiss_factory="IVF1024,PQ48,Refine(SQ8)", faiss_nprobe=64,
-                                             faiss_refine=4),
+                                             faiss_refine=32),
     "milvus lite (FLAT)": StoreConfig("milvus", milvus_index="FLAT"),
 }
 # Search-time knobs swept on the built index (no rebuild): store -> {knob: values}.
 SWEEPS: dict[str, dict[str, list[int]]] = {
     "faiss HNSW32": {"faiss_ef_search": [64, 256, 512, 1024]},
     "faiss HNSW32,SQ8": {"faiss_ef_search": [256, 512, 1024]},
-    "faiss IVF-PQ + SQ8 refine": {"faiss_refine": [16, 24, 32, 64]},
+    "faiss IVF-PQ + SQ8 refine": {"faiss_refine": [4, 16, 24, 64], "faiss_nprobe": [16, 32]},
 }
 MAX_SIZE = {"milvus lite (FLAT)": 100_000}  # Milvus Lite inserts row by row through gRPC: slow past this
 
@@ -208,10 +210,11 @@ def run_size(n: int, emb: dict[str, Any], names: list[str], work: Path, repeats:
 # trains on a seeded sample, then adds with ids; ``_tune`` sets the knobs) chunk by chunk,
 # and computes exact search chunk by chunk. The re-rank's cost does not depend on N (it
 # reads K rows), so the 1M rows stand for it.
-HUGE_STORE = StoreConfig("faiss", faiss_factory="IVF4096_HNSW32,PQ48,Refine(SQ8)", faiss_nprobe=64,
+HUGE_STORE = StoreConfig("faiss", faiss_factory="IVF4096_HNSW32,PQ96,Refine(SQfp16)", faiss_nprobe=64,
                          faiss_refine=32, faiss_train_size=200_000)
-HUGE_SWEEP = [{"faiss_nprobe": 16}, {"faiss_nprobe": 32}, {"faiss_nprobe": 64}, {"faiss_nprobe": 128},
-              {"faiss_nprobe": 64, "faiss_refine": 64}]
+HUGE_SWEEP = [{"faiss_nprobe": 16}, {"faiss_nprobe": 32}, {"faiss_nprobe": 128},
+              {"faiss_refine": 64}, {"faiss_refine": 128}, {"faiss_refine": 256}, {"faiss_refine": 512},
+              {"faiss_nprobe": 32, "faiss_refine": 128}, {"faiss_nprobe": 32, "faiss_refine": 256}]
 HUGE_CHUNK = 500_000
 
 
@@ -263,7 +266,7 @@ def run_huge(n: int, emb: dict[str, Any], work: Path, repeats: int, config: Stor
         return {"recall@32": round(recall, 4), "p50_ms": round(pct(one, 50), 2), "p95_ms": round(pct(one, 95), 2),
                 "batch32_p50_ms_per_query": round(pct(batch, 50), 3)}
 
-    out = {"store": vars(config), "build_s": round(build_s, 1), "exact_search_s": round(exact_s, 1),
+    out = {"n": n, "store": vars(config), "build_s": round(build_s, 1), "exact_search_s": round(exact_s, 1),
            "disk_mb": round(path.stat().st_size / 2**20, 1), "memory_mb": round(memory, 1),
            **measure(config), "sweep": []}
     log(f"  {out}")
@@ -317,15 +320,34 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def huge_table(results: dict[str, Any]) -> str:
+    """The chunked runs: one row per knob setting on the same index."""
+    lines = ["| N | factory | nprobe | refine | recall@32 | p50 / p95 (ms, one query) | ms / query (batch 32) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results.get("huge", []):
+        n, base = r["n"], r["store"]
+        for point in [{}, *r["sweep"]]:
+            row = r if not point else point
+            nprobe, refine = point.get("faiss_nprobe", base["faiss_nprobe"]), point.get("faiss_refine", base["faiss_refine"])
+            lines.append(f"| {int(n):,} | {base['faiss_factory']} | {nprobe} | {refine} | {row['recall@32']:.3f} | "
+                         f"{row['p50_ms']} / {row['p95_ms']} | {row['batch32_p50_ms_per_query']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--stores", nargs="+", default=list(STORES), choices=list(STORES))
     parser.add_argument("--repeats", type=int, default=200, help="single-query searches timed per store")
     parser.add_argument("--large-stores", nargs="+", default=None, choices=list(STORES),
                         help="the stores run above 100k vectors (default: all that fit)")
     parser.add_argument("--huge", type=int, default=None,
                         help="also run HUGE_STORE alone at this many vectors, in chunks (e.g. 10000000)")
+    parser.add_argument("--huge-factory", default=None,
+                        help=f"the FAISS factory of the --huge run (default {HUGE_STORE.faiss_factory})")
+    parser.add_argument("--merge", action="store_true",
+                        help="update only the rows run now in an existing --out (keeps the others and the "
+                             "real-corpus re-rank)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     args = parser.parse_args(argv)
@@ -343,18 +365,29 @@ def main(argv: list[str] | None = None) -> int:
                     "threads": args.threads, "load_average_at_start": os.getloadavg()},
         "dim": int(emb["audio"].shape[1]), "k": K,
         "stores": {name: vars(STORES[name]) for name in args.stores}, "sizes": {}}
+    if args.merge and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        results = {**old, "machine": results["machine"], "stores": {**old.get("stores", {}), **results["stores"]}}
     with tempfile.TemporaryDirectory(prefix="diffatr-scale-") as tmp:
         work = Path(tmp)
         for n in args.sizes:
-            results["sizes"][str(n)] = run_size(n, emb, args.stores, work, args.repeats, args.large_stores)
-        results["rerank_on_corpus_test"] = rerank_on_corpus(emb, args.stores, work)
+            rows = run_size(n, emb, args.stores, work, args.repeats, args.large_stores)
+            results["sizes"][str(n)] = {**results["sizes"].get(str(n), {}), **rows} if args.merge else rows
+        if not args.merge or "rerank_on_corpus_test" not in results:
+            results["rerank_on_corpus_test"] = rerank_on_corpus(emb, args.stores, work)
         if args.huge:
-            log(f"N = {args.huge:,}: {HUGE_STORE.faiss_factory}, in chunks")
-            results["huge"] = {str(args.huge): run_huge(args.huge, emb, work, args.repeats)}
+            config = dataclasses.replace(HUGE_STORE, faiss_factory=args.huge_factory or HUGE_STORE.faiss_factory)
+            log(f"N = {args.huge:,}: {config.faiss_factory}, in chunks")
+            run = run_huge(args.huge, emb, work, args.repeats, config=config)
+            # one entry per (N, factory): a rerun replaces its own entry only
+            results["huge"] = [r for r in results.get("huge", []) if isinstance(r, dict) and
+                               (r.get("n"), r["store"]["faiss_factory"]) != (args.huge, config.faiss_factory)] + [run]
     results["load_average_at_end"] = os.getloadavg()
     results["seconds"] = round(time.time() - started, 1)
     atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
     print(table(results))
+    if results.get("huge"):
+        print("\n" + huge_table(results))
     print("\nfirst stage + re-rank on the real test split (text -> audio):",
           json.dumps(results["rerank_on_corpus_test"]))
     print(f"\n{results['seconds']:.0f} s; wrote {args.out}")

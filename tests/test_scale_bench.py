@@ -43,6 +43,8 @@ def test_the_chunked_huge_run_finds_exact_neighbours_when_the_index_is_exact(ben
     config = bench.StoreConfig("faiss", faiss_factory="IVF8,Flat", faiss_nprobe=8, faiss_train_size=1000)
     out = bench.run_huge(2500, emb, tmp_path, repeats=5, config=config, chunk_size=1000,
                          sweep=[{"faiss_nprobe": 1}])
-    assert out["recall@32"] == 1.0 and out["p50_ms"] > 0 and out["disk_mb"] > 0
+    assert out["n"] == 2500 and out["recall@32"] == 1.0 and out["p50_ms"] > 0 and out["disk_mb"] > 0
     assert out["sweep"][0]["faiss_nprobe"] == 1 and out["sweep"][0]["recall@32"] < 1.0
     assert not (tmp_path / "huge.index").exists()
+    lines = bench.huge_table({"huge": [out]}).splitlines()
+    assert lines[2].startswith("| 2,500 | IVF8,Flat | 8 | 4 | 1.000 |") and lines[3].startswith("| 2,500 | IVF8,Flat | 1 | 4 |")
