@@ -27,10 +27,10 @@ def _malloc_trim() -> Callable[[], bool] | None:
 def start_heap_trimmer(every_seconds: float, trim: Callable[[], bool] | None = None) -> threading.Thread | None:
     """Give freed C heap back to the OS every ``every_seconds``, on a daemon thread.
 
-    Why: requests run on many short-lived worker threads, and glibc keeps what each one freed
-    in its own arena. Without trimming, the demo's resident memory crept up by ~25 MB per
-    1,000 API requests even though Python's own allocations stayed flat (benchmarks/load.py);
-    a trim is a few milliseconds.
+    Why: under load the demo's resident memory crept up by ~25 MB per 1,000 API requests
+    (benchmarks/load.py) while Python's own allocations stayed flat (tracemalloc): freed heap
+    that glibc keeps, fragmented, in its arenas. Trimming keeps it flat; a trim takes a few
+    milliseconds.
 
     Args:
         every_seconds: the pause between trims; <= 0 disables trimming.

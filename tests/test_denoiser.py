@@ -268,3 +268,15 @@ def test_forward_cached_rejects_bad_input():
         _model(16, 8).forward_cached(x_t, 0, queries, cache, torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError):
         m.precompute(torch.randn(6, 8))
+
+
+def test_forward_cached_with_weights_made_in_inference_mode():
+    # inference tensors carry no version counter: the per-timestep memo must still work
+    with torch.inference_mode():
+        m = _model(16, 16)
+        g = torch.Generator().manual_seed(9)
+        bank, query = torch.randn(9, 16, generator=g), torch.randn(2, 16, generator=g)
+        ids, x_t = torch.tensor([[0, 3, 5], [8, 1, 2]]), torch.randn(2, 3, generator=g)
+        plain = m(x_t, torch.full((2,), 31), query, bank[ids])
+        cached = m.forward_cached(x_t, 31, m.prepare_queries(query), m.precompute(bank), ids)
+    assert (plain - cached).abs().max().item() <= 1e-5

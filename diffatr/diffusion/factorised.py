@@ -165,7 +165,10 @@ _TIMESTEP_TERMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _timestep_terms(denoiser: Denoiser, cache: CandidateCache, t: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """(Wq tau_t (d,), W1h Wo Wv tau_t (2d,)), memoised per denoiser until its weights change
     (an optimiser step or a load bumps a parameter's version)."""
-    versions = tuple(p._version for p in denoiser.parameters())
+    try:
+        versions = tuple(p._version for p in denoiser.parameters())
+    except RuntimeError:  # weights made in inference mode carry no version (and stay as they are)
+        versions = None
     memo = _TIMESTEP_TERMS.get(denoiser)
     if memo is None or memo[0] != versions:
         memo = _TIMESTEP_TERMS[denoiser] = (versions, {})
