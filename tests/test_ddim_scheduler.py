@@ -198,3 +198,32 @@ def test_step_returns_the_clamped_estimate():
     out = sched.step(torch.tensor([[2.0, -3.0, 0.5]]), 49, torch.zeros(1, 3))
     assert torch.equal(out.pred_x0, torch.tensor([[1.0, -1.0, 0.5]]))
     assert _sched(clip_x0=False).step(torch.tensor([[2.0]]), 49, torch.zeros(1, 1)).pred_x0.item() == 2.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_deterministic_coefficients_are_the_eta_zero_step(data):
+    T = data.draw(st.integers(1, 120))
+    S = data.draw(st.integers(1, T))
+    sched = _sched(num_train_timesteps=T, schedule=data.draw(st.sampled_from(["cosine", "linear"])))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+    for steps in (S, T, S):  # a second schedule in between: the memo must follow the steps
+        sched.set_timesteps(steps)
+        plan = sched.deterministic_coefficients()
+        assert [t for t, _, _ in plan] == sched.timesteps.tolist()
+        a_last, b_last = plan[-1][1:]
+        assert (a_last, b_last) == (1.0, 0.0)  # the last step returns the estimate itself
+        for t, a, b in plan:
+            x_t, x0 = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.rand(3, 5, generator=g, dtype=torch.float64) * 2 - 1
+            expected = sched.step(x0, t, x_t).prev_sample
+            assert torch.allclose(a * x0 + b * x_t, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_set_timesteps_again_with_the_same_steps_keeps_the_schedule():
+    sched = _sched(num_train_timesteps=50)
+    sched.set_timesteps(7)
+    first = sched.timesteps.clone()
+    sched.set_timesteps(7)
+    assert torch.equal(sched.timesteps, first) and sched.previous_timestep(int(first[0])) == int(first[1])
+    sched.set_timesteps(3)
+    assert sched.timesteps.tolist() == [49, 24, 0] and sched.previous_timestep(49) == 24

@@ -2,8 +2,9 @@
 
 Owns one network (the x0 predictor over K candidates) and its plain ``forward``, used for
 training and as the reference (docs/method.md step by step). Inference runs the same function
-regrouped (``precompute`` / ``prepare_queries`` / ``forward_cached``), whose cache engineering
-lives in ``diffatr.diffusion.factorised``. Pure tensor code: no I/O, no device choice, no RNG.
+regrouped (``precompute`` / ``prepare_queries`` / ``forward_cached`` / ``ddim_sample_cached``),
+whose cache engineering lives in ``diffatr.diffusion.factorised``. Pure tensor code: no I/O, no
+device choice, no RNG.
 
 Shape legend: B batch (queries), K candidates per query, D embedding width, d denoiser width.
 """
@@ -11,6 +12,7 @@ Shape legend: B batch (queries), K candidates per query, D embedding width, d de
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,10 @@ from diffatr.config import DenoiserConfig
 from diffatr.diffusion import factorised
 from diffatr.diffusion.context import hubness, shortlist_context
 from diffatr.diffusion.factorised import CandidateCache, QueryCache
+
+if TYPE_CHECKING:
+    from diffatr.diffusion.sampling import Trajectory
+    from diffatr.diffusion.scheduler import DDIMScheduler
 
 __all__ = ["CandidateCache", "Denoiser", "QueryCache", "hubness", "shortlist_context", "timestep_embedding"]
 
@@ -192,3 +198,11 @@ class Denoiser(nn.Module):
                        candidate_ids: Tensor, block_size: int | None = None) -> Tensor:
         """``factorised.forward_cached``: ``forward`` for candidates given by id (same scores)."""
         return factorised.forward_cached(self, x_t, t, queries, cache, candidate_ids, block_size)
+
+    def ddim_sample_cached(self, scheduler: DDIMScheduler, noise: Tensor, queries: QueryCache,
+                           cache: CandidateCache, candidate_ids: Tensor, num_inference_steps: int,
+                           return_trajectory: bool = False, block_size: int | None = None
+                           ) -> Tensor | tuple[Tensor, Trajectory]:
+        """``factorised.ddim_sample_cached``: the whole eta = 0 DDIM loop over cached candidates."""
+        return factorised.ddim_sample_cached(self, scheduler, noise, queries, cache, candidate_ids,
+                                             num_inference_steps, return_trajectory, block_size)

@@ -1,13 +1,28 @@
 """The denoiser regrouped for inference: exact, and fast at any corpus size.
 
 ``precompute`` folds every candidate-only product of the denoiser (docs/method.md) into one
-table per candidate set, ``prepare_queries`` every query-only product, and ``forward_cached``
-runs one DDIM step from these with O(K d) work per query instead of the plain module's
-O(K d^2). The scores equal ``Denoiser.forward`` up to float rounding (tests/test_denoiser.py).
-Everything here is cache engineering; the readable model is ``diffatr.diffusion.denoiser``.
+table per candidate set, ``prepare_queries`` every query-only product, and the products of the
+weights alone are kept per denoiser. ``forward_cached`` runs one step from these with O(K d)
+work per query instead of the plain module's O(K d^2); ``ddim_sample_cached`` runs the whole
+DDIM loop (eta = 0) that way, all steps of a block of queries at once. The scores equal
+``Denoiser.forward`` (and ``ddim_sample`` over it) up to float rounding (tests/test_denoiser.py,
+tests/test_sampling.py). Everything here is cache engineering; the readable model is
+``diffatr.diffusion.denoiser``.
+
+The regrouping, with tau = tau_t and P the input projection (identity when D == d):
+    s_k = <Wq(Pq + tau), Wk(Pc_k + tau)> + x_t[k]
+        = <Wq Pq, Wk Pc_k> + <Wq tau, Wk Pc_k> + <Wq(Pq + tau), Wk tau> + x_t[k].
+The third term is the same for every k, so the softmax cancels it exactly: never computed.
+The first is step-independent, the second one scalar per candidate and step. Since
+sum_k w_k = 1, sum_k w_k Wv(Pc_k + tau) = sum_k w_k Wv Pc_k + Wv tau, so with W1 = [W1h | W1c]
+the decoder's first layer:
+    W1 [h; c_k] + b1 = sum_j w_j (W1h Wo Wv Pc_j) + W1h Wo Wv tau + (W1c Pc_k + W1h b_o + b1).
+Per candidate, a table row holds [W1h Wo Wv Pc_k | W1c Pc_k + W1h b_o + b1] and the key side
+is Pc_k itself: Wk moves to the query side, <Wq x, Wk Pc_k> = <Wk^T Wq x, Pc_k>. Per timestep,
+Wk^T Wq tau and W1h Wo Wv tau depend on the weights only.
 
 Shape legend: B batch (queries), N corpus (candidate set), K candidates per query,
-D embedding width, d denoiser width.
+D embedding width, d denoiser width, S inference steps.
 """
 
 from __future__ import annotations
@@ -23,29 +38,14 @@ from diffatr.diffusion.context import shortlist_context
 
 if TYPE_CHECKING:
     from diffatr.diffusion.denoiser import Denoiser
+    from diffatr.diffusion.sampling import Trajectory
+    from diffatr.diffusion.scheduler import DDIMScheduler
 
 
-# Floats gathered per query block in ``forward_cached``: ~4 MiB keeps a block's working set
-# inside the L2/L3 caches instead of streaming (B, K, 2d) through main memory every step.
+# Floats of gathered candidate rows per block of queries: ~4 MiB keeps a block's working set
+# inside the L2/L3 caches for all the steps run on it, instead of streaming (B, K, 4d) through
+# main memory at every step.
 _BLOCK_FLOATS = 1 << 20
-# Gathered rows are kept across steps when a batch's (B, K, 4d) rows fit in this many floats
-# (256 MiB); larger batches gather per step instead of holding a bigger copy.
-_MEMO_ROWS_FLOATS = 1 << 26
-
-
-def _offset_buffer(like: Tensor, rows: int, width: int) -> Tensor:
-    """An empty (rows, width) tensor whose start sits half a page away from ``like``'s.
-
-    Rows of the candidate table and of this buffer are 4d floats long (a power of two), so
-    both start at the same offset modulo 4 KiB; copying one into the other then hits the
-    CPU's 4K-aliasing stall on every load/store pair (measured: gather steps 3x slower in
-    some processes). Shifting the buffer by 2 KiB removes the coincidence.
-    """
-    pad = 512  # floats = 2 KiB
-    flat = like.new_empty(rows * width + 2 * pad)
-    shift = (pad - (flat.data_ptr() - like.data_ptr()) // like.element_size()) % pad
-    shift += pad if shift < pad // 2 else 0
-    return flat[shift : shift + rows * width].view(rows, width)
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,30 +53,21 @@ class CandidateCache:
     """Candidate-only products of a candidate set (N rows), computed once by ``precompute``.
 
     A snapshot of the weights at ``precompute`` time: recompute it after the weights change.
-    With P the input projection (identity when D == d), W1 = [W1h | W1c] the decoder's first
-    layer and b1 its bias:
 
     Attributes:
-        keys: (N, d) Wk P c.
-            (also memoises the per-timestep key term: a snapshot, like the rest)
-        rows: (N, 4d) [W1h Wo Wv P c | W1c P c + W1h b_o + b1]: everything a DDIM step needs
-            from a candidate, side by side so that one gather per step fetches it.
-        fold: (2d, d) W1h Wo (for the step-shared Wv tau term).
+        keys: (N, d) P c, the key side of the attention logits (Wk is on the query side).
+        rows: (N, 4d) [W1h Wo Wv P c | W1c P c + W1h b_o + b1]: everything a step needs from
+            a candidate, side by side so that one gather fetches it.
         width: d.
+        embeds: (N, D) the embeddings, only for a denoiser with context.
+        hubness: (N,) their hubness, only for the "shortlist+hubness" context.
     """
 
     keys: Tensor
     rows: Tensor
-    fold: Tensor
     width: int
-    # Only for a denoiser with context: the (N, D) embeddings and their (N,) hubness (or None).
     embeds: Tensor | None = None
     hubness: Tensor | None = None
-    # Per timestep t: (<Wq tau_t, Wk P c> for every candidate (N,), W1h Wo Wv tau_t (2d,)).
-    # A DDIM loop visits the same few timesteps for every batch of queries, so the (N,)
-    # product is paid once per t per index instead of once per step per batch (it dominated
-    # at N = 100k).
-    _key_tau: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_candidates(self) -> int:
@@ -88,18 +79,12 @@ class QueryCache:
     """Query-only products, computed once per query by ``prepare_queries``.
 
     Attributes:
-        q: (B, d) Wq P q (the step-dependent part Wq tau is added per step).
-    The private ``_pair`` memo keeps <Wq P q_b, Wk P c_k> for the last (cache, candidate_ids)
-    it was used with: these logits do not depend on the step, so a DDIM loop computes them
-    once. For batches up to ``_MEMO_ROWS_FLOATS`` it also keeps the gathered candidate rows
-    (B, K, 4d), so later steps read a small contiguous block instead of gathering scattered
-    rows of an (N, 4d) table again. It is reused only for the same cache object and equal
-    ids, so it never goes stale.
+        q: (B, d) Wk^T Wq P q (the step-dependent part Wk^T Wq tau is added per step).
+        raw: (B, D) the query embeddings, kept for a denoiser with context.
     """
 
     q: Tensor
-    raw: Tensor | None = None  # (B, D) the query embeddings, kept for a denoiser with context
-    _pair: dict = field(default_factory=dict, compare=False, repr=False)
+    raw: Tensor | None = None
 
     def __len__(self) -> int:
         return self.q.shape[0]
@@ -107,6 +92,93 @@ class QueryCache:
     def select(self, index: Tensor | slice) -> "QueryCache":
         """The cache of a subset of the queries (rows ``index``)."""
         return QueryCache(q=self.q[index], raw=None if self.raw is None else self.raw[index])
+
+
+# ----------------------------------------------------------------------------- weight-only terms
+
+
+@dataclass
+class _WeightTerms:
+    """Products of the weights alone, for one device and dtype.
+
+    row_weight: (4d, d) [W1h Wo Wv ; W1c];  row_bias: (4d,) [0 ; W1h b_o + b1];
+    key_query: (d, d) Wk^T Wq;  query_weight: (d, D), query_bias: (d,): Wk^T Wq P as an affine map;
+    stacks: timesteps -> ``_timestep_terms`` of them.
+    """
+
+    row_weight: Tensor
+    row_bias: Tensor
+    key_query: Tensor
+    query_weight: Tensor
+    query_bias: Tensor
+    stacks: dict = field(default_factory=dict)
+
+
+# denoiser -> (its weights' versions, {(device, dtype): _WeightTerms}). A store-backed search
+# builds a fresh K-row CandidateCache per query: recomputing W1h Wo (a (2d, d) x (d, d)
+# product), tau_t (the time MLP) and two (d, d) products for it at every step was most of the
+# re-rank's cost. An optimiser step or a load bumps a weight's version and empties the memo.
+_WEIGHT_TERMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_fingerprint(denoiser: Denoiser) -> tuple:
+    """(version, address) of every weight: an in-place update (optimiser step, load) bumps a
+    version, a replaced tensor (``.to``, assignment) has another address. Walks the module's
+    own dictionaries: ``parameters()`` costs 20 us, as much as a quarter of a search's fixed cost."""
+    stack, marks = [denoiser], []
+    while stack:
+        module = stack.pop()
+        for weight in module._parameters.values():
+            if weight is not None:
+                try:
+                    marks.append((weight._version, weight.data_ptr()))
+                except RuntimeError:  # made in inference mode: no version (and never updated in place)
+                    marks.append(weight.data_ptr())
+        stack.extend(module._modules.values())
+    return tuple(marks)
+
+
+def _weight_terms(denoiser: Denoiser) -> _WeightTerms:
+    """The memoised weight-only products of ``denoiser`` for its weights' device and dtype."""
+    versions = _weights_fingerprint(denoiser)
+    memo = _WEIGHT_TERMS.get(denoiser)
+    if memo is None or memo[0] != versions:
+        memo = _WEIGHT_TERMS[denoiser] = (versions, {})
+    weight = denoiser.w_q.weight
+    terms = memo[1].get((weight.device, weight.dtype))
+    if terms is None:
+        with torch.no_grad():
+            d = denoiser.width
+            w1 = denoiser.decoder[0]
+            w1_h, w1_c = w1.weight[:, :d], w1.weight[:, d:]  # (2d, d) each
+            fold = w1_h @ denoiser.w_o.weight  # (2d, d) W1h Wo
+            row_weight = torch.cat([fold @ denoiser.w_v.weight, w1_c])  # (4d, d)
+            row_bias = torch.cat([torch.zeros_like(w1.bias), w1_h @ denoiser.w_o.bias + w1.bias])  # (4d,)
+            key_query = denoiser.w_k.weight.t() @ denoiser.w_q.weight  # (d, d)
+            if isinstance(denoiser.in_proj, torch.nn.Linear):
+                query_weight = key_query @ denoiser.in_proj.weight  # (d, D)
+                query_bias = key_query @ denoiser.in_proj.bias  # (d,)
+            else:
+                query_weight, query_bias = key_query, torch.zeros_like(denoiser.w_o.bias)
+        terms = memo[1][(weight.device, weight.dtype)] = _WeightTerms(
+            row_weight, row_bias, key_query, query_weight, query_bias)
+    return terms
+
+
+def _timestep_terms(denoiser: Denoiser, timesteps: tuple[int, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(Wk^T Wq tau_t (S, d), S x W1h Wo Wv tau_t (2d,)) for the S ``timesteps``, memoised."""
+    terms = _weight_terms(denoiser)
+    stacked = terms.stacks.get(timesteps)
+    if stacked is None:
+        with torch.no_grad():
+            tau = denoiser.time_embedding(torch.tensor(timesteps, device=terms.query_weight.device))  # (S, d)
+            q_tau = tau @ terms.key_query.t()  # (S, d) Wk^T Wq tau
+            h_tau = tau @ terms.row_weight[: 2 * denoiser.width].t()  # (S, 2d) W1h Wo Wv tau
+        stacked = terms.stacks[timesteps] = (q_tau, h_tau.unbind(0))
+    return stacked
+
+
+# ----------------------------------------------------------------------------- caches
 
 
 @torch.no_grad()
@@ -117,27 +189,21 @@ def precompute(denoiser: Denoiser, candidates: Tensor) -> CandidateCache:
         candidates: (N, D) embeddings of every item a query may be re-ranked against.
 
     Returns:
-        CandidateCache (keys (N, d), rows (N, 4d), fold (2d, d)); see its docstring.
+        CandidateCache (keys (N, d), rows (N, 4d)); see its docstring.
     """
-    D, d = denoiser.config.embed_dim, denoiser.width
+    D = denoiser.config.embed_dim
     if candidates.ndim != 2 or candidates.shape[1] != D:
         raise ValueError(f"candidates must be (N, {D}) (N, D), got {tuple(candidates.shape)}")
+    terms = _weight_terms(denoiser)
     c = denoiser.in_proj(candidates)  # (N, d)
-    w1 = denoiser.decoder[0]
-    # W1 [h; c] = W1h h + W1c c, and W1h h = W1h Wo (sum_k w_k Wv(c_k + tau)) + W1h b_o.
-    w1_h, w1_c = w1.weight[:, :d], w1.weight[:, d:]  # (2d, d) each
-    fold = w1_h @ denoiser.w_o.weight  # (2d, d)
-    dec_bias = w1_h @ denoiser.w_o.bias + w1.bias  # (2d,): constant, so it rides on each row
-    value_rows = denoiser.w_v(c) @ fold.t()  # (N, 2d): W1h Wo Wv P c
-    dec_rows = torch.addmm(dec_bias, c, w1_c.t())  # (N, 2d): W1c P c + W1h b_o + b1
     return CandidateCache(
-        keys=denoiser.w_k(c).contiguous(),
-        rows=torch.cat([value_rows, dec_rows], dim=-1).contiguous(),
-        fold=fold.contiguous(),
-        width=d,
+        keys=c.contiguous(),
+        rows=torch.addmm(terms.row_bias, c, terms.row_weight.t()),  # (N, 4d)
+        width=denoiser.width,
         embeds=candidates if denoiser.context_features else None,
         hubness=denoiser.candidate_hubness(candidates) if denoiser.context_features else None,
     )
+
 
 @torch.no_grad()
 def prepare_queries(denoiser: Denoiser, query: Tensor) -> QueryCache:
@@ -147,82 +213,121 @@ def prepare_queries(denoiser: Denoiser, query: Tensor) -> QueryCache:
         query: (B, D) query embeddings.
 
     Returns:
-        QueryCache(q = Wq P q, (B, d)).
+        QueryCache(q = Wk^T Wq P q, (B, d)).
     """
     D = denoiser.config.embed_dim
     if query.ndim != 2 or query.shape[1] != D:
         raise ValueError(f"query must be (B, {D}) (B, D), got {tuple(query.shape)}")
-    return QueryCache(q=denoiser.w_q(denoiser.in_proj(query)).contiguous(),
+    terms = _weight_terms(denoiser)
+    return QueryCache(q=torch.addmm(terms.query_bias, query, terms.query_weight.t()),  # (B, d)
                       raw=query if denoiser.context_features else None)
 
-# denoiser -> (its weights' versions, {t: (Wq tau_t (d,), W1h Wo Wv tau_t (2d,))}). Both depend
-# on the weights and t only, not on the candidates: a store-backed search builds a fresh
-# CandidateCache of K rows per query, and recomputing tau_t (the time MLP) and two (d, d)
-# products at each of its 50 steps was most of the re-rank's cost.
-_TIMESTEP_TERMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+# ----------------------------------------------------------------------------- blocks
 
 
-def _timestep_terms(denoiser: Denoiser, cache: CandidateCache, t: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(Wq tau_t (d,), W1h Wo Wv tau_t (2d,)), memoised per denoiser until its weights change
-    (an optimiser step or a load bumps a parameter's version)."""
-    try:
-        versions = tuple(p._version for p in denoiser.parameters())
-    except RuntimeError:  # weights made in inference mode carry no version (and stay as they are)
-        versions = None
-    memo = _TIMESTEP_TERMS.get(denoiser)
-    if memo is None or memo[0] != versions:
-        memo = _TIMESTEP_TERMS[denoiser] = (versions, {})
-    key = (t, device, cache.fold.dtype)
-    terms = memo[1].get(key)
-    if terms is None:
-        tau = denoiser.time_embedding(torch.tensor([t], device=device))[0]  # (d,)
-        # cache.fold is W1h Wo: weights only, so the second term is candidate-free too
-        terms = memo[1][key] = (denoiser.w_q.weight @ tau, cache.fold @ (denoiser.w_v.weight @ tau))
-    return terms
+@dataclass
+class _Block:
+    """What the steps of a block of b queries read, gathered once.
+
+    base: (S, b, 1, K) the step's attention logits before x_t is added:
+        <Wk^T Wq P q, P c_k> + <Wk^T Wq tau_t, P c_k> (+ the context logit).
+    values: (b, K, 2d) W1h Wo Wv P c_k.
+    dec: (b, K, 2d) W1c P c_k + W1h b_o + b1 (+ the context's decoder term).
+    """
+
+    base: Tensor
+    values: Tensor
+    dec: Tensor
 
 
-def _pair_logits(
-    denoiser: Denoiser, queries: QueryCache, cache: CandidateCache, ids: Tensor, block_size: int
-) -> Tensor:
-    """<Wq P q_b, Wk P c_k> for each query's candidates, (B, K); memoised on ``queries``."""
-    memo = queries._pair
-    if memo.get("cache") is cache and memo["ids"].shape == ids.shape and torch.equal(
-        memo["ids"], ids
-    ):
-        return memo["logits"]
-    B, K = ids.shape
-    if ids.numel():  # checked once per (queries, ids): later steps reuse the memo
+def _check_ids(ids: Tensor, cache: CandidateCache) -> None:
+    if ids.numel():
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= cache.num_candidates:
-            raise ValueError(
-                f"candidate_ids must lie in 0..{cache.num_candidates - 1}, got [{lo}, {hi}]"
-            )
-    logits = torch.empty(B, K, dtype=cache.keys.dtype, device=cache.keys.device)
-    for start in range(0, B, block_size):  # blocks of queries, for memory only
-        stop = min(start + block_size, B)
-        keys = cache.keys[ids[start:stop]]  # (b, K, d)
-        torch.bmm(keys, queries.q[start:stop, :, None], out=logits[start:stop, :, None])
-    context_dec = None
-    if denoiser.context_features:  # step-independent too: memoised with the logits
+            raise ValueError(f"candidate_ids must lie in 0..{cache.num_candidates - 1}, got [{lo}, {hi}]")
+
+
+def _gather_block(denoiser: Denoiser, queries: QueryCache, cache: CandidateCache, ids: Tensor,
+                  q_tau: Tensor, key_tau: Tensor | None) -> _Block:
+    """The block of queries ``queries`` (b rows) over their candidates ``ids`` (b, K).
+
+    ``q_tau``: (S, d) Wk^T Wq tau_t per step; ``key_tau``: (N, S) <Wk^T Wq tau_t, P c> for the whole
+    candidate set when the caller found that cheaper than per gathered row, else None.
+    """
+    d = cache.width
+    keys = cache.keys[ids]  # (b, K, d)
+    pair = torch.bmm(keys, queries.q[:, :, None])  # (b, K, 1): step-independent
+    step = key_tau[ids] if key_tau is not None else keys @ q_tau.t()  # (b, K, S)
+    rows = cache.rows[ids]  # (b, K, 4d), our own copy
+    values, dec = rows[..., : 2 * d], rows[..., 2 * d :]
+    if denoiser.context_features:
         if cache.embeds is None or queries.raw is None:
             raise ValueError("this denoiser has context: build the caches with its own precompute / "
                              "prepare_queries")
-        hub = None if cache.hubness is None else cache.hubness[ids]  # (B, K)
-        context = shortlist_context(queries.raw, cache.embeds[ids], hub)  # (B, K, F)
-        logits = logits + denoiser.context_logit(context).squeeze(-1)
-        context_dec = denoiser.context_proj(context)  # (B, K, 2d)
-    buf = memo.get("buf")
-    memo.clear()
-    memo.update(cache=cache, ids=ids.clone(), logits=logits, context_dec=context_dec)
-    if buf is not None:
-        memo["buf"] = buf
-    # Only when the copy is smaller than the table itself: a small table sits in cache and
-    # gathering from it each step is cheaper; from a large one (N = 100k: 800 MB at
-    # d = 512) each step's scattered gather misses cache and TLB, and streaming the
-    # contiguous copy is several times faster.
-    if B * K * cache.rows.shape[1] <= _MEMO_ROWS_FLOATS and B * K < cache.num_candidates:
-        memo["rows"] = cache.rows[ids.reshape(-1)].view(B, K, -1)  # (B, K, 4d)
-    return logits
+        hub = None if cache.hubness is None else cache.hubness[ids]  # (b, K)
+        context = shortlist_context(queries.raw, cache.embeds[ids], hub)  # (b, K, F)
+        pair = pair + denoiser.context_logit(context)  # (b, K, 1)
+        dec += denoiser.context_proj(context)  # (b, K, 2d)
+    base = (step + pair).permute(2, 0, 1).unsqueeze(2).contiguous()  # (S, b, 1, K)
+    return _Block(base=base, values=values, dec=dec)
+
+
+def _readout(denoiser: Denoiser) -> tuple[Tensor, float, bool]:
+    """(w2 (2d,), b2, residual): the decoder's last layer, looked up once per call."""
+    last = denoiser.decoder[2]
+    return last.weight[0], float(last.bias.detach()), bool(denoiser.config.residual)
+
+
+def _unbiased_estimate(w2: Tensor, residual: bool, base: Tensor, y: Tensor, scale: float, values: Tensor,
+                       dec: Tensor, h_tau: Tensor, hidden: Tensor, out: Tensor) -> None:
+    """One step's x0 estimate for a block of b queries, less the decoder's last bias b2, into ``out``.
+
+    Args:
+        w2: (2d,) the decoder's last weight; residual: add w_k (``config.residual``).
+        base: (b, 1, K) this step's slice of ``_Block.base``; values, dec: ``_Block``'s.
+        y, scale: the sample is x_t = scale * y (+ a constant per query, which the softmax
+            ignores); y is (b, 1, K).
+        h_tau: (2d,) W1h Wo Wv tau_t.
+        hidden: (b K, 2d) scratch, reused across steps (a fresh multi-MiB tensor per step is
+            served by mmap and page faults: measured up to 3x slower steps).
+        out: (b K,) the estimate.
+    """
+    w = torch.softmax(torch.add(base, y, alpha=scale), dim=-1)  # (b, 1, K)
+    h = torch.baddbmm(h_tau, w, values)  # (b, 1, 2d): sum_k w_k rows + tau term
+    torch.add(dec, h, out=hidden.view(dec.shape)).relu_()  # (b, K, 2d)
+    if residual:  # + w_k, as the read-out's accumulator
+        torch.addmv(w.view(-1), hidden, w2, out=out)
+    else:
+        torch.mv(hidden, w2, out=out)
+
+
+def _block_size(K: int, d: int, block_size: int | None) -> int:
+    return block_size if block_size is not None else max(1, _BLOCK_FLOATS // max(1, K * 4 * d))
+
+
+def _key_tau_table(cache: CandidateCache, q_tau: Tensor, gathered_rows: int) -> Tensor | None:
+    """(N, S) <Wk^T Wq tau_t, P c> for the whole set when that is less work than per gathered row
+    (a small corpus searched by many queries), else None."""
+    return cache.keys @ q_tau.t() if cache.num_candidates <= gathered_rows else None
+
+
+def _check_step_inputs(denoiser: Denoiser, x_t: Tensor, queries: QueryCache, cache: CandidateCache,
+                       candidate_ids: Tensor) -> None:
+    if x_t.ndim != 2:
+        raise ValueError(f"x_t must be (B, K), got shape {tuple(x_t.shape)}")
+    B, K = x_t.shape
+    if candidate_ids.shape != (B, K):
+        raise ValueError(f"candidate_ids must be ({B}, {K}) like x_t, got {tuple(candidate_ids.shape)}")
+    if len(queries) != B:
+        raise ValueError(f"queries hold {len(queries)} rows but x_t has B = {B}")
+    if cache.width != denoiser.width:
+        raise ValueError(f"cache was made for width {cache.width}, this denoiser has d = {denoiser.width}")
+    _check_ids(candidate_ids, cache)
+
+
+# ----------------------------------------------------------------------------- entry points
+
 
 @torch.no_grad()
 def forward_cached(
@@ -237,10 +342,8 @@ def forward_cached(
     """``forward`` for candidates given by id into ``cache``, regrouped (same scores).
 
     Equals ``forward(x_t, full(t), query, candidates_all[candidate_ids])`` up to float
-    rounding. Per step: O(d^2) once for tau (shared by all queries, since they share t),
-    then O(K d) per query: one gather of the candidates' rows, a weighted sum, and the
-    decoder's ReLU layer. The step-independent attention logits <Wq P q, Wk P c> are
-    computed on the first call and reused while ``candidate_ids`` stay the same.
+    rounding, with O(K d) work per query after the caches. A whole DDIM loop is faster
+    through ``ddim_sample_cached``, which gathers each candidate's row once, not per step.
 
     Args:
         x_t: (B, K) noisy score vectors.
@@ -254,75 +357,107 @@ def forward_cached(
     Returns:
         (B, K) scores.
     """
-    d = denoiser.width
-    if x_t.ndim != 2:
-        raise ValueError(f"x_t must be (B, K), got shape {tuple(x_t.shape)}")
+    _check_step_inputs(denoiser, x_t, queries, cache, candidate_ids)
     B, K = x_t.shape
-    if candidate_ids.shape != (B, K):
-        raise ValueError(
-            f"candidate_ids must be ({B}, {K}) like x_t, got {tuple(candidate_ids.shape)}"
-        )
-    if len(queries) != B:
-        raise ValueError(f"queries hold {len(queries)} rows but x_t has B = {B}")
-    if cache.width != d:
-        raise ValueError(f"cache was made for width {cache.width}, this denoiser has d = {d}")
     ids = candidate_ids.long()
-    if block_size is None:
-        block_size = max(1, _BLOCK_FLOATS // max(1, K * 4 * d))
+    q_tau, h_tau = _timestep_terms(denoiser, (int(t),))  # (1, d), 1 x (2d,)
+    key_tau = _key_tau_table(cache, q_tau, B * K)
+    block = _block_size(K, denoiser.width, block_size)
+    w2, b2, residual = _readout(denoiser)
+    out = x_t.new_empty(B * K)
+    for start in range(0, B, block):
+        stop = min(start + block, B)
+        gathered = _gather_block(denoiser, queries.select(slice(start, stop)), cache, ids[start:stop], q_tau, key_tau)
+        hidden = x_t.new_empty((stop - start) * K, 2 * denoiser.width)
+        _unbiased_estimate(w2, residual, gathered.base[0], x_t[start:stop].reshape(-1, 1, K), 1.0, gathered.values,
+                           gathered.dec, h_tau[0], hidden, out[start * K : stop * K])
+    return out.view(B, K).add_(b2)
 
-    # Step-shared terms: tau depends only on t, and every query in the batch shares t.
-    # s_k = <Wq(Pq + tau), Wk(Pc_k + tau)> + x_t[k]
-    #     = <Wq Pq, Wk Pc_k> + <Wq tau, Wk Pc_k> + <Wq(Pq + tau), Wk tau> + x_t[k].
-    # The third term is the same for every k, so the softmax cancels it exactly: never
-    # computed. The first is step-independent (memoised), the second one scalar per candidate.
-    # sum_k w_k Wv(Pc_k + tau) = sum_k w_k Wv Pc_k + Wv tau since sum_k w_k = 1, so
-    # W1h h = sum_k w_k (W1h Wo Wv Pc_k) + W1h Wo Wv tau + W1h b_o (the last is in rows).
-    # Both t-terms are memoised on the cache per timestep: a DDIM loop visits the same few
-    # timesteps for every batch of queries.
-    step_terms = cache._key_tau.get(int(t))
-    if step_terms is None:
-        q_tau, h_tau = _timestep_terms(denoiser, cache, int(t), x_t.device)
-        step_terms = cache._key_tau[int(t)] = (cache.keys @ q_tau, h_tau)  # (N,), (2d,)
-    key_tau, h_tau = step_terms
-    w2 = denoiser.decoder[2].weight[0]  # (2d,)
-    b2 = denoiser.decoder[2].bias  # (1,)
-    logits = _pair_logits(denoiser, queries, cache, ids, block_size)  # (B, K)
-    context_dec = queries._pair["context_dec"]  # (B, K, 2d) or None
-    logits = logits + key_tau[ids] + x_t  # (B, K)
-    w = torch.softmax(logits, dim=-1)  # (B, K)
 
-    out = torch.empty_like(x_t)
-    memo_rows = queries._pair.get("rows")  # (B, K, 4d) gathered once, or None
-    # One buffer, reused across blocks and across the steps of a DDIM loop (kept on the
-    # query cache): a fresh multi-MiB allocation per step is served by mmap and page
-    # faults, which made steps up to 3x slower.
-    width = 2 * d if memo_rows is not None else 4 * d
-    rows_needed = min(block_size, B) * K
-    buf = queries._pair.get("buf")
-    if buf is None or buf.shape[0] < rows_needed or buf.shape[1] != width or buf.dtype != cache.rows.dtype:
-        buf = queries._pair["buf"] = _offset_buffer(cache.rows, rows_needed, width)
-    for start in range(0, B, block_size):  # blocks of queries, for cache locality only
-        stop = min(start + block_size, B)
+@torch.no_grad()
+def ddim_sample_cached(
+    denoiser: Denoiser,
+    scheduler: DDIMScheduler,
+    noise: Tensor,
+    queries: QueryCache,
+    cache: CandidateCache,
+    candidate_ids: Tensor,
+    num_inference_steps: int,
+    return_trajectory: bool = False,
+    block_size: int | None = None,
+) -> Tensor | tuple[Tensor, Trajectory]:
+    """``ddim_sample`` (eta = 0) with ``forward_cached`` as the network, fused: same result up to
+    float rounding, several times faster.
+
+    Each block of queries gathers its candidates' rows once and runs every step on them while
+    they sit in cache; a step is then eight small tensor ops (the generic loop's network call
+    and scheduler step take about forty), run in inference mode, where each costs less.
+
+    Args:
+        scheduler: the DDIM scheduler (its timesteps are reset here).
+        noise: (B, K) x_T.
+        queries, cache, candidate_ids: as for ``forward_cached``.
+        num_inference_steps: S in 1..T.
+        return_trajectory: also return every x_t and x0 estimate (``Trajectory``).
+        block_size: queries per block (memory locality only; the result does not depend on it).
+
+    Returns:
+        x0 (B, K), or (x0, Trajectory) when ``return_trajectory``.
+    """
+    from diffatr.diffusion.sampling import Trajectory
+
+    _check_step_inputs(denoiser, noise, queries, cache, candidate_ids)
+    scheduler.set_timesteps(num_inference_steps)
+    timesteps = scheduler.timesteps.clone()  # (S,)
+    plan = scheduler.deterministic_coefficients()  # S x (t, a, b): x_prev = a x0 + b x_t
+    B, K = noise.shape
+    ids = candidate_ids.long()
+    q_tau, h_taus = _timestep_terms(denoiser, tuple(t for t, _, _ in plan))  # (S, d), S x (2d,)
+    key_tau = _key_tau_table(cache, q_tau, B * K)
+    block = _block_size(K, denoiser.width, block_size)
+    w2, b2, residual = _readout(denoiser)
+    S = len(plan)
+    x0 = torch.empty_like(noise)  # (B, K)
+    xs = noise.new_empty(S + 1, B, K) if return_trajectory else None
+    preds = noise.new_empty(S, B, K) if return_trajectory else None
+    # The estimate is clamp(o + b2, -1, 1) = clamp(o, -1 - b2, 1 - b2) + b2 with o the read-out
+    # before its bias; without the clamp, o + b2.
+    low, high = (-1.0 - b2, 1.0 - b2) if scheduler.clip_x0 else (None, None)
+    for start in range(0, B, block):
+        stop = min(start + block, B)
         b = stop - start
-        if memo_rows is not None:
-            rows = memo_rows[start:stop]  # (b, K, 4d), read-only
-        else:
-            rows = torch.index_select(
-                cache.rows, 0, ids[start:stop].reshape(-1), out=buf[: b * K]
-            ).view(b, K, 4 * d)
-        values = rows[..., : 2 * d]  # (b, K, 2d)
-        w_blk = w[start:stop]  # (b, K)
-        h_part = torch.bmm(w_blk[:, None, :], values).squeeze(1) + h_tau  # (b, 2d)
-        if memo_rows is not None:  # the memo must stay intact: write the sum to buf
-            dec = torch.add(rows[..., 2 * d :], h_part[:, None, :], out=buf[: b * K].view(b, K, 2 * d))
-        else:  # the gathered copy is ours: add in place
-            dec = rows[..., 2 * d :]
-            dec += h_part[:, None, :]  # (b, K, 2d)
-        if context_dec is not None:
-            dec += context_dec[start:stop]
-        dec.relu_()
-        torch.mv(dec.reshape(b * K, 2 * d), w2, out=out[start:stop].view(-1))
-    out += b2
-    if denoiser.config.residual:
-        out += w
-    return out
+        gathered = _gather_block(denoiser, queries.select(slice(start, stop)), cache, ids[start:stop], q_tau, key_tau)
+        with torch.inference_mode():  # plain tensors in, plain tensors out; cheaper dispatch inside
+            # The sample is kept as x_t = scale * y + shift (scale, shift: numbers; y: (b, 1, K)).
+            # The DDIM update x <- a x0 + c x then touches y once (y += a / scale' * o) instead of
+            # twice, and b2 and the shift, the same for every candidate, stay out of the loop:
+            # the softmax ignores them and only the last x0 estimate is returned.
+            y = noise[start:stop].reshape(b, 1, K).clone()
+            scale, shift = 1.0, 0.0
+            o = noise.new_empty(b * K)  # the estimate less b2
+            hidden = noise.new_empty(b * K, 2 * denoiser.width)
+            hidden_3d, y_flat = hidden.view(b, K, -1), y.view(-1)
+            bases = gathered.base.unbind(0)  # S x (b, 1, K)
+            if xs is not None:
+                xs[0, start:stop] = y.view(b, K)
+            for i, (_, a, c) in enumerate(plan):
+                # ``_unbiased_estimate``, inlined: the call alone cost 3 of a step's 19 us.
+                w = torch.softmax(torch.add(bases[i], y, alpha=scale), dim=-1)  # (b, 1, K)
+                h = torch.baddbmm(h_taus[i], w, gathered.values)  # (b, 1, 2d)
+                torch.add(gathered.dec, h, out=hidden_3d).relu_()  # (b, K, 2d)
+                if residual:
+                    torch.addmv(w.view(-1), hidden, w2, out=o)
+                else:
+                    torch.mv(hidden, w2, out=o)
+                if low is not None:
+                    o.clamp_(low, high)
+                if i < S - 1:  # x_{t_prev} = a (o + b2) + c (scale y + shift)
+                    scale, shift = c * scale, c * shift + a * b2
+                    y_flat.add_(o, alpha=a / scale)
+                if xs is not None:
+                    preds[i, start:stop] = o.view(b, K) + b2
+                    xs[i + 1, start:stop] = preds[i, start:stop] if i == S - 1 else y.view(b, K) * scale + shift
+            x0[start:stop] = o.view(b, K) + b2  # the last step returns the x0 estimate itself
+    if not return_trajectory:
+        return x0
+    return x0, Trajectory(timesteps=timesteps, x_t=xs, pred_x0=preds)

@@ -56,6 +56,7 @@ class DDIMScheduler:
         self.alphas_cumprod = alphas_cumprod_from_betas(self.betas)  # (T,)
         self.num_train_timesteps = int(config.num_train_timesteps)
         self.clip_x0 = bool(config.clip_x0)
+        self._plans: dict[tuple[int, ...], list[tuple[int, float, float]]] = {}  # deterministic_coefficients
         self.set_timesteps(self.num_train_timesteps)
 
     # ------------------------------------------------------------------ timesteps
@@ -82,6 +83,8 @@ class DDIMScheduler:
                 f"num_inference_steps must lie in 1..{self.num_train_timesteps} "
                 f"(num_train_timesteps), got {steps}"
             )
+        if steps == getattr(self, "num_inference_steps", None):
+            return  # already set: the timesteps depend on S and T only
         last = self.num_train_timesteps - 1
         grid = torch.linspace(last, 0, steps, dtype=torch.float64)  # steps = 1 gives [T-1]
         self.num_inference_steps = steps
@@ -102,6 +105,29 @@ class DDIMScheduler:
 
     def _alpha_bar(self, timestep: int) -> float:
         return 1.0 if timestep < 0 else float(self.alphas_cumprod[timestep])
+
+    def deterministic_coefficients(self) -> list[tuple[int, float, float]]:
+        """``step`` at eta = 0 as two numbers per timestep of the current schedule.
+
+        With eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t), eq. 12 at sigma = 0 is linear:
+        x_{t_prev} = a x0 + b x_t, a = sqrt(abar_prev) - b sqrt(abar_t),
+        b = sqrt(1 - abar_prev) / sqrt(1 - abar_t); after the last step (a, b) = (1, 0).
+        ``x0`` is the clamped estimate when ``clip_x0``. For fused samplers that skip ``step``.
+
+        Returns:
+            S tuples (t, a, b), in the order of ``self.timesteps``.
+        """
+        key = tuple(self.timesteps.tolist())
+        plan = self._plans.get(key)
+        if plan is None:  # a function of the schedule alone: computed once per timestep list
+            abar = self.alphas_cumprod.tolist()
+            plan = []
+            for t in key:
+                abar_t, abar_prev = abar[t], (1.0 if self._prev[t] < 0 else abar[self._prev[t]])
+                b = math.sqrt(1.0 - abar_prev) / math.sqrt(1.0 - abar_t)
+                plan.append((t, math.sqrt(abar_prev) - b * math.sqrt(abar_t), b))
+            self._plans[key] = plan
+        return list(plan)
 
     # ------------------------------------------------------------------ forward process
 

@@ -232,7 +232,8 @@ def rerank(
         fusion: how the diffusion term joins the cosine (``diffatr.retrieval.rerank.fuse``).
         candidate_cache: ``denoiser.precompute(candidate_embeds)``, computed once per
             (index, checkpoint) and reused; computed here when ``None`` and factorised.
-        factorised: use the exact factorised path (``forward_cached``) instead of ``forward``.
+        factorised: use the exact factorised path (``precompute`` / ``ddim_sample_cached``)
+            instead of ``forward`` in ``ddim_sample``; the same result up to float rounding.
         return_trajectory: keep x_t and pred_x0 of every step (memory: (S+1) * Q * K floats).
         batch_size: queries per denoiser batch (speed/memory only; results do not depend on it).
 
@@ -341,10 +342,20 @@ def rerank_topk(
     for start in range(0, q, batch_size):
         queries = query_embeds[start : start + batch_size]  # (B, D)
         ids = top_indices[start : start + batch_size]  # (B, K)
-        b = queries.shape[0]
-        denoise_fn = _denoise_fn(denoiser, queries, ids, candidate_embeds, candidate_cache, factorised)
-        out = ddim_sample(denoise_fn, scheduler, noise.expand(b, k).contiguous(), int(num_inference_steps),
-                          return_trajectory=return_trajectory)
+        start_noise_b = noise.expand(queries.shape[0], k).contiguous()  # (B, K)
+        if factorised:  # the fused loop: same result as ddim_sample over forward_cached
+            out = denoiser.ddim_sample_cached(scheduler, start_noise_b, denoiser.prepare_queries(queries),
+                                              candidate_cache, ids, int(num_inference_steps),
+                                              return_trajectory=return_trajectory)
+        else:
+            candidates = candidate_embeds[ids]  # (B, K, D), gathered once per batch
+
+            def denoise_fn(x_t: Tensor, t: int) -> Tensor:
+                steps = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
+                return denoiser(x_t, steps, queries, candidates)
+
+            out = ddim_sample(denoise_fn, scheduler, start_noise_b, int(num_inference_steps),
+                              return_trajectory=return_trajectory)
         if return_trajectory:
             x0, traj = out
             traj_parts.append(traj)
@@ -379,23 +390,6 @@ def rerank_topk(
                   "factorised": bool(factorised),
                   "clip_x0": bool(getattr(scheduler, "clip_x0", True))},
     )
-
-
-def _denoise_fn(denoiser: Any, queries: Tensor, ids: Tensor, candidate_embeds: Tensor,
-                candidate_cache: Any, factorised: bool) -> Callable[[Tensor, int], Tensor]:
-    """The (x_t (B, K), t) -> pred_x0 (B, K) closure for one batch of queries."""
-    if factorised:
-        query_cache = denoiser.prepare_queries(queries)  # once per query, not per step
-
-        def fn(x_t: Tensor, t: int) -> Tensor:
-            return denoiser.forward_cached(x_t, int(t), query_cache, candidate_cache, ids)
-    else:
-        candidates = candidate_embeds[ids]  # (B, K, D), gathered once per batch
-
-        def fn(x_t: Tensor, t: int) -> Tensor:
-            steps = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
-            return denoiser(x_t, steps, queries, candidates)
-    return fn
 
 
 # ----------------------------------------------------------------------------- engine
