@@ -292,3 +292,40 @@ def test_shipped_example_index_points_at_the_shipped_clips():
     index = RetrievalIndex.load(Path(__file__).resolve().parents[1] / "assets" / "examples" / "index")
     assert len(index) == 10 and index.num_captions == 20
     assert all(os.path.isfile(p) for p in index.paths)
+
+
+# ----------------------------------------------------------------------------- large indexes
+
+
+def test_the_finite_check_looks_at_every_piece():
+    from diffatr.retrieval.index import _check_finite
+
+    features = torch.zeros(11, 3)
+    _check_finite(features, [f"c{i}" for i in range(11)], "audio_features", chunk_rows=2)
+    features[9, 1] = float("inf")  # in the fifth piece of two rows
+    with pytest.raises(IndexFormatError, match=r"1 rows of audio_features .*'c9'"):
+        _check_finite(features, [f"c{i}" for i in range(11)], "audio_features", chunk_rows=2)
+    _check_finite(torch.zeros(0, 3), [], "audio_features")  # an empty table has nothing to check
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the process's memory from /proc")
+def test_loading_a_large_index_maps_its_features_instead_of_copying_them(tmp_path):
+    # 192 MB of features: read whole (and copied by the parser), anonymous memory grew by twice
+    # that; memory-mapped, it grows by the small JSON's objects only.
+    import subprocess
+    import sys
+
+    n = 50_000
+    RetrievalIndex(audio_features=torch.randn(n, 960), clip_ids=[f"c{i}" for i in range(n)]).save(tmp_path / "big")
+    code = (
+        "import torch\n"
+        "from diffatr.retrieval.index import RetrievalIndex\n"
+        "def anon():\n"
+        "    return int(open('/proc/self/status').read().split('RssAnon:')[1].split()[0]) / 1024\n"
+        "before = anon()\n"
+        f"index = RetrievalIndex.load({str(tmp_path / 'big')!r})\n"
+        "print(anon() - before, float(index.audio_features[-1].abs().sum()) > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "True"
+    assert float(out[0]) < 60, f"loading grew anonymous memory by {out[0]} MB for 192 MB of features"

@@ -24,12 +24,13 @@ def test_synthetic_vectors_stay_near_their_source(bench):
 
 def test_table_lists_sweeps_and_skipped_stores(bench):
     row = {"build_s": 1.0, "disk_mb": 2.0, "memory_mb": 3.0, "recall@32": 0.9, "p50_ms": 1.0, "p95_ms": 2.0,
-           "batch32_p50_ms_per_query": 0.5, "with_rerank_p50_ms": 9.0, "with_rerank_batch32_ms_per_query": 0.7,
+           "batch32_p50_ms_per_query": 0.5, "with_rerank_p50_ms": 9.0, "rerank_p50_ms": 8.0, "with_rerank_batch32_ms_per_query": 0.7,
            "sweep": [{"faiss_ef_search": 512, "recall@32": 0.96, "p50_ms": 1.5, "p95_ms": 2.5}]}
     text = bench.table({"sizes": {"1000": {"faiss HNSW32": row, "milvus lite (FLAT)": {"skipped": "too big"}}}})
     lines = text.splitlines()
     assert lines[2].startswith("| 1,000 | faiss HNSW32 | 1.0 |") and "| 0.900 |" in lines[2]
-    assert lines[2].endswith("| 9.0 | 0.7 |")
+    assert lines[2].endswith("| 9.0 | +8.00 ms (+800%) | 0.7 |")  # with re-rank 9.0 on a 1.0 ms first stage
+    assert all(line.count("|") == lines[0].count("|") for line in lines[2:])  # every row fills the columns
     assert "↳ ef_search = 512" in lines[3] and "0.960" in lines[3]
     assert "too big" in lines[4]
 

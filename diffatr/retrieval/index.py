@@ -188,7 +188,7 @@ class RetrievalIndex(FeatureSet):
         Returns:
             The index folder.
         """
-        from safetensors.torch import save as st_save
+        from safetensors.torch import save_file
 
         directory = Path(directory)
         for row, meta in enumerate(self.metadata):
@@ -201,17 +201,18 @@ class RetrievalIndex(FeatureSet):
         if self.text_features is not None:
             tensors["text_features"] = self.text_features.detach().cpu().contiguous()
             tensors["caption_to_clip"] = self.caption_to_clip.cpu().contiguous()
-        blob = st_save(tensors, metadata={"format": INDEX_FORMAT, "num_clips": str(len(self))})
-        digest = hashlib.sha256(blob).hexdigest()
-        text = json.dumps(self.to_json_dict(digest), indent=1, ensure_ascii=False, allow_nan=False)
 
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
         try:
-            for name, data in ((EMBEDDINGS_FILE, blob), (INDEX_FILE, text.encode("utf-8"))):
-                with open(tmp / name, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
+            # Straight to the file, then hashed from it: no in-memory copy of gigabytes of features.
+            save_file(tensors, tmp / EMBEDDINGS_FILE, metadata={"format": INDEX_FORMAT, "num_clips": str(len(self))})
+            digest = _sha256_of_file(tmp / EMBEDDINGS_FILE)
+            text = json.dumps(self.to_json_dict(digest), indent=1, ensure_ascii=False, allow_nan=False)
+            with open(tmp / INDEX_FILE, "wb") as fh:
+                fh.write(text.encode("utf-8"))
+            for name in (EMBEDDINGS_FILE, INDEX_FILE):
+                with open(tmp / name, "rb+") as fh:
                     os.fsync(fh.fileno())
             if not directory.exists():
                 os.replace(tmp, directory)
@@ -233,7 +234,7 @@ class RetrievalIndex(FeatureSet):
             IndexFormatError: missing files, truncated or corrupt tensors, bad JSON, counts that
                 disagree, non-finite rows; the message says what is wrong and how to rebuild.
         """
-        from safetensors.torch import load as st_load
+        from safetensors.torch import load_file
 
         directory = Path(directory)
 
@@ -282,9 +283,8 @@ class RetrievalIndex(FeatureSet):
             raise fail(f"{INDEX_FILE} says num_captions={num_captions} but lists "
                        f"{sum(len(c) for c in captions)}")
 
-        blob = emb_path.read_bytes()
-        try:
-            tensors = st_load(blob)
+        try:  # memory-mapped (copy-on-write): a store-backed search never reads most of the rows
+            tensors = load_file(emb_path)
         except Exception as err:  # safetensors raises its own error types for corrupt headers
             raise fail(f"{EMBEDDINGS_FILE} is truncated or corrupt ({type(err).__name__}: {err})") from err
         if "audio_features" not in tensors:
@@ -299,7 +299,7 @@ class RetrievalIndex(FeatureSet):
         if text is not None and (text.ndim != 2 or text.shape[0] != num_captions):
             raise fail(f"{EMBEDDINGS_FILE} has text_features of shape {tuple(text.shape)} but "
                        f"{INDEX_FILE} lists {num_captions} captions")
-        if hashlib.sha256(blob).hexdigest() != digest:
+        if _sha256_of_file(emb_path) != digest:
             raise fail(f"{EMBEDDINGS_FILE} does not match {INDEX_FILE} (checksum differs: corrupt, "
                        "or an interrupted overwrite)")
         try:
@@ -316,8 +316,19 @@ def _resolve_path(path: Any, directory: Path) -> Any:
     return path
 
 
-def _check_finite(features: Tensor, owners: Sequence[str], what: str) -> None:
-    bad = ~torch.isfinite(features).all(dim=1)  # (rows,)
+def _sha256_of_file(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB pieces (an index of a million clips is gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for piece in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _check_finite(features: Tensor, owners: Sequence[str], what: str, chunk_rows: int = 1 << 16) -> None:
+    # In pieces: a whole-table mask would be N x D bytes (512 MB at a million 512-d clips).
+    bad = torch.cat([~torch.isfinite(features[start : start + chunk_rows]).all(dim=1)
+                     for start in range(0, features.shape[0], chunk_rows)] or [torch.zeros(0, dtype=torch.bool)])
     if bool(bad.any()):
         rows = bad.nonzero().flatten().tolist()
         names = [owners[r] for r in rows[:5]]
