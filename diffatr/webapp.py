@@ -9,7 +9,8 @@ loaded from disk once at start-up; nothing is downloaded. Run ``python app.py`` 
 Named API endpoints (``gradio_client``): search_text, search_audio, trajectory,
 index_uploads, clear_uploads.
 
-Settings from the environment: ``$DIFFATR_FRAME_SECONDS`` (animation pace),
+Settings from the environment: ``$DIFFATR_ANIMATION_SECONDS`` (how long an animation lasts,
+3 s) or ``$DIFFATR_FRAME_SECONDS`` (a fixed pause per frame instead),
 ``$DIFFATR_ANIMATIONS`` (animations streamed at once), ``$DIFFATR_UPLOAD_WORKERS`` (uploads
 indexed at once), ``$DIFFATR_QUOTA_*`` (the upload quotas: ``diffatr.uploads.UploadQuotas``),
 ``$DIFFATR_UPLOAD_DIR`` (where uploads are written).
@@ -46,6 +47,7 @@ from diffatr.demo import (  # noqa: E402
     DemoApp,
     DemoError,
     DemoSession,
+    frame_pause,
     hide_paths,
     hit_markdown,
     hits_table,
@@ -61,8 +63,10 @@ from diffatr.webapp_io import audio_query, upload_paths  # noqa: E402
 
 log = logging.getLogger("diffatr.app")
 
-# Pause between streamed DDIM steps (50 steps: about 3 s); $DIFFATR_FRAME_SECONDS sets the pace.
-FRAME_SECONDS = float(os.environ.get("DIFFATR_FRAME_SECONDS", "0.06"))
+# Animation pace (diffatr.demo.frame_pause): about 3 s from x_T to x_0 whatever the DDIM steps;
+# $DIFFATR_FRAME_SECONDS fixes the pause per frame instead.
+ANIMATION_SECONDS = float(os.environ.get("DIFFATR_ANIMATION_SECONDS", "3"))
+FRAME_SECONDS = float(os.environ["DIFFATR_FRAME_SECONDS"]) if os.environ.get("DIFFATR_FRAME_SECONDS") else None
 # Fair sharing of the CPU. Each kind of event has its own queue (a Gradio concurrency group),
 # so that animations never hold up a search and one user's zip never holds up another's upload:
 SEARCH_WORKERS = int(os.environ.get("DIFFATR_SEARCH_WORKERS", "4"))  # text searches at once (about 25 ms each)
@@ -300,11 +304,12 @@ def play(session: DemoSession | None, start: float = 0):
     if view is None:
         yield plots.empty_figure(), 0
         return
+    pause = frame_pause(len(view["x_t"]), ANIMATION_SECONDS, FRAME_SECONDS)
     for step in iter_steps(view, int(start or 0)):
         if session.trajectory is not view:
             return  # a newer search in this session took over the plot
         yield _step_plot(view, step), step
-        time.sleep(FRAME_SECONDS)
+        time.sleep(pause)
 
 
 def play_from_start(session: DemoSession | None):

@@ -29,6 +29,7 @@ from diffatr.demo import (  # noqa: E402
     DemoError,
     DemoSession,
     Settings,
+    frame_pause,
     iter_steps,
 )
 
@@ -434,6 +435,14 @@ def test_iter_steps(app: DemoApp) -> None:
     assert list(iter_steps(view)) == [0, 1, 2, 3, 4, 5]
     assert list(iter_steps(view, 3)) == [3, 4, 5]
     assert list(iter_steps(view, 5)) == [0, 1, 2, 3, 4, 5]  # at the end: play again from x_T
+
+
+def test_an_animation_lasts_about_the_same_whatever_the_steps() -> None:
+    for frames in (11, 51, 201):
+        assert frames * frame_pause(frames, 3.0) == pytest.approx(3.0)
+    assert frame_pause(2, 3.0) == 0.3  # a two-frame run does not crawl
+    assert frame_pause(51, 3.0, fixed=0.15) == 0.15  # $DIFFATR_FRAME_SECONDS: a fixed pace
+    assert frame_pause(0, -1.0) == 0.0
 
 
 # ----------------------------------------------------------------------------- hosting files

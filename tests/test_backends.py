@@ -176,3 +176,46 @@ def test_an_hnsw_coarse_quantizer_assigns_and_probes_like_a_flat_one(tmp_path):
     assert recall(graph.search(queries, 32)[1].numpy(), truth) >= expected - 0.005
     graph.save(tmp_path / "g")
     assert recall(load_store(tmp_path / "g").search(queries, 32)[1].numpy(), truth) >= expected - 0.005
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    """A Milvus gRPC server on a free local port: Milvus Lite's server, which speaks the protocol
+    a standalone or distributed Milvus does (no Docker or network here)."""
+    pytest.importorskip("pymilvus")
+    grpc_server = pytest.importorskip("milvus_lite.adapter.grpc.server")
+    server, db, port = grpc_server.start_server_in_thread(data_dir=str(tmp_path / "server-data"), port=0)
+    yield f"http://127.0.0.1:{port}"
+    server.stop(grace=0)
+    db.close()
+
+
+def test_a_milvus_server_by_uri_gets_the_changes_when_the_store_is_saved(milvus_server, tmp_path):
+    from pymilvus import MilvusClient
+
+    config = StoreConfig("milvus", milvus_index="FLAT", milvus_uri=milvus_server, milvus_collection="lib")
+    vectors, queries = clustered(200, 5), clustered(10, 6)
+    ids = np.arange(100, 300, dtype=np.int64)
+    store = build_store(config, vectors, ids)
+    assert np.array_equal(store.search(queries, 8)[1].numpy(), exact_ids(vectors, ids, queries, 8))
+    store.save(tmp_path / "s")
+    assert not (tmp_path / "s" / "milvus.db").exists()  # the collection lives on the server
+    admin = MilvusClient(milvus_server)
+    assert admin.get_collection_stats("lib")["row_count"] == 200
+    reopened = load_store(tmp_path / "s")
+    assert np.array_equal(reopened.search(queries, 8)[1].numpy(), exact_ids(vectors, ids, queries, 8))
+    # changes reach the server on save: the deletions, then the insertions, then a flush
+    reopened.remove(ids[:50])
+    extra, extra_ids = clustered(30, 7), np.arange(1000, 1030, dtype=np.int64)
+    reopened.add(extra, extra_ids)
+    assert admin.get_collection_stats("lib")["row_count"] == 200  # nothing sent before the save
+    reopened.save(tmp_path / "s")
+    all_vectors, all_ids = torch.cat([vectors[50:], extra]), np.concatenate([ids[50:], extra_ids])
+    assert len(admin.query("lib", filter="id >= 0", output_fields=["id"], limit=1000)) == 180
+    again = load_store(tmp_path / "s")
+    assert np.array_equal(again.search(queries, 8)[1].numpy(), exact_ids(all_vectors, all_ids, queries, 8))
+    # a collection dropped on the server is a clear error, not an empty answer
+    admin.drop_collection("lib")
+    with pytest.raises(BackendError, match="collection 'lib' is missing"):
+        load_store(tmp_path / "s").search(queries, 8)
+    admin.close()

@@ -47,7 +47,7 @@ from diffatr.demo.settings import (
     TOP_K_MAX,
     Settings,
 )
-from diffatr.demo.trajectory import iter_steps, trajectory_view
+from diffatr.demo.trajectory import frame_pause, iter_steps, trajectory_view
 
 __all__ = [
     "ALPHA_MAX",
@@ -74,6 +74,7 @@ __all__ = [
     "hide_paths",
     "hit_markdown",
     "hits_table",
+    "frame_pause",
     "iter_steps",
     "md_escape",
     "notices_of",

@@ -108,6 +108,16 @@ def last_trajectory(session: DemoSession | None) -> dict[str, Any]:
     return session.trajectory
 
 
+def frame_pause(num_frames: int, animation_seconds: float = 3.0, fixed: float | None = None,
+                longest: float = 0.3) -> float:
+    """Seconds between two frames of an animation: the whole run x_T -> x_0 lasts about
+    ``animation_seconds`` whatever the number of DDIM steps (51 frames: 0.06 s each; 11 frames:
+    0.27 s), never more than ``longest`` a frame; ``fixed`` overrides (a constant pace)."""
+    if fixed is not None:
+        return max(0.0, float(fixed))
+    return min(longest, max(0.0, animation_seconds) / max(1, int(num_frames)))
+
+
 def iter_steps(view: Mapping[str, Any], start: int = 0) -> Iterable[int]:
     """The steps an animation shows from ``start`` to x_0 (restarts at 0 when at the end)."""
     last = len(view["x_t"]) - 1
