@@ -128,15 +128,16 @@ def pct(values: list[float], p: float) -> float:
 
 
 def rerank_ms(store, queries: torch.Tensor, model: Any, repeats: int, batch: int = 1,
-              steps: int | None = None) -> tuple[list[float], list[float]]:
+              steps: int | None = None) -> dict[str, list[float]]:
     """``batch`` queries at a time: the store's top K, their exact vectors, the diffusion
-    re-rank (the checkpoint's DDIM steps, or ``steps``). Milliseconds per query for the whole
-    path, and for the re-rank alone (the exact vectors and the DDIM steps) timed inside the
-    same run, so that both come from the same queries at the same moment."""
+    re-rank (the checkpoint's DDIM steps, or ``steps``). Milliseconds per query, each part
+    timed inside the same run so that all come from the same queries at the same moment:
+    "search" (the first stage), "vectors" (reading the K exact vectors), "rerank" (the vectors
+    and the DDIM steps) and "total"."""
     knobs = model.config.retrieval
     steps = knobs.num_inference_steps if steps is None else steps
     denoiser, scheduler = model.denoisers["text_to_audio"], model.make_scheduler()
-    totals, reranks = [], []
+    times: dict[str, list[float]] = {"search": [], "vectors": [], "rerank": [], "total": []}
     for i in range(repeats):
         start = (i * batch) % max(1, queries.shape[0] - batch + 1)
         q = queries[start : start + batch]  # (B, D)
@@ -144,14 +145,15 @@ def rerank_ms(store, queries: torch.Tensor, model: Any, repeats: int, batch: int
         scores, ids = store.search(q, knobs.top_k)  # (B, K)
         t1 = time.perf_counter()
         candidates = store.vectors(ids).reshape(-1, q.shape[1])  # (B K, D): each query's own rows
+        t2 = time.perf_counter()
         rows = torch.arange(candidates.shape[0]).view(ids.shape)  # (B, K)
         rerank_topk(q, candidates, scores, rows, denoiser, scheduler,
                     num_inference_steps=steps, alpha=knobs.alpha,
                     temperature=knobs.temperature, seed=knobs.seed, fusion=knobs.fusion)
-        t2 = time.perf_counter()
-        totals.append((t2 - t0) * 1000 / batch)
-        reranks.append((t2 - t1) * 1000 / batch)
-    return totals, reranks
+        t3 = time.perf_counter()
+        for key, seconds in (("search", t1 - t0), ("vectors", t2 - t1), ("rerank", t3 - t1), ("total", t3 - t0)):
+            times[key].append(seconds * 1000 / batch)
+    return times
 
 
 def run_size(n: int, emb: dict[str, Any], names: list[str], work: Path, repeats: int,
@@ -191,16 +193,19 @@ def run_size(n: int, emb: dict[str, Any], names: list[str], work: Path, repeats:
                      "memory_mb": round(loaded, 1), "recall@32": round(recall, 4),
                      "p50_ms": round(pct(one, 50), 2), "p95_ms": round(pct(one, 95), 2),
                      "batch32_p50_ms_per_query": round(pct(batch, 50), 3)}
-        with_rerank, rerank_alone = rerank_ms(store, queries, emb["model"], max(50, repeats // 2))
-        out[name]["with_rerank_p50_ms"] = round(pct(with_rerank, 50), 2)
-        out[name]["rerank_p50_ms"] = round(pct(rerank_alone, 50), 2)
-        out[name]["rerank_p95_ms"] = round(pct(rerank_alone, 95), 2)
-        out[name]["rerank_steps"] = emb["model"].config.retrieval.num_inference_steps
-        with_rerank, rerank_alone = rerank_ms(store, queries, emb["model"], max(5, repeats // 10), batch=32)
-        out[name]["with_rerank_batch32_ms_per_query"] = round(pct(with_rerank, 50), 3)
-        out[name]["rerank_batch32_ms_per_query"] = round(pct(rerank_alone, 50), 3)
-        _, rerank_alone = rerank_ms(store, queries, emb["model"], max(50, repeats // 2), steps=PAPER_STEPS)
-        out[name]["rerank_p50_ms_paper_steps"] = round(pct(rerank_alone, 50), 2)
+        one = rerank_ms(store, queries, emb["model"], max(100, repeats))
+        out[name].update({"with_rerank_p50_ms": round(pct(one["total"], 50), 2),
+                          "rerank_p50_ms": round(pct(one["rerank"], 50), 2),
+                          "rerank_p95_ms": round(pct(one["rerank"], 95), 2),
+                          "rerank_search_p50_ms": round(pct(one["search"], 50), 2),
+                          "rerank_vectors_p50_ms": round(pct(one["vectors"], 50), 3),
+                          "rerank_steps": emb["model"].config.retrieval.num_inference_steps})
+        paper = rerank_ms(store, queries, emb["model"], max(100, repeats), steps=PAPER_STEPS)
+        out[name]["rerank_p50_ms_paper_steps"] = round(pct(paper["rerank"], 50), 2)
+        out[name]["rerank_search_p50_ms_paper_steps"] = round(pct(paper["search"], 50), 2)
+        batched = rerank_ms(store, queries, emb["model"], max(5, repeats // 10), batch=32)
+        out[name]["with_rerank_batch32_ms_per_query"] = round(pct(batched["total"], 50), 3)
+        out[name]["rerank_batch32_ms_per_query"] = round(pct(batched["rerank"], 50), 3)
         log(f"  {out[name]}")
         if name in SWEEPS:  # the search-time knob that trades recall for speed, same index
             out[name]["sweep"] = []
@@ -315,13 +320,13 @@ def rerank_on_corpus(emb: dict[str, Any], names: list[str], work: Path) -> dict[
     return out
 
 
-def rerank_share(row: dict[str, Any], key: str = "rerank_p50_ms") -> str:
-    """What the re-rank adds to one query: its own p50 against the first stage's p50, e.g.
-    "+1.41 ms (+45%)"."""
-    if key not in row:
+def rerank_share(row: dict[str, Any], steps: str = "") -> str:
+    """What the re-rank adds to one query, e.g. "+1.41 ms (+45%)": its p50 against the p50 of
+    the first stage timed in the same run (``steps`` = "_paper_steps" for the 50-step run)."""
+    if f"rerank_p50_ms{steps}" not in row:
         return ""
-    added = row[key]
-    return f"+{added:.2f} ms ({added / row['p50_ms']:+.0%})"
+    added, first = row[f"rerank_p50_ms{steps}"], row.get(f"rerank_search_p50_ms{steps}", row["p50_ms"])
+    return f"+{added:.2f} ms ({added / first:+.0%})"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -336,7 +341,7 @@ def table(results: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {int(n):,} | {name} | {r['build_s']} | {r['disk_mb']} | {r['memory_mb']} | "
                          f"{r['recall@32']:.3f} | {r['p50_ms']} / {r['p95_ms']} | {r['batch32_p50_ms_per_query']} | "
-                         f"{r['with_rerank_p50_ms']} | {rerank_share(r)} | {rerank_share(r, 'rerank_p50_ms_paper_steps')} | "
+                         f"{r['with_rerank_p50_ms']} | {rerank_share(r)} | {rerank_share(r, '_paper_steps')} | "
                          f"{r.get('with_rerank_batch32_ms_per_query', '')} |")
             for point in r.get("sweep", []):
                 knob = next(k for k in point if k.startswith("faiss_"))

@@ -134,7 +134,7 @@ def _weights_fingerprint(denoiser: Denoiser) -> tuple:
                     marks.append((weight._version, weight.data_ptr()))
                 except RuntimeError:  # made in inference mode: no version (and never updated in place)
                     marks.append(weight.data_ptr())
-        stack.extend(module._modules.values())
+        stack.extend(child for child in module._modules.values() if child is not None)
     return tuple(marks)
 
 
