@@ -150,7 +150,7 @@ class PackageTree:
             raise FetchError(f"{self.source.key}: container {relative or path.name} is not in the package")
         name = path.name.lower()
         try:
-            if name.endswith((".zip", ".pk3", ".whl")):
+            if name.endswith((".zip", ".pk3", ".wz", ".whl")):
                 container: dict[str, bytes] | zipfile.ZipFile = zipfile.ZipFile(path)
             elif name.endswith(".rcc"):
                 container = read_qt_rcc(path.read_bytes())
