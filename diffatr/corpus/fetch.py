@@ -26,6 +26,7 @@ from diffatr.corpus.containers import (
     read_c4group,
     read_opensfx_cat,
     read_qt_rcc,
+    read_sf2,
     read_wad,
 )
 from diffatr.corpus.sources import Source
@@ -158,6 +159,8 @@ class PackageTree:
                 container = read_c4group(path.read_bytes())
             elif name.endswith(".wad"):
                 container = read_wad(path.read_bytes())
+            elif name.endswith(".sf2"):
+                container = read_sf2(path.read_bytes())
             elif name.endswith(".cat"):
                 entries = read_opensfx_cat(path.read_bytes())
                 container = {f"{e.index:02d}.wav": e.wav for e in entries}
