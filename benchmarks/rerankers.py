@@ -6,7 +6,7 @@ cross-fitted (``diffatr train --phase diffusion --cross-fit K``: K phase-1 model
 without one K-th of the training sounds, embed that K-th; the denoisers then train on these
 out-of-fold embeddings, whose cosine errors look like those of unseen clips; inference uses the
 full phase-1 model). Each
-checkpoint is scored on val / test / OOD, both directions, with (``diffatr.retrieval.rerank``):
+checkpoint is scored on val / test / OOD, both directions, with (``diffatr.retrieval.fusion``):
 
 - Dis: cosine; QB-Norm with a bank of the training queries (usable one query at a time);
   inverted softmax and dual softmax over all the split's queries (transductive: reported, not
@@ -52,7 +52,7 @@ from diffatr.features import FeatureSet, FeatureError, mixture_features  # noqa:
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
 from diffatr.retrieval.engine import rerank_topk, stable_topk  # noqa: E402
-from diffatr.retrieval.rerank import dual_softmax, ensemble, fuse, gen_rank_scores, inverted_softmax, qb_norm  # noqa: E402
+from diffatr.retrieval.fusion import dual_softmax, ensemble, fuse, gen_rank_scores, inverted_softmax, qb_norm  # noqa: E402
 from diffatr.train import train_diffusion  # noqa: E402
 
 MANIFEST = ROOT / "assets" / "corpus" / "manifest.csv"

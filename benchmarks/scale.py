@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from diffatr.checkpoint import load_checkpoint  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
-from diffatr.retrieval.backends import StoreConfig, build_store, load_store  # noqa: E402
+from diffatr.retrieval.stores.backends import StoreConfig, build_store, load_store  # noqa: E402
 from diffatr.retrieval.engine import rerank_topk  # noqa: E402
 
 K = 32
@@ -240,7 +240,7 @@ HUGE_CHUNK = 500_000
 def run_huge(n: int, emb: dict[str, Any], work: Path, repeats: int, config: StoreConfig = HUGE_STORE,
              chunk_size: int = HUGE_CHUNK, sweep: list[dict[str, int]] = HUGE_SWEEP) -> dict[str, Any]:
     """One FAISS configuration at ``n`` vectors, built and checked in chunks (see HUGE_STORE)."""
-    from diffatr.retrieval.backends import FaissStore
+    from diffatr.retrieval.stores.backends import FaissStore
 
     queries = synthetic(emb["test_text"], 256, seed=1, cosine=0.9)
     store = FaissStore(config, queries.shape[1])

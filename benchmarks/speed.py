@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffatr.config import DenoiserConfig, DiffusionConfig  # noqa: E402
 from diffatr.diffusion.denoiser import Denoiser  # noqa: E402
-from diffatr.diffusion.scheduler import DDIMScheduler  # noqa: E402
+from diffatr.diffusion.ddim import DDIMScheduler  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.retrieval.engine import cosine_topk, full_fused_scores, rerank_topk  # noqa: E402
 

@@ -201,21 +201,20 @@ def _store_model(args: argparse.Namespace):
 
 def _update_stores(args: argparse.Namespace, index, old_counts: dict[str, int]) -> None:
     """Build the first-stage stores (--backend), or extend the index's stores after --add."""
-    from diffatr.retrieval import first_stage
-    from diffatr.retrieval.backends import StoreConfig
+    from diffatr.retrieval import stores
 
-    info = first_stage.describe(args.out)
+    info = stores.describe(args.out)
     if args.backend is not None:
-        config = StoreConfig(args.backend, faiss_factory=args.faiss_factory, milvus_uri=args.uri)
+        config = stores.StoreConfig(args.backend, faiss_factory=args.faiss_factory, milvus_uri=args.uri)
     elif info is not None and info["backend"] != "exact":
-        config = StoreConfig(**info["config"])
+        config = stores.StoreConfig(**info["config"])
     else:
         return
     model = _store_model(args)
     if args.backend is None and old_counts:  # --add onto existing stores: append
-        info = first_stage.append(args.out, old_counts, index, model)
+        info = stores.append(args.out, old_counts, index, model)
     else:
-        info = first_stage.build(args.out, index, model, config)
+        info = stores.build(args.out, index, model, config)
     print(f"first stage: {config.backend} store(s) for {', '.join(f'{n} {d}' for d, n in info['counts'].items())}")
 
 
@@ -291,19 +290,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
     model = _resolve_checkpoint(args.checkpoint)
     index_dir = args.index or default_index_dir()
     index = RetrievalIndex.load(index_dir)
-    from diffatr.retrieval import first_stage
+    from diffatr.retrieval import stores
 
-    stores, why_not = first_stage.attach(index_dir, index, model)
+    index_stores, why_not = stores.attach(index_dir, index, model)
     if why_not:
         print(f"diffatr search: note: {why_not}", file=sys.stderr)
     knobs = _knobs(args, model.config)
     text_cfg = dataclasses.replace(model.config.text, allow_download=args.allow_download or model.config.text.allow_download)
     if args.query is not None:
-        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=stores)
+        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=index_stores)
         hits = engine.search_text(args.query, k=args.k, **knobs)[0]
         direction = "text_to_audio"
     else:
-        engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=stores)
+        engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=index_stores)
         hits = engine.search_audio(args.audio, k=args.k, **knobs)[0]
         direction = "audio_to_text"
     rows = [hit.to_dict() for hit in hits]

@@ -147,7 +147,7 @@ class RetrievalConfig:
     alpha: float = 1.0  # fused = cosine + alpha * softmax(x0 / temperature)
     temperature: float = 1.0
     seed: int = 0
-    # How the diffusion term joins the cosine (diffatr.retrieval.rerank.FUSIONS): "paper",
+    # How the diffusion term joins the cosine (diffatr.retrieval.fusion.FUSIONS): "paper",
     # S + alpha * softmax(x0 / temperature); "zscore", S + alpha * std(S) * z(x0).
     fusion: str = "paper"
 

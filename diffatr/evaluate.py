@@ -26,7 +26,7 @@ from torch import Tensor
 from diffatr.errors import DiffatrError
 from diffatr.metrics import retrieval_metrics
 from diffatr.retrieval.engine import rerank_topk, stable_topk
-from diffatr.retrieval.rerank import FUSIONS, gen_rank_scores
+from diffatr.retrieval.fusion import FUSIONS, gen_rank_scores
 
 __all__ = [
     "DIRECTIONS",

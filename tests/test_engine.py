@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from diffatr.config import DenoiserConfig, DiffusionConfig
 from diffatr.diffusion.denoiser import Denoiser
 from diffatr.diffusion.sampling import ddim_sample
-from diffatr.diffusion.scheduler import DDIMScheduler
+from diffatr.diffusion.ddim import DDIMScheduler
 from diffatr.retrieval.engine import (
     SearchEngine,
     SearchError,
@@ -355,7 +355,7 @@ def test_the_fusion_knob_reaches_the_engine_and_evaluation():
     from diffatr.config import load_model_config
     from diffatr.evaluate import score_matrices
     from diffatr.model import DiffATR
-    from diffatr.retrieval.rerank import fuse
+    from diffatr.retrieval.fusion import fuse
 
     g = torch.Generator().manual_seed(4)
     config = load_model_config("tiny")

@@ -15,7 +15,7 @@ from torch import nn
 
 from diffatr.checkpoint import save_checkpoint
 from diffatr.config import load_model_config
-from diffatr.diffusion.scheduler import DDIMScheduler
+from diffatr.diffusion.ddim import DDIMScheduler
 from diffatr.evaluate import (
     DIRECTIONS,
     METRICS,

@@ -70,17 +70,17 @@ class DemoApp:
         from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
         from diffatr.encoders.audio import build_audio_encoder
         from diffatr.encoders.text import TextEncoder
-        from diffatr.retrieval import first_stage
+        from diffatr.retrieval import stores
 
         model = load_checkpoint(checkpoint_dir or default_checkpoint_dir())
         index_dir = index_dir or demo_index_dir()
         index = RetrievalIndex.load(index_dir)
-        stores, why_not = first_stage.attach(index_dir, index, model)
+        index_stores, why_not = stores.attach(index_dir, index, model)
         if why_not:
             warnings.warn(f"the demo index: {why_not}", stacklevel=2)
         audio_config = dataclasses.replace(model.config.audio, max_seconds=AUDIO_MAX_SECONDS)
         app = cls(model, index, TextEncoder(model.config.text), build_audio_encoder(audio_config),
-                  quotas=quotas, upload_root=upload_root, first_stage=stores)
+                  quotas=quotas, upload_root=upload_root, first_stage=index_stores)
         if warm_up:
             app.search_text("a sound", app.defaults, DemoSession())
         return app

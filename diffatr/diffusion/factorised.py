@@ -39,7 +39,7 @@ from diffatr.diffusion.context import shortlist_context
 if TYPE_CHECKING:
     from diffatr.diffusion.denoiser import Denoiser
     from diffatr.diffusion.sampling import Trajectory
-    from diffatr.diffusion.scheduler import DDIMScheduler
+    from diffatr.diffusion.ddim import DDIMScheduler
 
 
 # Floats of gathered candidate rows per block of queries: ~4 MiB keeps a block's working set

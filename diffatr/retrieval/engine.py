@@ -31,7 +31,7 @@ from diffatr.retrieval.index import (
     RetrievalIndex,
     encoder_mismatches,
 )
-from diffatr.retrieval.rerank import FUSIONS, fuse
+from diffatr.retrieval.fusion import FUSIONS, fuse
 
 __all__ = [
     "RerankResult",
@@ -229,7 +229,7 @@ def rerank(
         alpha: weight of the diffusion term.
         temperature: softmax temperature of the diffusion term (> 0).
         seed: seed of the start noise x_T (see ``start_noise``).
-        fusion: how the diffusion term joins the cosine (``diffatr.retrieval.rerank.fuse``).
+        fusion: how the diffusion term joins the cosine (``diffatr.retrieval.fusion.fuse``).
         candidate_cache: ``denoiser.precompute(candidate_embeds)``, computed once per
             (index, checkpoint) and reused; computed here when ``None`` and factorised.
         factorised: use the exact factorised path (``precompute`` / ``ddim_sample_cached``)
@@ -449,7 +449,7 @@ class SearchEngine:
             ``embed_waveform(array, sr)``).
         batch_size: queries per denoiser batch.
         first_stage: per direction, a vector store that answers the first stage (FAISS, Milvus:
-            ``diffatr.retrieval.first_stage.attach``); the re-rank on top is unchanged.
+            ``diffatr.retrieval.stores.folder.attach``); the re-rank on top is unchanged.
     """
 
     def __init__(self, model: Any, index: RetrievalIndex, text_encoder: Any = None,
@@ -457,7 +457,7 @@ class SearchEngine:
                  first_stage: dict[str, Any] | None = None) -> None:
         self.model = model
         self.index = index
-        # direction -> a VectorStore (diffatr.retrieval.backends) over this index's rows in this
+        # direction -> a VectorStore (diffatr.retrieval.stores.backends) over this index's rows in this
         # model's space, searched instead of the exact cosine top-K; None = exact.
         self.first_stage = dict(first_stage or {})
         self.text_encoder = text_encoder

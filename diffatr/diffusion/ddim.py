@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from diffatr.config import DiffusionConfig
-from diffatr.diffusion.schedule import alphas_cumprod_from_betas, make_betas
+from diffatr.diffusion.noise_schedule import alphas_cumprod_from_betas, make_betas
 
 
 @dataclass

@@ -1,11 +1,11 @@
-"""diffatr.retrieval.rerank: scorers and fusion rules, against hand-made cases and properties."""
+"""diffatr.retrieval.fusion: scorers and fusion rules, against hand-made cases and properties."""
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffatr.retrieval.rerank import (
+from diffatr.retrieval.fusion import (
     cosine,
     dual_softmax,
     ensemble,
