@@ -58,7 +58,7 @@ def test_paper_fusion_is_cosine_plus_softmax():
     torch.testing.assert_close(diffusion, torch.softmax(x0 / 0.5, dim=-1))
     torch.testing.assert_close(fused, top + 2.0 * diffusion)
     with pytest.raises(ValueError, match="unknown fusion"):
-        fuse(top, x0, rule="magic")
+        fuse(top, x0, rule="magic", alpha=1.0, temperature=1.0)
 
 
 @settings(max_examples=60, deadline=None)
@@ -67,14 +67,14 @@ def test_zscore_fusion_ignores_the_scale_of_x0(k, scale, shift, seed):
     g = torch.Generator().manual_seed(seed)
     top = torch.rand(3, k, generator=g, dtype=torch.float64)
     x0 = torch.randn(3, k, generator=g, dtype=torch.float64)
-    fused, _ = fuse(top, x0, rule="zscore", alpha=1.0)
-    again, _ = fuse(top, scale * x0 + shift, rule="zscore", alpha=1.0)
+    fused, _ = fuse(top, x0, rule="zscore", alpha=1.0, temperature=1.0)
+    again, _ = fuse(top, scale * x0 + shift, rule="zscore", alpha=1.0, temperature=1.0)
     torch.testing.assert_close(fused, again)
     # alpha = 1: the diffusion term spans as much as the query's cosines do
     term = fused - top
     torch.testing.assert_close(term.std(dim=-1, unbiased=False), top.std(dim=-1, unbiased=False))
     # a flat x0 adds nothing
-    flat, _ = fuse(top, torch.zeros_like(x0), rule="zscore", alpha=1.0)
+    flat, _ = fuse(top, torch.zeros_like(x0), rule="zscore", alpha=1.0, temperature=1.0)
     torch.testing.assert_close(flat, top)
 
 

@@ -71,16 +71,15 @@ def ensemble(score_matrices: list[Tensor]) -> Tensor:
     return torch.stack(score_matrices).mean(dim=0)
 
 
-def fuse(top_scores: Tensor, x0: Tensor, *, rule: str = "paper", alpha: float = 1.0,
-         temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+def fuse(top_scores: Tensor, x0: Tensor, *, rule: str, alpha: float, temperature: float) -> tuple[Tensor, Tensor]:
     """Fused scores of each query's top K.
 
     Args:
         top_scores: (Q, K) first-stage scores S of the re-ranked candidates.
         x0: (Q, K) the final x0 estimates, same order.
-        rule: one of ``FUSIONS`` (see the module docstring).
-        alpha: the diffusion term's weight.
-        temperature: the paper rule's softmax temperature (> 0).
+        rule: one of ``FUSIONS`` (see the module docstring): ``RetrievalConfig.fusion``.
+        alpha: the diffusion term's weight (``RetrievalConfig.alpha``).
+        temperature: the paper rule's softmax temperature (> 0; ``RetrievalConfig.temperature``).
 
     Returns:
         (fused (Q, K), diffusion (Q, K)): the fused score and the diffusion term it added
