@@ -141,8 +141,8 @@ class UploadStore:
 
     Args:
         quotas: the limits.
-        root: the parent of the runs' folders (``upload_root()``); at start-up the folders of
-            runs whose process is gone are deleted, and this run's is deleted at exit.
+        root: the parent of the runs' folders (``upload_root()``); ``start`` deletes the folders
+            of runs whose process is gone, and this run's at exit.
         clock: seconds (for the time-to-live; tests pass a fake).
     """
 
@@ -150,16 +150,25 @@ class UploadStore:
                  clock: Any = time.monotonic) -> None:
         self.quotas = quotas or UploadQuotas()
         self.root = Path(root) if root is not None else upload_root()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.removed_at_start = self.remove_leftovers()
         self.run_dir = self.root / f"{RUN_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.run_dir.mkdir()
+        self.removed_at_start: list[str] = []
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, _Usage] = {}
         self._disk = 0  # bytes of all sessions' files (and writes in flight) on disk now
         self._clips = 0  # audio files of all sessions on disk now
-        atexit.register(self.close)
+        self._started = False
+
+    def start(self) -> UploadStore:
+        """Take up the disk: delete earlier runs' leftovers, make this run's folder, and delete it
+        at exit. A server calls this once, when it starts (constructing a store touches nothing)."""
+        if not self._started:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.removed_at_start = self.remove_leftovers()
+            self.run_dir.mkdir(exist_ok=True)
+            atexit.register(self.close)
+            self._started = True
+        return self
 
     # ------------------------------------------------------------------ leftovers
 
@@ -321,10 +330,6 @@ class UploadStore:
             self._free(session_id, written, int(clip))
             raise QuotaExceeded("this session ended while its upload was written")
         return final
-
-    def unadmit_clip(self, session_id: str) -> None:
-        """Give back a clip admitted by ``admit_clip`` but not written."""
-        self._free(session_id, 0, 1)
 
     def discard(self, session_id: str, path: str | os.PathLike) -> None:
         """Delete one of the session's files now (e.g. an undecodable clip); its disk is freed."""
