@@ -375,17 +375,9 @@ def forward_cached(
 
 
 @torch.no_grad()
-def ddim_sample_cached(
-    denoiser: Denoiser,
-    scheduler: DDIMScheduler,
-    noise: Tensor,
-    queries: QueryCache,
-    cache: CandidateCache,
-    candidate_ids: Tensor,
-    num_inference_steps: int,
-    return_trajectory: bool = False,
-    block_size: int | None = None,
-) -> Tensor | tuple[Tensor, Trajectory]:
+def ddim_sample_cached(denoiser: Denoiser, scheduler: DDIMScheduler, noise: Tensor, queries: QueryCache,
+                       cache: CandidateCache, candidate_ids: Tensor, num_inference_steps: int,
+                       return_trajectory: bool = False, block_size: int | None = None) -> Tensor | tuple[Tensor, Trajectory]:
     """``ddim_sample`` (eta = 0) with ``forward_cached`` as the network, fused: same result up to
     float rounding, several times faster.
 
