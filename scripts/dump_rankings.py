@@ -80,11 +80,12 @@ def _evaluation(model, index, knobs: dict) -> dict:
 
 
 def dump(out: Path) -> None:
-    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+    from diffatr.checkpoint import load_checkpoint
     from diffatr.encoders.audio import build_audio_encoder
     from diffatr.encoders.text import TextEncoder
     from diffatr.retrieval import SearchEngine
     from diffatr.retrieval.index import RetrievalIndex
+    from diffatr.runtime import default_checkpoint_dir
 
     torch.set_num_threads(1)
     model = load_checkpoint(default_checkpoint_dir()).eval()
