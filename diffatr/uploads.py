@@ -31,33 +31,23 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class UploadQuotas:
-    """Limits of the upload path. Each field can be set as ``$DIFFATR_QUOTA_<FIELD>`` (upper case).
+    """Limits of the upload path. Each field can be set as ``$DIFFATR_QUOTA_<FIELD>`` (upper case)."""
 
-    Attributes:
-        session_mb: MB one session may write over its life (files it uploads, copied into its
-            folder, and zip members), counted on what is written, kept or not.
-        total_mb: MB all sessions' files may hold on disk at once.
-        session_clips: audio files one session may hold at once (counted as they are written;
-            an undecodable one is deleted at once and no longer counts).
-        total_clips: audio files all live sessions may hold at once.
-        zip_members: files one zip may list.
-        zip_ratio: largest unpacked / packed size of a zip member (and of a whole zip); members
-            under 64 KB are exempt (headers compress well).
-        caption_kb: largest ``NAME.txt`` caption file read (it is read into memory).
-        session_ttl_s: a session idle this long is forgotten and its files deleted.
-        cache_sweep_s: how often Gradio's upload cache is swept (files older than
-            ``session_ttl_s`` go).
-    """
-
+    # MB one session may write over its life (files it uploads, copied into its folder, and zip
+    # members), counted on what is written, kept or not.
     session_mb: float = 200.0
-    total_mb: float = 2000.0
+    total_mb: float = 2000.0  # MB all sessions' files may hold on disk at once
+    # Audio files one session may hold at once (counted as they are written; an undecodable one
+    # is deleted at once and no longer counts).
     session_clips: int = 200
-    total_clips: int = 4000
-    zip_members: int = 500
+    total_clips: int = 4000  # audio files all live sessions may hold at once
+    zip_members: int = 500  # files one zip may list
+    # Largest unpacked / packed size of a zip member (and of a whole zip); members under 64 KB
+    # are exempt (headers compress well).
     zip_ratio: float = 50.0
-    caption_kb: float = 64.0
-    session_ttl_s: float = 3600.0
-    cache_sweep_s: float = 600.0
+    caption_kb: float = 64.0  # largest NAME.txt caption file read (it is read into memory)
+    session_ttl_s: float = 3600.0  # a session idle this long is forgotten and its files deleted
+    cache_sweep_s: float = 600.0  # how often Gradio's upload cache drops files older than session_ttl_s
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -78,33 +78,22 @@ class ServerSettings:
 
     Each kind of event has its own queue (a Gradio concurrency group), so that animations never
     hold up a search and one user's zip never holds up another's upload.
-
-    Attributes:
-        animation_seconds: how long an animation from x_T to x_0 lasts, whatever the steps.
-        frame_seconds: a fixed pause per frame instead (None: from ``animation_seconds``).
-        search_workers: text searches at once.
-        audio_search_workers: audio searches at once (a decode and the audio encoder each).
-        upload_workers: uploads indexed at once.
-        animations: animations streamed at once (the rest wait).
-        view_workers: drawing the results of a search (cards, first frame, heatmap).
-        torch_threads: torch threads per process: the workers above already run requests side
-            by side, and one search is faster on one thread than on two.
-        queue_status_seconds: how often queued users hear their place in the queue ("auto":
-            Gradio's default, every job start, which floods the event loop under load).
-        heap_trim_seconds: freed C heap goes back to the OS this often (0 = never;
-            ``diffatr.serving.start_heap_trimmer``).
     """
 
-    animation_seconds: float = 3.0
-    frame_seconds: float | None = None
-    search_workers: int = 4
-    audio_search_workers: int = 2
-    upload_workers: int = 4
-    animations: int = 4
-    view_workers: int = 8
+    animation_seconds: float = 3.0  # an animation from x_T to x_0 lasts this long, whatever the steps ...
+    frame_seconds: float | None = None  # ... or each frame this long (None: from animation_seconds)
+    search_workers: int = 4  # text searches at once
+    audio_search_workers: int = 2  # audio searches at once (a decode and the audio encoder each)
+    upload_workers: int = 4  # uploads indexed at once
+    animations: int = 4  # animations streamed at once (the rest wait)
+    view_workers: int = 8  # drawing the results of a search (cards, first frame, heatmap)
+    # Torch threads per process: the workers above already run requests side by side, and one
+    # search is faster on one thread than on two.
     torch_threads: int = 1
+    # How often queued users hear their place in the queue, in seconds ("auto": Gradio's
+    # default, at every job start, which floods the event loop under load).
     queue_status_seconds: str = "1"
-    heap_trim_seconds: float = 10.0
+    heap_trim_seconds: float = 10.0  # freed C heap goes back to the OS this often (0 = never)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:

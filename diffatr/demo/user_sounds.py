@@ -40,10 +40,8 @@ class UserSounds:
     """
 
     def __init__(self, sessions: Sessions, corpus: DemoCorpus, text_encoder: Any, audio_encoder: Any) -> None:
-        self.sessions = sessions
-        self.corpus = corpus
-        self.text_encoder = text_encoder
-        self.audio_encoder = audio_encoder
+        self.sessions, self.corpus = sessions, corpus
+        self.text_encoder, self.audio_encoder = text_encoder, audio_encoder
 
     @property
     def store(self) -> UploadStore:

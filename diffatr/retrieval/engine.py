@@ -305,12 +305,6 @@ class SearchEngine:
         return self._search("text_to_audio", features, config, texts, projected=False,
                             return_trajectory=return_trajectory)
 
-    def search_text_embeds(self, features: Tensor, config: RetrievalConfig | None = None, *,
-                           projected: bool = False) -> SearchResults:
-        """Text -> audio for precomputed text backbone features (Q, Dt) (or embeddings (Q, D)
-        when ``projected``)."""
-        return self._search("text_to_audio", features, config, None, projected=projected)
-
     def search_audio(self, audio: Any, config: RetrievalConfig | None = None, *, sample_rate: int | None = None,
                      return_trajectory: bool = False) -> SearchResults:
         """Audio -> text: the best captions of the index for each audio query.
@@ -338,6 +332,12 @@ class SearchEngine:
                  for item in items]
         return self._search("audio_to_text", features, config, names, projected=False,
                             return_trajectory=return_trajectory)
+
+    def search_text_embeds(self, features: Tensor, config: RetrievalConfig | None = None, *,
+                           projected: bool = False) -> SearchResults:
+        """Text -> audio for precomputed text backbone features (Q, Dt) (or embeddings (Q, D)
+        when ``projected``)."""
+        return self._search("text_to_audio", features, config, None, projected=projected)
 
     def search_audio_embeds(self, features: Tensor, config: RetrievalConfig | None = None, *,
                             projected: bool = False) -> SearchResults:

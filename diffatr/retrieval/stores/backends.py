@@ -42,9 +42,9 @@ __all__ = ["BACKENDS", "BackendError", "ExactStore", "FaissStore", "MilvusStore"
            "build_store", "load_store"]
 
 BACKENDS = ("exact", "faiss", "milvus")
-STORE_FILE = "store.json"
-IDS_FILE = "ids.npy"
-VECTORS_FILE = "vectors.npy"
+STORE_FILE = "store.json"  # the backend and its parameters
+IDS_FILE = "ids.npy"  # (N,) int64: the stable ids, in row order
+VECTORS_FILE = "vectors.npy"  # (N, D) float32: the exact vectors, memory-mapped on load
 FORMAT_VERSION = 1
 
 
