@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from diffatr.retrieval.stores.backends import BackendError, StoreConfig, build_store, load_store
-from diffatr.retrieval.engine import cosine_topk
+from diffatr.retrieval.topk import cosine_topk
 
 D = 32
 
