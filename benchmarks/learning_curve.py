@@ -55,7 +55,7 @@ def scores_of(checkpoint: Path, feats: dict[str, FeatureSet]) -> dict[str, dict[
     for split in SPLITS:
         values: dict[str, list[tuple[float, float]]] = {s: [] for s in SCORERS}
         for seed in (0, 1, 2):
-            matrices = score_matrices(model, feats[split].audio, feats[split].text, {"seed": seed})
+            matrices = score_matrices(model, feats[split].audio, feats[split].text, model.config.with_retrieval(seed=seed))
             for scorer in SCORERS:
                 m = retrieval_metrics(matrices["text_to_audio"][scorer], matrices["audio_to_text"][scorer],
                                       feats[split].caption_to_clip)

@@ -8,35 +8,65 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from diffatr.config import DEFAULT_RESULTS, ConfigError
+from diffatr.config import DEFAULT_BATCH_SIZE, ConfigError, knob_fields
 from diffatr.errors import DiffatrError
 
 EXIT_USER_ERROR = 2
 
 
-def _add_knobs(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("diffusion re-ranking (defaults come from the checkpoint)")
-    group.add_argument("--top-k", type=int, default=None, metavar="K",
-                       help="candidates re-ranked by the diffusion model per query (paper: 32)")
-    group.add_argument("--steps", type=int, default=None, metavar="S",
-                       help="DDIM steps, 1..T (paper: 50)")
-    group.add_argument("--alpha", type=float, default=None,
-                       help="weight of the diffusion score in fused = cosine + alpha * softmax(x0 / temperature); 0 = cosine only")
-    group.add_argument("--temperature", type=float, default=None, help="softmax temperature on the x0 estimate")
-    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
-                       help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / "
-                            "temperature); zscore = cosine + alpha * std(cosine) * z(x0), calibrated "
-                            "(default: the checkpoint's)")
-    group.add_argument("--ddim-seed", "--seed", dest="seed", type=int, default=None,
-                       help="seed of the start noise x_T (the same name in every command; --seed is an old "
-                            "spelling); the same seed gives the same ranking")
+_FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_retrieval_flags(parser: argparse.ArgumentParser, title: str, *, exclude: Sequence[str] = (),
+                        aliases: bool = True) -> None:
+    """The retrieval settings as one flag group, made from ``RetrievalConfig``'s fields: their
+    flags, types, choices and help live in the dataclass (``diffatr.config._knob``), so a new
+    setting is one field there. Unset flags keep the checkpoint's value (``retrieval_overrides``).
+
+    Args:
+        parser: the command's parser.
+        title: the group's heading.
+        exclude: fields this command does not take.
+        aliases: accept the older spellings too (``--seed`` for ``--ddim-seed``).
+    """
+    group = parser.add_argument_group(title)
+    for f in knob_fields():
+        if f.name in exclude:
+            continue
+        meta = f.metadata
+        flags = meta["flags"] + (meta["aliases"] if aliases else ())
+        group.add_argument(*flags, dest=_KNOB_DEST + f.name, type=_FLAG_TYPES[f.type], default=None,
+                           choices=meta["choices"], metavar=meta["metavar"],
+                           help=f"{meta['help']} (unset: the checkpoint's value; new configs: {f.default})")
+
+
+_KNOB_DEST = "retrieval_"  # the flags' argparse names, apart from the commands' own (train's --seed)
+
+
+def retrieval_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The retrieval settings given on the command line (for ``ModelConfig.with_retrieval``)."""
+    return {f.name: getattr(args, _KNOB_DEST + f.name) for f in knob_fields()
+            if getattr(args, _KNOB_DEST + f.name, None) is not None}
+
+
+@contextlib.contextmanager
+def flag_named() -> Iterator[None]:
+    """A bad setting's message (the library's one wording), led by the flag that gave it."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.setting is None:
+            raise
+        flag = next(f.metadata["flags"][-1] for f in knob_fields() if f.name == err.setting)
+        raise ConfigError(f"{flag}: {err}", err.setting) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,11 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", metavar="FILE", help="an audio file to search with (audio -> text)")
     p.add_argument("--index", metavar="DIR", help="index folder (default: the shipped demo corpus, assets/corpus/demo_index)")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint folder (default: the shipped checkpoint)")
-    p.add_argument("-k", type=int, default=DEFAULT_RESULTS, help=f"number of results to show (default {DEFAULT_RESULTS})")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--allow-download", action="store_true",
                    help="let the text encoder fetch a hub model that is not on disk")
-    _add_knobs(p)
+    add_retrieval_flags(p, "results and diffusion re-ranking (defaults come from the checkpoint)")
 
     p = sub.add_parser("convert-panns", help="convert a released PANNs .pth checkpoint to safetensors",
                        description="Read a released PANNs checkpoint (CNN14 / ResNet38, Zenodo record 3987831) "
@@ -122,7 +151,8 @@ def _version() -> str:
 
 
 def _resolve_checkpoint(path: str | None):
-    from diffatr.checkpoint import CheckpointError, default_checkpoint_dir, load_checkpoint
+    from diffatr.checkpoint import CheckpointError, load_checkpoint
+    from diffatr.runtime import default_checkpoint_dir
 
     folder = Path(path) if path else default_checkpoint_dir()
     if not path and not folder.exists():
@@ -135,7 +165,7 @@ def _resolve_checkpoint(path: str | None):
 def _cmd_index(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from diffatr.checkpoint import default_checkpoint_dir, read_checkpoint
+    from diffatr.checkpoint import read_checkpoint
     from diffatr.config import load_model_config
     from diffatr.data.manifest import read_records
     from diffatr.encoders.audio import build_audio_encoder
@@ -143,6 +173,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from diffatr.encoders.text import TextEncoder
     from diffatr.indexing import build_index, default_cache_dir
     from diffatr.retrieval.index import RetrievalIndex
+    from diffatr.runtime import default_checkpoint_dir
 
     if args.add and args.remove is not None:
         raise UsageError("--add and --remove are two separate runs")
@@ -194,28 +225,28 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _store_model(args: argparse.Namespace):
-    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+    from diffatr.checkpoint import load_checkpoint
+    from diffatr.runtime import default_checkpoint_dir
 
     return load_checkpoint(args.checkpoint or default_checkpoint_dir()).eval()
 
 
 def _update_stores(args: argparse.Namespace, index, old_counts: dict[str, int]) -> None:
     """Build the first-stage stores (--backend), or extend the index's stores after --add."""
-    from diffatr.retrieval import first_stage
-    from diffatr.retrieval.backends import StoreConfig
+    from diffatr.retrieval import stores
 
-    info = first_stage.describe(args.out)
+    info = stores.describe(args.out)
     if args.backend is not None:
-        config = StoreConfig(args.backend, faiss_factory=args.faiss_factory, milvus_uri=args.uri)
+        config = stores.StoreConfig(args.backend, faiss_factory=args.faiss_factory, milvus_uri=args.uri)
     elif info is not None and info["backend"] != "exact":
-        config = StoreConfig(**info["config"])
+        config = stores.StoreConfig(**info["config"])
     else:
         return
     model = _store_model(args)
     if args.backend is None and old_counts:  # --add onto existing stores: append
-        info = first_stage.append(args.out, old_counts, index, model)
+        info = stores.append(args.out, old_counts, index, model)
     else:
-        info = first_stage.build(args.out, index, model, config)
+        info = stores.build(args.out, index, model, config)
     print(f"first stage: {config.backend} store(s) for {', '.join(f'{n} {d}' for d, n in info['counts'].items())}")
 
 
@@ -253,26 +284,6 @@ class UsageError(DiffatrError):
     """Flags that do not fit together or a value out of range."""
 
 
-def _knobs(args: argparse.Namespace, config) -> dict:
-    """The search knobs: the flags given, else the model config's, validated as its RetrievalConfig."""
-    defaults = config.retrieval
-    knobs = {
-        "top_k": args.top_k if args.top_k is not None else defaults.top_k,
-        "num_inference_steps": args.steps if args.steps is not None else defaults.num_inference_steps,
-        "alpha": args.alpha if args.alpha is not None else defaults.alpha,
-        "temperature": args.temperature if args.temperature is not None else defaults.temperature,
-        "seed": args.seed if args.seed is not None else defaults.seed,
-        "fusion": args.fusion if args.fusion is not None else defaults.fusion,
-    }
-    try:  # the one validation of the knobs (bounds in diffatr.config.KNOB_BOUNDS)
-        dataclasses.replace(config, retrieval=dataclasses.replace(defaults, **knobs))
-    except ConfigError as err:
-        flag = {"num_inference_steps": "steps", "top_k": "top-k"}
-        name = str(err).split(" ", 1)[0]
-        raise UsageError(f"--{flag.get(name, name)}: {str(err).split(' ', 1)[1]}") from None
-    return knobs
-
-
 def _cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -286,29 +297,28 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.audio is None):
         print("diffatr search: give either a caption or --audio FILE (not both)", file=sys.stderr)
         return EXIT_USER_ERROR
-    if args.k < 1:
-        raise UsageError("-k must be at least 1")
     model = _resolve_checkpoint(args.checkpoint)
+    with flag_named():  # the one RetrievalConfig of this search
+        settings = model.config.with_retrieval(**retrieval_overrides(args))
     index_dir = args.index or default_index_dir()
     index = RetrievalIndex.load(index_dir)
-    from diffatr.retrieval import first_stage
+    from diffatr.retrieval import stores
 
-    stores, why_not = first_stage.attach(index_dir, index, model)
+    index_stores, why_not = stores.attach(index_dir, index, model)
     if why_not:
         print(f"diffatr search: note: {why_not}", file=sys.stderr)
-    knobs = _knobs(args, model.config)
     text_cfg = dataclasses.replace(model.config.text, allow_download=args.allow_download or model.config.text.allow_download)
     if args.query is not None:
-        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=stores)
-        hits = engine.search_text(args.query, k=args.k, **knobs)[0]
+        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=index_stores)
+        hits = engine.search_text(args.query, settings)[0]
         direction = "text_to_audio"
     else:
-        engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=stores)
-        hits = engine.search_audio(args.audio, k=args.k, **knobs)[0]
+        engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=index_stores)
+        hits = engine.search_audio(args.audio, settings)[0]
         direction = "audio_to_text"
     rows = [hit.to_dict() for hit in hits]
     if args.json:
-        print(json.dumps({"direction": direction, "query": args.query or args.audio, "knobs": knobs,
+        print(json.dumps({"direction": direction, "query": args.query or args.audio, "knobs": dataclasses.asdict(settings),
                           "results": rows}, indent=2))
         return 0
     print(_format_table(rows, direction))
@@ -332,7 +342,7 @@ def _format_table(rows: list[dict], direction: str) -> str:
 
 
 def default_index_dir() -> Path:
-    """The index of the shipped demo corpus (194 real recordings), or ``$DIFFATR_INDEX``."""
+    """The index of the shipped demo corpus (194 real recordings), or ``$DIFFATR_DEFAULT_INDEX``."""
     from diffatr.runtime import default_index_dir as shipped_index
 
     return shipped_index()
@@ -399,21 +409,14 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--normalize-captions", action="store_true",
                    help="lower-case captions and strip punctuation, as the baseline does")
     p.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
-    group = p.add_argument_group("diffusion re-ranking (defaults come from the checkpoint)")
-    group.add_argument("--top-k", type=int, default=None, metavar="K", help="candidates re-ranked per query (paper: 32)")
-    group.add_argument("--steps", type=int, default=None, metavar="S", help="DDIM steps, 1..T (paper: 50)")
-    group.add_argument("--alpha", type=float, default=None,
-                       help="fused = cosine + alpha * softmax(x0 / temperature) (paper: 1)")
-    group.add_argument("--temperature", type=float, default=None, help="softmax temperature on the x0 estimate (paper: 1)")
-    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
-                       help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / "
-                            "temperature); zscore = cosine + alpha * std(cosine) * z(x0), calibrated "
-                            "(default: the checkpoint's)")
+    add_retrieval_flags(p, "diffusion re-ranking (defaults come from the checkpoint)", exclude=("seed", "num_results"))
+    group = p.add_argument_group("seeds, scorers and speed")
     group.add_argument("--ddim-seeds", "--seeds", "--seed", dest="seeds", type=int, nargs="+", default=None, metavar="SEED",
                        help="DDIM start-noise seeds; several give mean ± std (default: the checkpoint's seed)")
     group.add_argument("--scorers", nargs="+", choices=["dis", "gen", "gen+dis"], default=None,
                        help="which scorers to compute (default all three)")
-    group.add_argument("--batch-size", type=int, default=256, help="queries per denoiser batch (speed only)")
+    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                       help=f"queries per denoiser batch (speed only; default {DEFAULT_BATCH_SIZE})")
     group = p.add_argument_group("sweep")
     group.add_argument("--sweep", action="store_true",
                        help="also sweep Gen+Dis over DDIM steps x K (first checkpoint)")
@@ -433,9 +436,22 @@ def _add_evaluate_parser(sub) -> None:
 
 def _device_for(name: str):
     """--device -> torch.device (see diffatr.runtime.resolve_device); "cpu" makes no CUDA call."""
-    from diffatr.runtime import resolve_device
+    from diffatr.runtime import portable_path, resolve_device
 
     return resolve_device(name)
+
+
+def _evaluation_settings(configs, overrides: dict):
+    """The one RetrievalConfig of an evaluation: each checkpoint's defaults with the flags given,
+    which must agree (but for the seed) when there are several (mean and std would mix settings)."""
+    with flag_named():
+        settings = [config.with_retrieval(**overrides) for config in configs]
+    for other in settings[1:]:
+        if dataclasses.replace(other, seed=settings[0].seed) != settings[0]:
+            raise UsageError(f"the checkpoints have different default settings ({settings[0]} vs {other}); mean "
+                             "and std over them would mix settings: give --top-k, --steps, --alpha, --temperature "
+                             "and --fusion explicitly")
+    return settings[0]
 
 
 def _per_sound_gallery(features, max_sounds: int | None):
@@ -458,16 +474,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from diffatr.checkpoint import default_checkpoint_dir, read_checkpoint
+    from diffatr.checkpoint import read_checkpoint
     from diffatr.evaluate import SCORERS, evaluate_model, format_results, format_sweep, sweep
     from diffatr.fileio import atomic_write_text
+    from diffatr.runtime import default_checkpoint_dir, portable_path
 
     device = _device_for(args.device)
     checkpoints = args.checkpoint or [str(default_checkpoint_dir())]
-    for path in checkpoints:  # fail on a bad checkpoint before reading any data
-        read_checkpoint(path)
-    knobs = {"top_k": args.top_k, "num_inference_steps": args.steps, "alpha": args.alpha,
-             "temperature": args.temperature, "fusion": args.fusion, "batch_size": args.batch_size}
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    # Fail on a bad checkpoint or setting before reading any data.
+    settings = _evaluation_settings([read_checkpoint(path)[0] for path in checkpoints], retrieval_overrides(args))
     scorers = tuple(s for s in SCORERS if s in (args.scorers or SCORERS))
 
     data_path = Path(args.data)
@@ -487,7 +504,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         data = load_split(args.data, args.split, kind=args.kind, audio_dir=args.audio_dir,
                           strict=args.strict, normalize_captions=args.normalize_captions)
         skipped = list(data.skipped)
-        info = {"source": str(data_path.resolve()), "kind": data.kind, "split": data.split}
+        info = {"source": portable_path(data_path), "kind": data.kind, "split": data.split,
+                **_source_digest(data_path)}
         cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
         computed: dict[str, object] = {}
 
@@ -506,8 +524,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.per_sound is not None:
         info["gallery"] = {"one_clip_per_sound": True, "max_sounds": args.per_sound or None, "draw_seed": 0}
-    result = evaluate_model(checkpoints, data, knobs, seeds=args.seeds, scorers=scorers, data_info=info,
-                            features_fn=features_for, device=device)
+    result = evaluate_model(checkpoints, data, settings, seeds=args.seeds, scorers=scorers, data_info=info,
+                            features_fn=features_for, device=device, batch_size=args.batch_size)
     result["data"]["num_skipped"] = len(skipped)
     result["data"]["skipped"] = [list(map(str, s)) if isinstance(s, (tuple, list)) else str(s) for s in skipped]
     if skipped:  # before the table: its numbers are over the clips that were read
@@ -522,9 +540,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from diffatr.checkpoint import load_checkpoint
 
         model = load_checkpoint(checkpoints[0]).to(device)
-        sweep_knobs = {k: v for k, v in knobs.items() if k not in ("top_k", "num_inference_steps")}
-        rows = sweep(model, features_for(model, data) if features_for else data, steps=args.sweep_steps, top_ks=args.sweep_top_k,
-                     knobs=sweep_knobs, seeds=args.seeds)
+        rows = sweep(model, features_for(model, data) if features_for else data, settings, steps=args.sweep_steps,
+                     top_ks=args.sweep_top_k, seeds=args.seeds, batch_size=args.batch_size)
         result["sweep"] = {"checkpoint": str(checkpoints[0]), "rows": rows}
         print()
         print(format_sweep(rows))
@@ -644,16 +661,8 @@ def _add_train_parser(sub) -> None:
     group.add_argument("--schedule", choices=["cosine", "linear"], default=None, help="phase 2: noise schedule (paper: cosine)")
     group.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
                        help="clamp the x0 estimate to [-1, 1] at each DDIM step (reference: on)")
-    group.add_argument("--top-k", type=int, default=None, metavar="K",
-                       help="validation re-ranking: candidates per query (paper: 32)")
-    group.add_argument("--steps", type=int, default=None, metavar="S", help="validation re-ranking: DDIM steps, 1..T")
-    group.add_argument("--alpha", type=float, default=None,
-                       help="validation re-ranking: fused = cosine + alpha * softmax(x0 / temperature)")
-    group.add_argument("--temperature", type=float, default=None,
-                       help="validation re-ranking: softmax temperature on the x0 estimate (not the NT-Xent one)")
-    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
-                       help="validation re-ranking: how the diffusion term joins the cosine (paper | zscore)")
-    group.add_argument("--ddim-seed", type=int, default=None, help="validation re-ranking: seed of the start noise x_T")
+    add_retrieval_flags(p, "validation re-ranking (saved in the checkpoint's config as its search defaults)",
+                        exclude=("num_results",), aliases=False)
 
 
 def _override_model_config(config, args: argparse.Namespace):
@@ -682,53 +691,21 @@ def _override_model_config(config, args: argparse.Namespace):
                       context=args.denoiser_context),
         diffusion=pick(config.diffusion, ce_scale=args.ce_scale, num_train_timesteps=args.num_train_timesteps,
                        schedule=args.schedule, clip_x0=args.clip_x0),
-        retrieval=pick(config.retrieval, top_k=args.top_k, num_inference_steps=args.steps, alpha=args.alpha,
-                       temperature=args.temperature, seed=args.ddim_seed, fusion=args.fusion),
+        retrieval=pick(config.retrieval, **retrieval_overrides(args)),
     )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch
 
-    from diffatr.checkpoint import read_checkpoint
-    from diffatr.config import ModelConfig, TrainConfig, from_dict, load_model_config
     from diffatr.data.datasets import load_split
     from diffatr.indexing import default_cache_dir
-    from diffatr.runtime import resolve_device
-    from diffatr.train import STATE_DIR, train_contrastive, train_diffusion
+    from diffatr.runtime import portable_path, resolve_device
+    from diffatr.train import train_contrastive, train_diffusion
 
-    flags = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "finetune", "amp", "mask_same_sound")}
-    saved = None
-    state_file = Path(args.out) / STATE_DIR / "state.json"
-    if args.resume and state_file.is_file():
-        saved = json.loads(state_file.read_text()).get("progress", {})
-    if saved:  # unset knobs continue the interrupted run's settings; it runs to the end unless --max-steps
-        base = dataclasses.replace(from_dict(TrainConfig, saved["train"]), max_steps=None)
-        if base.phase != args.phase:
-            raise UsageError(f"--out {args.out} holds a {base.phase} run, not {args.phase}")
-        train_config = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
-    else:
-        train_config = TrainConfig.for_phase(args.phase, **flags)
-
-    fingerprint = (saved or {}).get("fingerprint", {})
+    train_config, fingerprint = _train_config(args)
     init = args.init or fingerprint.get("init checkpoint")
-    if args.config:
-        config = load_model_config(args.config)
-    elif "model config" in fingerprint:
-        config = from_dict(ModelConfig, fingerprint["model config"])
-    elif args.phase == "diffusion":
-        if not init:
-            raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
-        config, _ = read_checkpoint(init)
-    else:
-        config = load_model_config("default")
-    if args.phase == "diffusion" and not init:
-        raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
-    if args.phase == "contrastive" and args.init:
-        raise UsageError("--init applies to --phase diffusion; phase 1 starts from --config")
-    config = _override_model_config(config, args)
+    config = _train_model_config(args, fingerprint, init)
 
     device = resolve_device(train_config.device)
     # The only global seeding: stray library draws are pinned. CPU runs never touch torch.cuda.
@@ -743,10 +720,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"{role}: {splits[role].summary()}", file=sys.stderr)
     if splits["train"].split is not None and splits["train"].split == splits["val"].split:
         raise UsageError(f"--train-split and --val-split name the same split ({splits['train'].split})")
-    data_info = {"source": str(Path(args.data).resolve()), "kind": splits["train"].kind,
+    # The manifest's hash names the data wherever it lies; the checkpoint records no machine's path.
+    data_info = {"source": portable_path(args.data), "kind": splits["train"].kind,
                  "split": splits["train"].split, "val_split": splits["val"].split,
                  "normalize_captions": bool(args.normalize_captions),
-                 "skipped_at_load": {role: s.num_skipped for role, s in splits.items()}}
+                 "skipped_at_load": {role: s.num_skipped for role, s in splits.items()},
+                 **_source_digest(args.data)}
     cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
     common = dict(resume=args.resume, device=device, cache_dir=cache_dir, strict=args.strict,
                   progress=not args.quiet, data_info=data_info)
@@ -757,7 +736,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         extra = _mixture_items(args.mixtures, splits["train"], config, device, not args.quiet) if args.mixtures else None
         if extra is not None:
-            data_info["mixtures"] = {"recipes": str(Path(args.mixtures).resolve()), "count": extra.num_clips}
+            data_info["mixtures"] = {"recipes": portable_path(args.mixtures), "count": extra.num_clips}
         result = train_diffusion(init, train_config, splits["train"], splits["val"], args.out, model_config=config,
                                  extra_train=extra, **common)
     best = "n/a" if result.best_value is None else f"{result.best_value:.2f}"
@@ -765,6 +744,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"at step {result.best_step} -> {result.best}")
     print(f"last: {result.last}   log: {result.log}")
     return 0
+
+
+def _train_config(args: argparse.Namespace):
+    """(the run's TrainConfig, the interrupted run's fingerprint): on ``--resume``, unset flags
+    continue the interrupted run's settings (it runs to the end unless --max-steps)."""
+    from diffatr.config import TrainConfig, from_dict
+    from diffatr.train import STATE_DIR
+
+    flags = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "finetune", "amp", "mask_same_sound")}
+    saved = None
+    state_file = Path(args.out) / STATE_DIR / "state.json"
+    if args.resume and state_file.is_file():
+        saved = json.loads(state_file.read_text()).get("progress", {})
+    if not saved:
+        return TrainConfig.for_phase(args.phase, **flags), {}
+    base = dataclasses.replace(from_dict(TrainConfig, saved["train"]), max_steps=None)
+    if base.phase != args.phase:
+        raise UsageError(f"--out {args.out} holds a {base.phase} run, not {args.phase}")
+    return dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None}), saved.get("fingerprint", {})
+
+
+def _train_model_config(args: argparse.Namespace, fingerprint: dict, init: str | None):
+    """The model config a run trains: --config, else the interrupted run's, else (phase 2) the
+    --init checkpoint's, else "default"; with the model flags given."""
+    from diffatr.checkpoint import read_checkpoint
+    from diffatr.config import ModelConfig, from_dict, load_model_config
+
+    if args.phase == "diffusion" and not init:
+        raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
+    if args.phase == "contrastive" and args.init:
+        raise UsageError("--init applies to --phase diffusion; phase 1 starts from --config")
+    if args.config:
+        config = load_model_config(args.config)
+    elif "model config" in fingerprint:
+        config = from_dict(ModelConfig, fingerprint["model config"])
+    elif args.phase == "diffusion":
+        config, _ = read_checkpoint(init)
+    else:
+        config = load_model_config("default")
+    with flag_named():
+        return _override_model_config(config, args)
+
+
+def _source_digest(source) -> dict:
+    """``{"source_sha256": ...}`` of a manifest file (read where it lies), else {}."""
+    from diffatr.evaluate import with_source_sha256
+
+    digest = with_source_sha256({"source": str(Path(source).resolve())}).get("source_sha256")
+    return {"source_sha256": digest} if digest else {}
 
 
 def _mixture_items(recipes_path: str, train_split, config, device, progress: bool):

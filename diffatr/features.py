@@ -196,13 +196,6 @@ class FeatureSet:
     def text_dim(self) -> int | None:
         return None if self.text_features is None else int(self.text_features.shape[1])
 
-    def row_of(self, clip_id: str) -> int:
-        """The row of ``clip_id`` (ValueError if absent)."""
-        try:
-            return self._rows()[clip_id]
-        except KeyError:
-            raise ValueError(f"clip id {clip_id!r} is not in this {self.noun}") from None
-
     def _rows(self) -> dict[str, int]:
         rows = getattr(self, "_row_cache", None)
         if rows is None or len(rows) != len(self.clip_ids):
@@ -516,20 +509,11 @@ class NoUsableClipError(FeatureError):
         self.skipped = skipped
 
 
-def build_features(
-    records: Iterable[ClipRecord],
-    encoders: LazyEncoders,
-    encoder_configs: dict[str, Any],
-    *,
-    audio_cache: FeatureCache | None = None,
-    text_cache: TextFeatureCache | None = None,
-    embed_text: bool = True,
-    keep_uncaptioned: bool = False,
-    strict: bool = False,
-    progress: bool = True,
-    on_progress: Callable[[int, int], None] | None = None,
-    desc: str = "features",
-) -> FeatureSet:
+def build_features(records: Iterable[ClipRecord], encoders: LazyEncoders, encoder_configs: dict[str, Any], *,
+                   audio_cache: FeatureCache | None = None, text_cache: TextFeatureCache | None = None,
+                   embed_text: bool = True, keep_uncaptioned: bool = False, strict: bool = False,
+                   progress: bool = True, on_progress: Callable[[int, int], None] | None = None,
+                   desc: str = "features") -> FeatureSet:
     """The one build loop: decode and embed every clip (through the feature cache), then its
     captions (through the caption cache), skipping what cannot be read with its reason.
 
@@ -590,7 +574,22 @@ def build_features(
                                 skipped)
 
     captions = [list(r.captions) for r in kept]
+    text = _caption_features(captions, encoders, text_cache, progress, desc) if embed_text else None
+    ids, metadata = [r.clip_id for r in kept], [r.metadata for r in kept]
+    return FeatureSet(
+        audio_features=torch.stack(rows), clip_ids=ids, paths=[r.path for r in kept], captions=captions,
+        text_features=text, metadata=[dict(r.metadata, **({"split": r.split} if r.split else {})) for r in kept],
+        encoders={"audio": encoder_configs["audio"], "text": encoder_configs.get("text") if text is not None else None},
+        sound_keys=sound_keys(ids, metadata), skipped=skipped)
+
+
+def _caption_features(captions: list[list[str]], encoders: LazyEncoders, text_cache: TextFeatureCache | None,
+                      progress: bool, desc: str) -> Tensor | None:
+    """(M, Dt) features of every caption, in clip order (through the caption cache), or None
+    when there is no caption."""
     flat = [c for cs in captions for c in cs]  # (M,) in clip order
+    if not flat:
+        return None
 
     def encode(texts: list[str], chunk: int = 256) -> Tensor:
         encoder = encoders.text
@@ -599,15 +598,7 @@ def build_features(
                                disable=not progress)]
         return torch.cat(parts)  # (M, Dt)
 
-    text = None
-    if embed_text and flat:
-        text = text_cache.get_or_compute(flat, encode) if text_cache is not None else encode(flat)
-    ids, metadata = [r.clip_id for r in kept], [r.metadata for r in kept]
-    return FeatureSet(
-        audio_features=torch.stack(rows), clip_ids=ids, paths=[r.path for r in kept], captions=captions,
-        text_features=text, metadata=[dict(r.metadata, **({"split": r.split} if r.split else {})) for r in kept],
-        encoders={"audio": encoder_configs["audio"], "text": encoder_configs.get("text") if text is not None else None},
-        sound_keys=sound_keys(ids, metadata), skipped=skipped)
+    return text_cache.get_or_compute(flat, encode) if text_cache is not None else encode(flat)
 
 
 def compute_features(

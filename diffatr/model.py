@@ -17,7 +17,7 @@ from torch import nn
 from diffatr.config import ModelConfig
 from diffatr.contrastive import LogitScale
 from diffatr.diffusion.denoiser import Denoiser
-from diffatr.diffusion.scheduler import DDIMScheduler
+from diffatr.diffusion.ddim import DDIMScheduler
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")
 

@@ -17,7 +17,7 @@ import pytest
 
 from app_server import EXAMPLES, ROOT, library_top, running_app
 
-from diffatr.config import DEFAULT_RESULTS
+from diffatr.config import RetrievalConfig
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -135,7 +135,7 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
     # no server path reaches the page: the players play Gradio's cache copies, not the corpus files
     assert str(ROOT / "assets") not in driver.page_source and "site-packages" not in driver.page_source
     shown = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[id^=result-card-]") if c.is_displayed()]
-    assert len(shown) == DEFAULT_RESULTS, shown  # k = DEFAULT_RESULTS (10) by default: here all ten clips
+    assert len(shown) == RetrievalConfig.num_results, shown  # 10 results by default: here all ten clips
     assert "CC0-1.0" in shown[0] and "fused" in shown[0]
     # the cards show the library's top results for these knobs, in order
     expected = library_top("a dog barking", k=2, steps=STEPS, top_k=32, alpha=1.0, seed=0)

@@ -82,7 +82,8 @@ def test_pickles_are_refused_without_unpickling(tmp_path):
 def test_loading_a_checkpoint_leaves_the_global_rng_alone():
     import torch
 
-    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+    from diffatr.checkpoint import load_checkpoint
+    from diffatr.runtime import default_checkpoint_dir
 
     torch.manual_seed(5)
     state = torch.random.get_rng_state()

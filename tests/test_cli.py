@@ -110,10 +110,13 @@ def test_audio_search_needs_captions(tmp_path, audio_folder, tiny_checkpoint, ca
     (["search", "--index", "{index}", "--checkpoint", "{missing}", "dog"], "does not exist"),
     (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--steps", "0"], "steps"),
     (["search", "--index", "{index}", "--checkpoint", "{ckpt}"], "either a caption"),
-    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--steps", "51"], "--steps: must be at most T"),
-    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--alpha", "11"], "--alpha: must be between 0.0 and 10.0"),
-    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--temperature", "0"], "--temperature"),
-    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--top-k", "0"], "--top-k"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--steps", "51"],
+     "--steps: Diffusion steps (num_inference_steps) must be between 1 and 50 (T, the diffusion steps"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--alpha", "11"],
+     "--alpha: Weight of the diffusion (alpha) must be between 0.0 and 10.0, got 11.0"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--temperature", "0"], "--temperature: Fusion temperature"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "--top-k", "0"], "--top-k: Candidates re-ranked (top_k)"),
+    (["search", "--index", "{index}", "--checkpoint", "{ckpt}", "dog", "-k", "0"], "--num-results: Results shown"),
     (["index", "{missing}", "--out", "{missing}"], "does not exist"),
 ])
 def test_user_errors_exit_2_with_one_clear_line(argv, message, tiny_index, tiny_checkpoint, audio_folder, tmp_path, capsys):

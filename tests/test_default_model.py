@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+from diffatr.checkpoint import load_checkpoint
+from diffatr.runtime import default_checkpoint_dir
 from diffatr.demo import EXAMPLE_AUDIO, EXAMPLE_QUERIES, PLACEHOLDER_QUERY
 from diffatr.encoders.text import TextEncoder
 from diffatr.retrieval.engine import SearchEngine
@@ -40,7 +41,7 @@ def test_example_queries_and_the_placeholder_are_right_at_top_1(engine):
                 for q in map(json.loads, (ROOT / "benchmarks" / "queries" / "everyday.jsonl").read_text().splitlines())}
     assert PLACEHOLDER_QUERY in EXAMPLE_QUERIES
     queries = list(EXAMPLE_QUERIES)
-    for query, hits in zip(queries, engine.search_text(queries, k=1)):
+    for query, hits in zip(queries, engine.search_text(queries, engine.model.config.with_retrieval(num_results=1))):
         # every example is an everyday query, judged by its hand-written list of right clips
         assert hits[0].clip_id in everyday[query], (query, hits[0].clip_id)
         assert EXAMPLE_QUERIES[query] in everyday[query]
@@ -49,6 +50,6 @@ def test_example_queries_and_the_placeholder_are_right_at_top_1(engine):
 def test_example_clips_find_captions_of_their_own_sound(engine, sound_class):
     ids = engine.index.clip_ids
     rows = [ids.index(clip) for clip in EXAMPLE_AUDIO]
-    results = engine.search_audio_embeds(engine.index.audio_features[rows], k=1)
+    results = engine.search_audio_embeds(engine.index.audio_features[rows], engine.model.config.with_retrieval(num_results=1))
     for clip, hits in zip(EXAMPLE_AUDIO, results):
         assert sound_class[hits[0].clip_id] == sound_class[clip], (clip, hits[0].caption)

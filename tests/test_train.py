@@ -98,6 +98,7 @@ def test_both_phases_through_the_cli(data, tmp_path, monkeypatch, capsys):
     common = ["--data", str(data["manifest"]), "--config", "tiny", "--cache-dir", str(data["cache"]),
               "--device", "cpu", "--quiet", "--strict", "--batch-size", "8", "--log-every", "2"]
     p1, p2 = tmp_path / "p1", tmp_path / "p2"
+    monkeypatch.chdir(tmp_path)  # where the runs start: paths inside it are recorded relative to it
     assert cli.main(["train", "--phase", "contrastive", "--out", str(p1), "--epochs", "2",
                      "--learn-temperature", *common]) == 0
     assert cli.main(["train", "--phase", "diffusion", "--init", str(p1 / "best"), "--out", str(p2), "--epochs", "2",
@@ -133,7 +134,12 @@ def test_both_phases_through_the_cli(data, tmp_path, monkeypatch, capsys):
     assert config2.retrieval.num_inference_steps == 5
     assert from_dict(TrainConfig, extra2["train"]) == TrainConfig.for_phase(
         "diffusion", epochs=2, batch_size=8, log_every=2, device="cpu")
-    assert extra2["init"]["path"] == str((p1 / "best").resolve())
+    # No machine's absolute path in a checkpoint: the init relative to where the run started,
+    # the data (outside it) by name, and by content hash wherever it lies.
+    assert extra2["init"]["path"] == "p1/best"
+    assert extra2["data"]["source"] == data["manifest"].name and extra2["data"]["source_sha256"]
+    for run in (p1, p2):
+        assert str(tmp_path) not in (run / "best" / "config.json").read_text()
     val2 = [r for r in _log(p2 / "log.jsonl") if r["type"] == "val"]
     assert {"cosine_metrics", "knobs"} <= set(val2[0]) and val2[0]["knobs"]["top_k"] == 4
     assert {"loss_text_to_audio", "loss_audio_to_text"} <= set(_log(p2 / "log.jsonl")[1])
@@ -448,14 +454,14 @@ def test_learnable_temperature_stays_capped(data, tmp_path, monkeypatch):
     # under the cap (1/0.0102 = 98) with a large lr, the updates overshoot it.
     import diffatr.train.contrastive as train_module
 
-    original = train_module._init_model
+    original = train_module.init_model
 
     def twin_heads(config, seed):
         model = original(config, seed)
         model.text_head.load_state_dict(model.audio_head.state_dict())
         return model
 
-    monkeypatch.setattr(train_module, "_init_model", twin_heads)
+    monkeypatch.setattr(train_module, "init_model", twin_heads)
     base = data["config"]
     model_config = dataclasses.replace(base, learn_temperature=True, init_temperature=0.0102,
                                        text=dataclasses.replace(base.text, embed_dim=base.audio.embed_dim))

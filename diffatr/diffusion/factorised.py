@@ -39,7 +39,7 @@ from diffatr.diffusion.context import shortlist_context
 if TYPE_CHECKING:
     from diffatr.diffusion.denoiser import Denoiser
     from diffatr.diffusion.sampling import Trajectory
-    from diffatr.diffusion.scheduler import DDIMScheduler
+    from diffatr.diffusion.ddim import DDIMScheduler
 
 
 # Floats of gathered candidate rows per block of queries: ~4 MiB keeps a block's working set
@@ -375,17 +375,9 @@ def forward_cached(
 
 
 @torch.no_grad()
-def ddim_sample_cached(
-    denoiser: Denoiser,
-    scheduler: DDIMScheduler,
-    noise: Tensor,
-    queries: QueryCache,
-    cache: CandidateCache,
-    candidate_ids: Tensor,
-    num_inference_steps: int,
-    return_trajectory: bool = False,
-    block_size: int | None = None,
-) -> Tensor | tuple[Tensor, Trajectory]:
+def ddim_sample_cached(denoiser: Denoiser, scheduler: DDIMScheduler, noise: Tensor, queries: QueryCache,
+                       cache: CandidateCache, candidate_ids: Tensor, num_inference_steps: int,
+                       return_trajectory: bool = False, block_size: int | None = None) -> Tensor | tuple[Tensor, Trajectory]:
     """``ddim_sample`` (eta = 0) with ``forward_cached`` as the network, fused: same result up to
     float rounding, several times faster.
 

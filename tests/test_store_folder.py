@@ -12,7 +12,7 @@ from conftest import write_tone
 from diffatr.checkpoint import save_checkpoint
 from diffatr.cli import main
 from diffatr.model import DiffATR
-from diffatr.retrieval import first_stage
+from diffatr.retrieval import stores
 from diffatr.retrieval.index import RetrievalIndex
 
 pytest.importorskip("faiss")
@@ -49,11 +49,11 @@ def test_a_store_built_at_index_time_answers_search_without_a_flag(backend, audi
     extra = ["--backend", backend] + (["--faiss-factory", "Flat"] if backend == "faiss" else [])
     code, out, _ = _index([audio_folder, "--out", stored, "--checkpoint", checkpoint, *extra], capsys)
     assert code == 0 and f"first stage: {backend} store(s) for 5 text_to_audio, 8 audio_to_text" in out
-    info = first_stage.describe(stored)
+    info = stores.describe(stored)
     assert info["backend"] == backend and (stored / "first_stage" / "text_to_audio" / "store.json").is_file()
 
     calls = []
-    from diffatr.retrieval import backends
+    from diffatr.retrieval.stores import backends
 
     original = backends.VectorStore.search
     with pytest.MonkeyPatch.context() as patch:  # the store, not the exact top-K, answers
@@ -79,8 +79,8 @@ def test_add_and_remove_keep_the_index_and_its_stores_in_step(audio_folder, chec
     assert code == 0 and "6 clip(s) in all" in text and "6 text_to_audio, 9 audio_to_text" in text
     index = RetrievalIndex.load(out)
     assert index.clip_ids[-1] == "chirp"
-    stores, why = first_stage.attach(out, index, _model(checkpoint))
-    assert why == "" and len(stores["text_to_audio"]) == 6 and len(stores["audio_to_text"]) == 9
+    attached, why = stores.attach(out, index, _model(checkpoint))
+    assert why == "" and len(attached["text_to_audio"]) == 6 and len(attached["audio_to_text"]) == 9
     results, _ = _search(out, checkpoint, capsys, "a bird chirps")
     assert "chirp" in {r["clip_id"] for r in results}
     # the same clips again: refused, nothing changed
@@ -108,8 +108,8 @@ def test_stores_for_other_weights_are_not_used(audio_folder, checkpoint, tmp_pat
     other = save_checkpoint(DiffATR(tiny_config), tmp_path / "other")
     results, err = _search(out, other, capsys)
     assert "built for other weights" in err and len(results) == 4  # exact search instead
-    stores, why = first_stage.attach(out, RetrievalIndex.load(out), _model(other))
-    assert stores is None and "other weights" in why
+    attached, why = stores.attach(out, RetrievalIndex.load(out), _model(other))
+    assert attached is None and "other weights" in why
 
 
 def test_the_demo_uses_its_corpus_stores(audio_folder, checkpoint, tmp_path, capsys):
@@ -118,9 +118,9 @@ def test_the_demo_uses_its_corpus_stores(audio_folder, checkpoint, tmp_path, cap
     out = tmp_path / "idx"
     assert _index([audio_folder, "--out", out, "--checkpoint", checkpoint, "--backend", "faiss",
                    "--faiss-factory", "Flat"], capsys)[0] == 0
-    app = DemoApp.load(checkpoint, out, warm_up=False, upload_root=tmp_path / "uploads")
+    app = DemoApp.load(checkpoint, out, upload_root=tmp_path / "uploads").start(warm_up=False)
     assert set(app.engine.first_stage) == {"text_to_audio", "audio_to_text"}
     # nothing of the library's size is held: the shortlist's vectors come from the stores
     assert app.engine.audio_embeds is None and app.engine.text_embeds is None and not app.engine._caches
-    response = app.search_text("a high beep", app.defaults, DemoSession())
+    response = app.searcher.search_text("a high beep", app.defaults, DemoSession())
     assert response["results"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diffatr.config import DiffusionConfig
-from diffatr.diffusion.schedule import alphas_cumprod_from_betas, make_betas
+from diffatr.config import STEPS_LIMIT, DiffusionConfig, check_knob
+from diffatr.diffusion.noise_schedule import alphas_cumprod_from_betas, make_betas
 
 
 @dataclass
@@ -73,16 +73,11 @@ class DDIMScheduler:
             num_inference_steps: S, an integer in 1..T.
 
         Raises:
-            ValueError: S outside 1..T.
+            ConfigError: S not an integer in 1..T (a ``ValueError``; the wording of every bad
+                setting, ``diffatr.config.check_knob``).
         """
-        steps = num_inference_steps
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise ValueError(f"num_inference_steps must be an integer, got {steps!r}")
-        if not 1 <= steps <= self.num_train_timesteps:
-            raise ValueError(
-                f"num_inference_steps must lie in 1..{self.num_train_timesteps} "
-                f"(num_train_timesteps), got {steps}"
-            )
+        check_knob("num_inference_steps", num_inference_steps, high=self.num_train_timesteps, why=STEPS_LIMIT)
+        steps = int(num_inference_steps)
         if steps == getattr(self, "num_inference_steps", None):
             return  # already set: the timesteps depend on S and T only
         last = self.num_train_timesteps - 1

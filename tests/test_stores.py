@@ -1,4 +1,4 @@
-"""First-stage stores (diffatr.retrieval.backends) on small collections: exact where the index is
+"""First-stage stores (diffatr.retrieval.stores.backends) on small collections: exact where the index is
 exact, recall above a floor where it is approximate, add / remove / reopen, damaged files and
 missing libraries with a clear message."""
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffatr.retrieval.backends import BackendError, StoreConfig, build_store, load_store
-from diffatr.retrieval.engine import cosine_topk
+from diffatr.retrieval.stores.backends import BackendError, StoreConfig, build_store, load_store
+from diffatr.retrieval.topk import cosine_topk
 
 D = 32
 

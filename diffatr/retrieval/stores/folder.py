@@ -1,6 +1,6 @@
 """An index folder's first-stage stores: built once per (index, checkpoint), found by search.
 
-The stores (``diffatr.retrieval.backends``) hold the index's clips and captions in the shared
+The stores (``diffatr.retrieval.stores.backends``) hold the index's clips and captions in the shared
 space of one checkpoint (its heads project the backbone features), under ids = the index's row
 numbers. They live beside the index, in ``DIR/first_stage/``:
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from diffatr.fileio import atomic_write_text
-from diffatr.retrieval.backends import BackendError, StoreConfig, VectorStore, build_store, load_store
+from diffatr.retrieval.stores.backends import BackendError, StoreConfig, VectorStore, build_store, load_store
 
 FOLDER = "first_stage"
 INFO_FILE = "first_stage.json"

@@ -37,14 +37,15 @@ from torch import Tensor
 
 from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory
+from diffatr.retrieval.topk import cosine_topk
 
 __all__ = ["BACKENDS", "BackendError", "ExactStore", "FaissStore", "MilvusStore", "StoreConfig", "VectorStore",
            "build_store", "load_store"]
 
 BACKENDS = ("exact", "faiss", "milvus")
-STORE_FILE = "store.json"
-IDS_FILE = "ids.npy"
-VECTORS_FILE = "vectors.npy"
+STORE_FILE = "store.json"  # the backend and its parameters
+IDS_FILE = "ids.npy"  # (N,) int64: the stable ids, in row order
+VECTORS_FILE = "vectors.npy"  # (N, D) float32: the exact vectors, memory-mapped on load
 FORMAT_VERSION = 1
 
 
@@ -249,8 +250,6 @@ class ExactStore(VectorStore):
     """Every inner product, computed in chunks (the engine's exact ``cosine_topk``)."""
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from diffatr.retrieval.engine import cosine_topk
-
         scores, rows = cosine_topk(torch.from_numpy(queries), self._table(), k)
         return scores.numpy(), self._ids[rows.numpy()]
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffatr.config import DiffusionConfig
-from diffatr.diffusion.schedule import alphas_cumprod_from_betas, make_betas
+from diffatr.diffusion.noise_schedule import alphas_cumprod_from_betas, make_betas
 
 
 def _cosine_f(u: float, s: float = 0.008) -> float:
