@@ -384,7 +384,8 @@ def test_scout_paths_map_to_catalog_paths():
     assert scout_to_catalog_path("deb:ufoai-sound:extracted/sound/misc/breakwood02.ogg") == "ufoai:misc/breakwood02.ogg"
     assert scout_to_catalog_path("npm:supersonic-scsynth-samples@0.84.2:package/samples/tabla_tun2.flac") == \
         "sonicpi:tabla_tun2.flac"
-    assert scout_to_catalog_path("deb:lincity-ng-data:usr/share/games/lincity-ng/sounds/Tip2.wav") is None
+    assert scout_to_catalog_path("deb:lincity-ng-data:usr/share/games/lincity-ng/sounds/Tip2.wav") == "lincity:Tip2.wav"
+    assert scout_to_catalog_path("deb:pingus-data:usr/share/games/pingus/data/sounds/ohno.wav") is None
 
 
 # ----------------------------------------------------------------------------- splits
