@@ -409,6 +409,9 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--normalize-captions", action="store_true",
                    help="lower-case captions and strip punctuation, as the baseline does")
     p.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
+    p.add_argument("--allow-seen", action="store_true",
+                   help="score clips the checkpoint was trained on (refused by default; the output is marked as "
+                        "seen data)")
     add_retrieval_flags(p, "diffusion re-ranking (defaults come from the checkpoint)", exclude=("seed", "num_results"))
     group = p.add_argument_group("seeds, scorers and speed")
     group.add_argument("--ddim-seeds", "--seeds", "--seed", dest="seeds", type=int, nargs="+", default=None, metavar="SEED",
@@ -469,6 +472,20 @@ def _per_sound_gallery(features, max_sounds: int | None):
     return features.subset(rows)
 
 
+def _report_skipped(result: dict, skipped: list) -> None:
+    """Record the clips an evaluation left out, and list them before its table (whose numbers
+    are over the clips that were read)."""
+    result["data"]["num_skipped"] = len(skipped)
+    result["data"]["skipped"] = [list(map(str, s)) if isinstance(s, (tuple, list)) else str(s) for s in skipped]
+    if skipped:
+        print(f"skipped {len(skipped)} clip(s) (missing or unreadable audio, or no captions); the metrics below "
+              "leave them out:")
+        for item in result["data"]["skipped"][:10]:
+            print(f"  {': '.join(item) if isinstance(item, list) else item}")
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more (all in --out's JSON)")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -525,16 +542,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.per_sound is not None:
         info["gallery"] = {"one_clip_per_sound": True, "max_sounds": args.per_sound or None, "draw_seed": 0}
     result = evaluate_model(checkpoints, data, settings, seeds=args.seeds, scorers=scorers, data_info=info,
-                            features_fn=features_for, device=device, batch_size=args.batch_size)
-    result["data"]["num_skipped"] = len(skipped)
-    result["data"]["skipped"] = [list(map(str, s)) if isinstance(s, (tuple, list)) else str(s) for s in skipped]
-    if skipped:  # before the table: its numbers are over the clips that were read
-        print(f"skipped {len(skipped)} clip(s) (missing or unreadable audio, or no captions); the metrics below "
-              "leave them out:")
-        for item in result["data"]["skipped"][:10]:
-            print(f"  {': '.join(item) if isinstance(item, list) else item}")
-        if len(skipped) > 10:
-            print(f"  ... and {len(skipped) - 10} more (all in --out's JSON)")
+                            features_fn=features_for, device=device, batch_size=args.batch_size,
+                            allow_seen=args.allow_seen)
+    _report_skipped(result, skipped)
     print(format_results(result))
     if args.sweep:
         from diffatr.checkpoint import load_checkpoint
@@ -584,6 +594,27 @@ _TRAIN_FLAGS = {
 }
 
 
+def _add_train_data_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("data")
+    group.add_argument("--kind", default="auto", metavar="KIND",
+                       help="layout of --data: auto (detect), clotho, audiocaps, aac-clotho, aac-audiocaps, manifest (default auto)")
+    group.add_argument("--train-split", default="train", metavar="NAME",
+                       help="training split, or several joined by commas (train,val,test: every clip of a final "
+                            "model; default train)")
+    group.add_argument("--val-split", default="val", metavar="NAME",
+                       help="validation split, the only data model selection sees (default val); 'none' trains "
+                            "the full --epochs with no validation, and best/ is the last checkpoint")
+    group.add_argument("--audio-dir", metavar="DIR", help="where the audio files are, if not in the dataset's usual place")
+    group.add_argument("--normalize-captions", action="store_true",
+                       help="lower-case captions and strip punctuation, as the baseline does")
+    group.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
+    group.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
+    group.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    group.add_argument("--allow-download", action="store_true",
+                       help="let the text encoder fetch a hub model that is not on disk")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train phase 1 (contrastive heads) or phase 2 (diffusion denoisers)",
@@ -604,21 +635,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out exactly (from its last validation); unset "
                         "knobs, --config and --init come from that run")
-    group = p.add_argument_group("data")
-    group.add_argument("--kind", default="auto", metavar="KIND",
-                       help="layout of --data: auto (detect), clotho, audiocaps, aac-clotho, aac-audiocaps, manifest (default auto)")
-    group.add_argument("--train-split", default="train", metavar="NAME", help="training split (default train)")
-    group.add_argument("--val-split", default="val", metavar="NAME",
-                       help="validation split, the only data model selection sees (default val)")
-    group.add_argument("--audio-dir", metavar="DIR", help="where the audio files are, if not in the dataset's usual place")
-    group.add_argument("--normalize-captions", action="store_true",
-                       help="lower-case captions and strip punctuation, as the baseline does")
-    group.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
-    group.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
-    group.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    group.add_argument("--allow-download", action="store_true",
-                       help="let the text encoder fetch a hub model that is not on disk")
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_train_data_flags(p)
 
     group = p.add_argument_group("training (TrainConfig; saved in every checkpoint)")
     for name, (kind, help_text) in _TRAIN_FLAGS.items():
@@ -698,7 +715,9 @@ def _override_model_config(config, args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from diffatr.data.datasets import load_split
+    import functools
+
+    from diffatr.data.datasets import join_splits, load_split
     from diffatr.indexing import default_cache_dir
     from diffatr.runtime import portable_path, resolve_device
     from diffatr.train import train_contrastive, train_diffusion
@@ -713,18 +732,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         torch.cuda.manual_seed_all(train_config.seed)
 
-    splits = {}
-    for role, name in (("train", args.train_split), ("val", args.val_split)):
-        splits[role] = load_split(args.data, name, kind=args.kind, audio_dir=args.audio_dir, strict=args.strict,
-                                  normalize_captions=args.normalize_captions)
-        print(f"{role}: {splits[role].summary()}", file=sys.stderr)
-    if splits["train"].split is not None and splits["train"].split == splits["val"].split:
-        raise UsageError(f"--train-split and --val-split name the same split ({splits['train'].split})")
+    train_names = [name.strip() for name in args.train_split.split(",") if name.strip()]
+    val_name = None if args.val_split.strip().lower() == "none" else args.val_split
+    if val_name is not None and val_name in train_names:
+        raise UsageError(f"--train-split and --val-split name the same split ({val_name})")
+    if val_name is None and args.select_metric is not None:
+        raise UsageError("--select-metric needs a validation split; with --val-split none the last checkpoint is kept")
+    load = functools.partial(load_split, args.data, kind=args.kind, audio_dir=args.audio_dir, strict=args.strict,
+                             normalize_captions=args.normalize_captions)
+    splits = {"train": join_splits([load(name) for name in train_names]), "val": load(val_name) if val_name else None}
+    for role, split in splits.items():
+        print(f"{role}: {split.summary() if split is not None else 'none (fixed-length run; best/ = last/)'}",
+              file=sys.stderr)
     # The manifest's hash names the data wherever it lies; the checkpoint records no machine's path.
     data_info = {"source": portable_path(args.data), "kind": splits["train"].kind,
-                 "split": splits["train"].split, "val_split": splits["val"].split,
+                 "split": splits["train"].split, "val_split": val_name,
                  "normalize_captions": bool(args.normalize_captions),
-                 "skipped_at_load": {role: s.num_skipped for role, s in splits.items()},
+                 "skipped_at_load": {role: s.num_skipped for role, s in splits.items() if s is not None},
                  **_source_digest(args.data)}
     cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
     common = dict(resume=args.resume, device=device, cache_dir=cache_dir, strict=args.strict,
@@ -739,9 +763,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             data_info["mixtures"] = {"recipes": portable_path(args.mixtures), "count": extra.num_clips}
         result = train_diffusion(init, train_config, splits["train"], splits["val"], args.out, model_config=config,
                                  extra_train=extra, **common)
-    best = "n/a" if result.best_value is None else f"{result.best_value:.2f}"
-    print(f"{args.phase}: {result.step} step(s); best validation {train_config.select_metric} = {best} "
-          f"at step {result.best_step} -> {result.best}")
+    if val_name is None:
+        print(f"{args.phase}: {result.step} step(s) on {splits['train'].split}, no validation; best/ is the last "
+              f"checkpoint -> {result.best}")
+    else:
+        best = "n/a" if result.best_value is None else f"{result.best_value:.2f}"
+        print(f"{args.phase}: {result.step} step(s); best validation {train_config.select_metric} = {best} "
+              f"at step {result.best_step} -> {result.best}")
     print(f"last: {result.last}   log: {result.log}")
     return 0
 

@@ -182,6 +182,7 @@ def score_matrices(
             ``model.config.with_retrieval(seed=1)``); ``num_results`` is not used.
         scorers: which of "dis", "gen", "gen+dis" to compute ("dis" alone runs no diffusion).
         batch_size: queries per denoiser batch (speed only).
+        allow_seen: score clips the checkpoint was trained on (the result is marked).
 
     Returns:
         {"text_to_audio": {scorer: (M, N)}, "audio_to_text": {scorer: (N, M)}}, float32 on the
@@ -396,6 +397,46 @@ def with_source_sha256(info: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class SeenDataError(EvaluationError):
+    """The evaluation clips include clips the checkpoint was trained on."""
+
+
+def seen_clips(extra: Mapping[str, Any] | None) -> set[str] | None:
+    """The clip ids a checkpoint's weights were fit on (both phases), or None when the
+    checkpoint does not record them (saved by an older diffatr)."""
+    ids = (extra or {}).get("seen_clips")
+    return None if ids is None else {str(i) for i in ids}
+
+
+def data_clip_ids(data: Any) -> list[str] | None:
+    """The clip ids of split data or a FeatureSet (None for bare tensors)."""
+    if hasattr(data, "records"):
+        return [str(r.clip_id) for r in data.records]
+    ids = getattr(data, "clip_ids", None)
+    return None if ids is None else [str(i) for i in ids]
+
+
+def check_unseen(model: Any, label: str | None, clip_ids: list[str] | None, allow_seen: bool) -> dict[str, Any]:
+    """What a checkpoint saw of the evaluation clips: ``{"seen": n, "of": N}`` (``seen`` None
+    when either side is unknown).
+
+    Raises:
+        SeenDataError: some clips were in the checkpoint's training data and ``allow_seen`` is off.
+    """
+    seen = seen_clips(getattr(model, "checkpoint_extra", None))
+    if seen is None or clip_ids is None:
+        return {"seen": None, "of": None if clip_ids is None else len(clip_ids)}
+    overlap = [c for c in clip_ids if c in seen]
+    if overlap and not allow_seen:
+        names = ", ".join(overlap[:3]) + (", ..." if len(overlap) > 3 else "")
+        raise SeenDataError(
+            f"checkpoint {label or '(model)'} was trained on {len(overlap)} of these {len(clip_ids)} clips ({names}): "
+            "its scores on them say nothing about unseen sounds. Evaluate a checkpoint trained without them (the "
+            "README gives the train-only recipe), or pass --allow-seen (allow_seen=True) to score them anyway, "
+            "marked as seen data")
+    return {"seen": len(overlap), "of": len(clip_ids)}
+
+
 def evaluate_model(
     checkpoint_or_model: Any,
     split_data_or_features: Any,
@@ -407,8 +448,12 @@ def evaluate_model(
     features_fn: Callable[[Any, Any], Any] | None = None,
     device: torch.device | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    allow_seen: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one or several checkpoints on one split: three scorers, both directions.
+
+    Seen data: clips a checkpoint was trained on (``extra["seen_clips"]``) raise ``SeenDataError``
+    unless ``allow_seen``; the result says how many were seen (``seen_data``, per checkpoint).
 
     Out of domain: evaluating a checkpoint trained on one dataset (say Clotho) on another (say
     AudioCaps) is simply an evaluation on that data; the result records the checkpoint's
@@ -439,6 +484,7 @@ def evaluate_model(
         features_fn: how to turn split data into features for a model.
         device: move models here (default: where they are; checkpoints load on the CPU).
         batch_size: queries per denoiser batch (speed only).
+        allow_seen: score clips the checkpoint was trained on (the result is marked).
 
     Returns:
         A JSON-able dict: {"scorers": {"dis": {"text_to_audio/R@1": mean, ...}, "gen": ...,
@@ -448,20 +494,16 @@ def evaluate_model(
         "data", "train_data", "out_of_domain", "runs": [{"checkpoint", "seed", "scorers"}]}.
     """
     items = list(checkpoint_or_model) if isinstance(checkpoint_or_model, (list, tuple)) else [checkpoint_or_model]
-    if not items:
-        raise EvaluationError("no checkpoint to evaluate")
     run_seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
-    if not run_seeds:
-        raise EvaluationError("give at least one seed")
+    if not items or not run_seeds:
+        raise EvaluationError("give at least one checkpoint and one seed")
     info = _data_info(split_data_or_features, data_info)
-    runs: list[dict[str, Any]] = []
-    per_checkpoint: list[dict[str, dict[str, float]]] = []
-    checkpoints: list[dict[str, Any]] = []
-    counts: tuple[int, int] | None = None
-    for item in items:
-        model, label = _load(item, device)
-        if hasattr(model, "eval"):
-            model.eval()
+    clip_ids = data_clip_ids(split_data_or_features)
+    loaded = [_load(item, device) for item in items]
+    seen = [check_unseen(model, label, clip_ids, allow_seen) for model, label in loaded]  # before any work
+    runs, per_checkpoint, checkpoints, counts = [], [], [], None
+    for (model, label), seen_info in zip(loaded, seen):
+        model = model.eval() if hasattr(model, "eval") else model
         audio, text, labels = _features_for(model, split_data_or_features, features_fn)
         if counts is not None and (audio.shape[0], text.shape[0]) != counts:
             raise EvaluationError(f"checkpoints saw different numbers of clips/captions {counts} vs "
@@ -471,7 +513,8 @@ def evaluate_model(
         runs += [{"checkpoint": label, "seed": seed, "scorers": m} for seed, m in zip(run_seeds, seed_metrics)]
         per_checkpoint.append(_aggregate(seed_metrics)[0])
         train = training_data(getattr(model, "checkpoint_extra", None))
-        checkpoints.append({"checkpoint": label, "train_data": train, "out_of_domain": is_out_of_domain(train, info)})
+        checkpoints.append({"checkpoint": label, "train_data": train, "out_of_domain": is_out_of_domain(train, info),
+                            "seen_clips": seen_info})
     return _summary(items, runs, per_checkpoint, checkpoints, counts, config, info)
 
 
@@ -531,6 +574,7 @@ def _summary(items: list, runs: list[dict[str, Any]], per_checkpoint: list, chec
         "data": info,
         "train_data": trains[0] if len(items) == 1 or all(t == trains[0] for t in trains) else trains,
         "out_of_domain": flags.pop() if len(flags) == 1 else None,
+        "seen_data": any((c["seen_clips"].get("seen") or 0) > 0 for c in checkpoints),
         "runs": runs,
     }
 
@@ -575,6 +619,7 @@ def sweep(
         seeds: DDIM seeds; several give the mean (and "std", sample std) per point (None: the
             config's seed).
         batch_size: queries per denoiser batch (speed only).
+        allow_seen: score clips the checkpoint was trained on (the result is marked).
 
     Returns:
         One dict per (steps, K), steps-major: {"num_inference_steps", "top_k",
@@ -635,6 +680,10 @@ def format_results(result: Mapping[str, Any]) -> str:
     if multi:
         n = len(result["checkpoints"]) if result["std_over"] == "checkpoints" else result["num_runs"]
         lines.append(f"mean ± std over {n} {result['std_over']} (sample std, ddof=1)")
+    if result.get("seen_data"):
+        seen = max((c["seen_clips"]["seen"] or 0) for c in result["checkpoints"])
+        lines.append(f"SEEN DATA: the checkpoint was trained on {seen} of these {result['num_clips']} clips "
+                     "(--allow-seen); these numbers are not a held-out score")
     if result.get("out_of_domain"):
         train = result.get("train_data")
         lines.append(f"out of domain: trained on {dataset_identity(train) if isinstance(train, Mapping) else train}, "

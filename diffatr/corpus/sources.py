@@ -83,6 +83,8 @@ _SPEECH = ("*voice*", "*Voice*", "*speech*", "*_desc*")
 # Attribution suffixes of packages that credit many upstream authors.
 _STK = " (via SuperTuxKart)"
 _TP_VIA = ", via Tux Paint (AUTHORS.txt)"
+_MG_C = "techs/megapack/commondata/sounds/"  # MegaGlest: shared unit sounds
+_MG_U = "techs/megapack/factions/"  # MegaGlest: per-faction unit sounds
 _OLPC = "OLPC sound sample library (wiki.laptop.org/go/Sound_samples), via Cube 2"
 _FREEDINK_VIA = ", via FreeDink (README-REPLACEMENTS.txt)"
 
@@ -257,8 +259,52 @@ SOURCES: tuple[Source, ...] = (
         root="usr/share/games/megaglest/",
         licence="CC-BY-SA-3.0", attribution="The Glest Team and the MegaGlest Team",
         homepage="https://megaglest.org/",
-        forbid=_SPEECH + ("*music*", "techs/*", "tutorials/*", "scenarios/*", "tilesets/hell/*"),
-        extract=("./usr/share/games/megaglest/tilesets/*/sounds/*", "./usr/share/games/megaglest/data/core/water_sounds/*"),
+        forbid=_SPEECH + ("*music*", "tutorials/*", "scenarios/*", "tilesets/hell/*",
+                # Unit voice lines: every selection and command ("ack") sound of a human, monster or
+                # magic unit is spoken. The cow, pig, chicken, bull, sheep and elephant calls stay allowed.
+                _MG_C + "archer_select*", _MG_C + "archer_ack*", _MG_C + "archmage_select*", _MG_C + "archmage_ack*",
+                _MG_C + "axe_thrower_select*", _MG_C + "axe_thrower_ack*", _MG_C + "daemon_select*", _MG_C + "daemon_ack*",
+                _MG_C + "golem_select*", _MG_C + "golem_ack*", _MG_C + "guard_select*", _MG_C + "guard_ack*",
+                _MG_C + "horseman_select*", _MG_C + "horseman_ack*", _MG_C + "swordman_select*", _MG_C + "swordman_ack*",
+                _MG_C + "technician_select*", _MG_C + "technician_ack*", _MG_C + "worker_select*", _MG_C + "worker_ack*",
+                _MG_U + "egypt/units/anubis_warrior/sounds/warrior_select*", _MG_U + "egypt/units/anubis_warrior/sounds/warrior_ack*",
+                _MG_U + "egypt/units/anubis_warrior/sounds/warrior_attack[1-5].wav", _MG_U + "egypt/units/mummy/sounds/*",
+                _MG_U + "egypt/units/spearman/sounds/spearman_select*", _MG_U + "egypt/units/spearman/sounds/spearman_ack*",
+                _MG_U + "indian/units/archer/sounds/archer_select*", _MG_U + "indian/units/archer/sounds/archer_ack*",
+                _MG_U + "indian/units/fire_archer/sounds/archer_select*", _MG_U + "indian/units/fire_archer/sounds/archer_ack*",
+                _MG_U + "indian/units/horseman/sounds/horseman_select*", _MG_U + "indian/units/horseman/sounds/horseman_ack*",
+                _MG_U + "indian/units/shaman/sounds/*", _MG_U + "indian/units/spearman/sounds/*",
+                _MG_U + "indian/units/stickfighter/sounds/stickfighter_select*", _MG_U + "indian/units/stickfighter/sounds/stickfighter_ack*",
+                _MG_U + "indian/units/thunderbird/sounds/eagle_select*", _MG_U + "indian/units/thunderbird/sounds/eagle_ack*",
+                _MG_U + "indian/units/worker/sounds/*",
+                _MG_U + "magic/units/*/sounds/*_select*", _MG_U + "magic/units/*/sounds/*_ack*",
+                _MG_U + "norsemen/units/*/sounds/*_select*", _MG_U + "norsemen/units/*/sounds/*_ack*",
+                _MG_U + "persian/units/fakir/sounds/*", _MG_U + "persian/units/flying_carpet/sounds/*", _MG_U + "persian/units/genie/sounds/*",
+                _MG_U + "persian/units/magician/sounds/*", _MG_U + "persian/units/princess/sounds/princess_select*",
+                _MG_U + "persian/units/princess/sounds/princess_ack*", _MG_U + "persian/units/stickfighter/sounds/*",
+                _MG_U + "persian/units/swordman/sounds/*",
+                # Other voiced sounds: the Indians' charge war cry, the minaret's chant, the workers'
+                # "work done"/"work started" calls, shaman and summoner spell chants.
+                _MG_U + "indian/units/stickfighter/sounds/indiattack*", _MG_U + "persian/units/minaret/sounds/*",
+                _MG_C + "worker_work_end*", _MG_U + "magic/units/initiate/sounds/initiate_work_*",
+                _MG_C + "shaman_heal*", _MG_C + "summoner_summon*",
+                # Attack sounds and death cries with a shout or several syllables (words cannot be ruled out).
+                _MG_C + "stickfighter_attack1[0-9]*", _MG_C + "axe_thrower_attack[12].wav", _MG_C + "technician_die*",
+                _MG_C + "archer_die[14].wav", _MG_C + "axe_thrower_die3.wav",
+                _MG_U + "indian/units/fire_archer/sounds/archer_die*", _MG_U + "indian/units/horseman/sounds/horseman_attack*",
+                _MG_U + "egypt/units/spearman/sounds/spearman_attack*", _MG_U + "egypt/units/spearman/sounds/spearman_die*",
+                _MG_U + "norsemen/units/spearman*/sounds/swordman_attack[6-9].wav", _MG_U + "norsemen/units/spearman*/sounds/swordman_attack1[0-9].wav",
+                _MG_U + "norsemen/units/battleaxe_berserk/sounds/*", _MG_U + "norsemen/units/valkyrie/sounds/valkyrie_die3.wav",
+                _MG_U + "magic/units/battlemage/sounds/battlemage_die*", _MG_U + "persian/units/princess/sounds/princess_attack*"),
+        extract=("./usr/share/games/megaglest/tilesets/*/sounds/*",
+                 "./usr/share/games/megaglest/data/core/water_sounds/*",
+                 "./usr/share/games/megaglest/techs/megapack/commondata/sounds/*",
+                 "./usr/share/games/megaglest/techs/megapack/factions/*/units/*/sounds/*"),
+        notes="debian/copyright: all data CC-BY-SA-3.0 (Glest Team 2001-2008, MegaGlest Team 2008-2017; "
+              "faction credits to Titus Tscharntke and others in its Comment); unit voices were recorded "
+              "by the authors' family, friends and neighbours. Techs sounds: the skill that plays each "
+              "file is read from the unit XML next to it. Unit voice lines, chants, war cries, music "
+              "and cries that may hold words are forbidden.",
     ),
     Source(
         key="torcs", registry="deb", package="torcs-data", version="1.3.7+dfsg-5",
@@ -394,7 +440,7 @@ SOURCES: tuple[Source, ...] = (
         homepage="https://scratch.mit.edu/",
         # Music Loops are music, Vocals are singing and spoken words, PartyNoise is a party
         # with voices (and likely music): never selected.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*",
+        forbid=_SPEECH + (
                 "Music Loops/*", "Vocals/*", "Human/PartyNoise.wav"),
         extract=("./usr/share/scratch/Media/Sounds/*",),
         notes="Sound categories Animal, Human, Instruments, Percussion, Effects and Electronic; "
@@ -410,7 +456,7 @@ SOURCES: tuple[Source, ...] = (
         homepage="https://tuxpaint.org/",
         # Tux the Penguin's voice (AUTHORS.txt: "Voice of Tux the Penguin", Daniel Alston):
         # areyousure, youcannot, tuxok and giggle are never selected.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*",
+        forbid=_SPEECH + (
                 "areyousure.wav", "youcannot.wav", "tuxok.wav", "giggle.wav"),
         extract=("./usr/share/tuxpaint/sounds/*",),
         notes="Captions follow the Tux Paint README (en): the eraser plays a 'squeaky clean' eraser "
@@ -459,7 +505,7 @@ SOURCES: tuple[Source, ...] = (
         # cartoon.wav is "cartoon6.wav from http://www.grsites.com/" with no licence stated;
         # string.ogg is cropped "Elves Laughing" (voices). Kaleidoscope/shift (GFDL) and the
         # processed or synthetic effects are simply not catalogued.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "magic/cartoon.wav", "magic/string.ogg"),
+        forbid=_SPEECH + ("magic/cartoon.wav", "magic/string.ogg"),
         extract=("./usr/share/tuxpaint/sounds/magic/*",),
         notes="Magic tool sounds; only those whose origin AUTHORS.txt describes are catalogued. "
               "thick.wav and thin.wav are byte-identical to tuxpaint-data's (not catalogued).",
@@ -477,7 +523,7 @@ SOURCES: tuple[Source, ...] = (
         homepage="https://github.com/lincity-ng/lincity-ng/",
         # The music folder is outside root; UI clicks and the buildings whose sound cannot be told
         # (voices of schools, universities and homes among them) are not catalogued.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*",
+        forbid=_SPEECH + (
                 "School*", "University*", "Residential*", "Shanty*", "Health*"),
         extract=("./usr/share/games/lincity-ng/sounds/*",),
         notes="Each numbered variant is a different recording. Upstream later deduplicated and renamed "
@@ -585,7 +631,7 @@ SOURCES: tuple[Source, ...] = (
             LicenceRule("sfx/wooden_bridge.ogg", "public-domain", "Stephan (pdsounds.org), modified by Marianne Gagnon" + _STK),
             LicenceRule("tracks/black_forest/steamLocomotive.ogg", "CC-BY-SA-3.0", "Daniel Simion" + _STK),
         ),
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*",
+        forbid=_SPEECH + (
                 # Derived from Battle for Wesnoth (anvil: Wesnoth's mace.wav; shoot: Wesnoth's axe.ogg
                 # plus WarMUX's rocket_flying.ogg). Never use.
                 "sfx/anvil.ogg", "sfx/shoot.ogg",
@@ -623,7 +669,7 @@ SOURCES: tuple[Source, ...] = (
         attribution="The WarMUX team (sounds: Guillaume Belval, Gottfried Hofmann, Koumis Production, "
                     "Lionel Allorge, Julien Verneuil, Paul Smits; see data/authors.xml)",
         homepage="http://www.warmux.org/",
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "voices/*",
+        forbid=_SPEECH + ("voices/*",
                 # Music and jingles.
                 "weapons/disco_grenade_music.ogg", "misc/frog_music.ogg", "misc/victory.ogg",
                 "misc/end_turn.ogg", "misc/start_turn.ogg",
@@ -647,7 +693,7 @@ SOURCES: tuple[Source, ...] = (
         # tux_ingame_comments are Tux's spoken lines; bot_sounds holds robot voice samples
         # ("drill eyes"), greetings and attack cries; Influencer_Scream is Tux's cry when hit;
         # ThouArtDefeated and the takeover-game sounds are jingles.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*",
+        forbid=_SPEECH + (
                 "tux_ingame_comments/*", "bot_sounds/*", "Influencer_Scream*", "ThouArtDefeated*",
                 "Takeover*"),
         extract=("./usr/share/freedroidrpg/data/sound/effects/*",),
@@ -667,7 +713,7 @@ SOURCES: tuple[Source, ...] = (
         # voices, taunts, countdowns, tutorial, NEXUS lines with laughter); help.ogg is a
         # spoken "help", silence.ogg is empty, lasstrk.ogg is a countdown, beacon.ogg is the
         # same audio as sfx/building/ecmtower.ogg.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*",
+        forbid=_SPEECH + (
                 "coltive/*", "countdown/*", "extra/*", "memressp/*", "nexus/*", "proxmessages/*",
                 "taunts/*", "trnsppil/*", "tutorial/*", "vtoltalk/*", "music/*",
                 "sfx/misc/help.ogg", "sfx/misc/silence.ogg", "multi/lasstrk.ogg", "multi/beacon.ogg"),
@@ -888,7 +934,7 @@ SOURCES: tuple[Source, ...] = (
         # Speech-like or vocal files (exclamations "juch", "hopla", "hop"; "voc1-9" heard in the
         # village level; the village ambience may carry voices), kept out by path. Music lives
         # outside root (../../music/).
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "voc*", "juch*", "hop*", "village*"),
+        forbid=_SPEECH + ("voc*", "juch*", "hop*", "village*"),
         extract=("./usr/share/games/berusky2/sound/sound/*.wav",),
         notes="File names are Czech (Hrom = thunder, Blesk = lightning, Dest = rain, Ptak = bird, "
               "Racek = gull, Krysa = rat, Kap = drop, Voda = water, Vitr = wind, Parnik = steamboat, "
@@ -907,7 +953,7 @@ SOURCES: tuple[Source, ...] = (
         attribution="WolfPack Entertainment (Search and Rescue; Joel Baker, Tara Milana, Stefan Maron, Marcus Kudsen, Dan Stimits)",
         homepage="http://wolfpack.twu.net/SearchAndRescue/",
         # Music lives outside root (../music/). Cockpit warnings are synthetic tones.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "overspeed*", "stall*", "screenshot*"),
+        forbid=_SPEECH + ("overspeed*", "stall*", "screenshot*"),
         extract=("./usr/share/games/searchandrescue/sounds/*",),
         id_folders=1,
         notes="debian/copyright says only 'GPL' (no version); recorded as GPL-2.0-or-later as the "
@@ -951,7 +997,7 @@ SOURCES: tuple[Source, ...] = (
         licence="BSD-2-Clause",
         attribution="Janne Kivilahti (Piste Gamez), Samuli Tuomola, Danilo Lemos, Carlos Donizete Froes (Pekka Kana 2)",
         homepage="https://gitlab.com/coringao/pekka-kana-2",
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "music/*"),
+        forbid=_SPEECH + ("music/*",),
         extract=("./usr/share/games/pekka-kana-2/data/sfx/*.wav", "./usr/share/games/pekka-kana-2/data/sprites/*.wav"),
     ),
     Source(
@@ -963,7 +1009,7 @@ SOURCES: tuple[Source, ...] = (
         attribution="Sébastien Angibaud, Philip Bradbury, Julien Jorge (Plee the Bear)",
         homepage="http://plee-the-bear.sourceforge.net/",
         # Music lives outside root (../music/); the scale notes are a melody instrument of unknown kind.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "sequencer/*", "scale/*"),
+        forbid=_SPEECH + ("sequencer/*", "scale/*"),
         extract=("./usr/share/games/plee-the-bear/sound/*",),
     ),
     Source(
@@ -985,7 +1031,7 @@ SOURCES: tuple[Source, ...] = (
         # 0ad/ holds copies of 0 A.D. sounds already in the corpus; aard/ are voices (pain, die,
         # grunt); q009/ and sfx/ are weapons and effects shared with Red Eclipse; the beatbox
         # sample is a human voice.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "0ad/*", "aard/*", "*BeatBox*"),
+        forbid=_SPEECH + ("0ad/*", "aard/*", "*BeatBox*"),
         extract=("./usr/share/games/cube2/packages/sounds/olpc/*", "./usr/share/games/cube2/packages/sounds/yo_frankie/*",
                  "./usr/share/games/cube2/packages/sounds/audioaugust/*"),
         # The chainsaw files are idle.ogg and attack.ogg: name clips after their folder too.
@@ -1012,7 +1058,7 @@ SOURCES: tuple[Source, ...] = (
             # "Throwing axe weapon hitting something": freesound.org/people/qubodup/sounds/442903.
             LicenceRule("axe.wav", "public-domain", "MattLeschuck, gprosser, Kreastricon62 and qubodup (freesound.org)" + _FREEDINK_VIA),
         ),
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*",
+        forbid=_SPEECH + (
                 # Derived from Battle for Wesnoth (README-REPLACEMENTS.txt, "Files from Wesnoth").
                 "bird1.wav", "arrow.wav", "bow1.wav", "sword2.wav", "grunt1.wav", "grunt2.wav",
                 "punch.wav", "swing.wav", "gold.wav",
@@ -1037,7 +1083,7 @@ SOURCES: tuple[Source, ...] = (
         ),
         # Everything else in sound/ is a spoken announcement ("we've won", "the mine is destroyed"),
         # a pain cry or a menu sound; music lives in ../music/.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "the_*", "we_*", "it_s_*", "putting_*",
+        forbid=_SPEECH + ("the_*", "we_*", "it_s_*", "putting_*",
                 "ergonomically_*", "tower_*", "pain*", "misc_menu*", "spaceship*"),
         extract=("./usr/share/gigalomania/sound/*",),
     ),
@@ -1051,7 +1097,7 @@ SOURCES: tuple[Source, ...] = (
         # Unit acknowledgements are spoken ("yes sir", "affirmative", "moving out", the *selected_*
         # replies); scream_* are copies of yessir.wav. hit_* and miss_* repeat the expl_* files;
         # expl_4.wav is heavily clipped; expl_6.wav repeats expl_2.wav.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "*selected*", "move_*", "target_*", "yessir*",
+        forbid=_SPEECH + ("*selected*", "move_*", "target_*", "yessir*",
                 "scream*", "attack.wav", "hit_*", "miss_*", "expl_4.wav", "expl_6.wav"),
         extract=("./usr/share/games/netpanzer/sound/*",),
     ),
@@ -1064,7 +1110,7 @@ SOURCES: tuple[Source, ...] = (
         attribution="Benoit Rouits, Joshua Harding, Rusty Johnson, Bob Bailey, Warren D. Ober (Trackballs)",
         homepage="https://trackballs.github.io/",
         # Laughs and death cries are voices; capuchmonk.wav is a louder copy of capuch_monkey.wav.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "*laugh*", "*die*", "*death*", "*Die*", "capuchmonk.wav"),
+        forbid=_SPEECH + ("*laugh*", "*die*", "*death*", "*Die*", "capuchmonk.wav"),
         extract=("./usr/share/games/trackballs/sfx/*",),
     ),
     Source(
@@ -1075,7 +1121,7 @@ SOURCES: tuple[Source, ...] = (
         licence="CC-BY-SA-4.0", attribution="Martin Gerhardy (CaveExpress)",
         homepage="https://github.com/mgerhardy/caveexpress",
         # Music; the player's and characters' pain and dazed cries.
-        forbid=("*voice*", "*Voice*", "*speech*", "*_desc*", "music-*", "*pain*", "*dazed*", "*knockout*",
+        forbid=_SPEECH + ("music-*", "*pain*", "*dazed*", "*knockout*",
                 "*drown*", "*rescue*"),
         extract=("./usr/share/games/caveexpress/sounds/*",),
     ),

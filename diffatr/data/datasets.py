@@ -212,6 +212,28 @@ def _require_split(kind: str, split: str | None) -> str:
     return split
 
 
+def join_splits(parts: list[SplitData]) -> SplitData:
+    """Several splits of one source as one (a final model trained on every clip): records in
+    the given order, split names joined by ``+``.
+
+    Raises:
+        DatasetError: no split given, or a clip id in two of them.
+    """
+    if not parts:
+        raise DatasetError("no split to join")
+    if len(parts) == 1:
+        return parts[0]
+    seen: dict[str, str | None] = {}
+    for part in parts:
+        for record in part.records:
+            if record.clip_id in seen:
+                raise DatasetError(f"clip {record.clip_id!r} is in both {seen[record.clip_id]} and {part.split}")
+            seen[record.clip_id] = part.split
+    return SplitData(records=[r for part in parts for r in part.records],
+                     skipped=[s for part in parts for s in part.skipped], kind=parts[0].kind,
+                     split="+".join(str(part.split) for part in parts), source=parts[0].source)
+
+
 def load_split(
     source: str | Path,
     split: str | None = None,

@@ -374,9 +374,12 @@ class _RunLoop:
             with torch.no_grad():
                 result = job.validate()
             self.metrics = result["metrics"]
-            value = select_value(self.metrics, config.select_metric)
-            higher = _higher_is_better(config.select_metric)
-            improved = self.best_value is None or (value > self.best_value if higher else value < self.best_value)
+            if self.metrics:
+                value: float | None = select_value(self.metrics, config.select_metric)
+                higher = _higher_is_better(config.select_metric)
+                improved = self.best_value is None or (value > self.best_value if higher else value < self.best_value)
+            else:  # no validation split: the latest checkpoint is the one kept
+                value, improved = None, True
             if improved:
                 self.best_value, self.best_step = value, step
             extra = {"phase": job.phase, "step": step, "epoch": step / self.spe, "train": to_dict(config),
@@ -438,7 +441,9 @@ def _step_rng(generator: torch.Generator | None, device: torch.device) -> Iterat
 
 
 def phase_features(split: Any, config: ModelConfig, encoders: LazyEncoders, *, cache_dir, strict: bool,
-              progress: bool, desc: str) -> FeatureSet:
+              progress: bool, desc: str) -> FeatureSet | None:
+    if split is None:  # no validation split: a fixed-length run
+        return None
     if isinstance(split, FeatureSet):
         split.check_encoders(config)
         return split
@@ -457,8 +462,20 @@ def data_extra(train: Any, val: Any, data_info: dict[str, Any] | None) -> dict[s
 
     data = with_source_sha256(data_info or {})  # the manifest's hash: the same data wherever it lies
     data["train"] = dict(data.get("train", {}), **train.summary())
-    data["val"] = dict(data.get("val", {}), **val.summary())
+    data["val"] = dict(data.get("val", {}), **val.summary()) if val is not None else None
     return data
+
+
+def seen_clip_ids(train: Any, earlier: Any = None) -> list[str]:
+    """The clip ids a checkpoint's weights were fit on: this run's training clips and those its
+    --init checkpoint recorded (``extra["seen_clips"]``), sorted. ``diffatr evaluate`` refuses to
+    score a checkpoint on them."""
+    return sorted({str(c) for c in train.clip_ids} | {str(c) for c in (earlier or ())})
+
+
+def no_validation() -> dict[str, Any]:
+    """The validation of a run without a validation split: nothing is measured."""
+    return {"metrics": {}}
 
 
 def fit_batch(batch_size: int, available: int, what: str) -> int:

@@ -31,8 +31,8 @@ from diffatr.model import DiffATR
 from diffatr.runtime import resolve_device
 from diffatr.train.batches import contrastive_pairs, epoch_batches
 from diffatr.train.common import (BACKBONES_DIR, Job, TrainError, TrainResult, check_select_metric, data_extra,
-                                  fit_batch, init_model, make_generators, negative_groups, phase_features, run_job,
-                                  weight_decay_groups)
+                                  fit_batch, init_model, make_generators, negative_groups, no_validation,
+                                  phase_features, run_job, seen_clip_ids, weight_decay_groups)
 
 # ----------------------------------------------------------------------------- phase 1
 
@@ -103,7 +103,6 @@ def _train_frozen(model: DiffATR, model_config: ModelConfig, train_config: Train
     text, audio, owner = train.text.to(device), train.audio.to(device), train.caption_to_clip.to(device)
     on_device = dataclasses.replace(train, audio_features=audio, text_features=text, caption_to_clip=owner)
     negative_ids = negative_groups(train.sound_units(), train.num_clips, train_config).to(device)  # (N,)
-    val_text, val_audio = val.text.to(device), val.audio.to(device)
 
     def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
         text_f, audio_f, clip_ids = contrastive_pairs(on_device, rows.to(device))  # (B, Dt), (B, Da), (B,)
@@ -112,7 +111,7 @@ def _train_frozen(model: DiffATR, model_config: ModelConfig, train_config: Train
         return loss, {"logit_scale": float(scale.detach())}
 
     def validate() -> dict[str, Any]:
-        scores = model.project_text(val_text) @ model.project_audio(val_audio).T  # (Mv, Nv)
+        scores = model.project_text(val.text.to(device)) @ model.project_audio(val.audio.to(device)).T  # (Mv, Nv)
         return {"metrics": retrieval_metrics(scores.float().cpu(), None, val.caption_to_clip)}
 
     named = list(model.text_head.named_parameters()) + list(model.audio_head.named_parameters()) \
@@ -125,13 +124,14 @@ def _train_frozen(model: DiffATR, model_config: ModelConfig, train_config: Train
         generators=generators,
         make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
         step_loss=step_loss,
-        validate=validate,
+        validate=validate if val is not None else no_validation,
         save_model=lambda path, extra: save_checkpoint(model, path, extra),
         train_mode=lambda: model.train(),
         after_step=model.logit_scale.clamp_,
-        fingerprint={"model config": to_dict(model_config), "train data": train.digest(), "val data": val.digest(),
-                     "device type": device.type},
-        extra={"batch_size": batch_size, "data": data_extra(train, val, data_info)},
+        fingerprint={"model config": to_dict(model_config), "train data": train.digest(),
+                     "val data": val.digest() if val is not None else None, "device type": device.type},
+        extra={"batch_size": batch_size, "data": data_extra(train, val, data_info),
+               "seen_clips": seen_clip_ids(train)},
     )
     return run_job(job, train_config, out_dir, resume=resume, device=device, progress=progress)
 
@@ -178,8 +178,8 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
     sample_rate = audio_encoder.sample_rate
     window = max(1, round(model_config.audio.window_seconds * sample_rate))
     train = _clip_table(train_split, sample_rate, strict, progress, "checking train audio")
-    val = _clip_table(val_split, sample_rate, strict, progress, "checking val audio")
-    train_captions, val_captions = train.flat_captions, val.flat_captions  # (M,) text rows
+    val = _clip_table(val_split, sample_rate, strict, progress, "checking val audio") if val_split is not None else None
+    train_captions = train.flat_captions  # (M,) text rows
     batch_size = fit_batch(config.batch_size, train.num_captions, "captions")
     negative_ids = negative_groups(train.sound_units(), train.num_clips, config)  # (N,)
     pool = ThreadPoolExecutor(config.num_workers) if config.num_workers > 0 else None
@@ -211,7 +211,7 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
 
     def validate() -> dict[str, Any]:
         audio_f = torch.stack([audio_encoder.embed_file(p) for p in val.paths]).float()  # (Nv, Da)
-        text_f = text_encoder.encode(val_captions).to(device)  # (Mv, Dt)
+        text_f = text_encoder.encode(val.flat_captions).to(device)  # (Mv, Dt)
         scores = model.project_text(text_f) @ model.project_audio(audio_f).T  # (Mv, Nv)
         return {"metrics": retrieval_metrics(scores.float().cpu(), None, val.caption_to_clip)}
 
@@ -231,13 +231,14 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
         generators=generators,
         make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
         step_loss=step_loss,
-        validate=validate,
+        validate=validate if val is not None else no_validation,
         save_model=lambda path, extra: _save_finetuned(model, model_config, encoders, out_dir, path, extra),
         train_mode=train_mode,
         after_step=model.logit_scale.clamp_,
         fingerprint={"model config": to_dict(model_config), "train data": train.digest(),
-                     "val data": val.digest(), "device type": device.type},
-        extra={"batch_size": batch_size, "finetune": True, "data": data_extra(train, val, data_info)},
+                     "val data": val.digest() if val is not None else None, "device type": device.type},
+        extra={"batch_size": batch_size, "finetune": True, "data": data_extra(train, val, data_info),
+               "seen_clips": seen_clip_ids(train)},
     )
     try:
         return run_job(job, config, out_dir, resume=resume, device=device, progress=progress)

@@ -35,8 +35,8 @@ from diffatr.train.batches import (
     unique_clip_batches,
 )
 from diffatr.train.common import (Job, TrainError, TrainResult, check_select_metric, data_extra, digest, fit_batch,
-                                  init_model, make_generators, negative_groups, phase_features, run_job,
-                                  weight_decay_groups)
+                                  init_model, make_generators, negative_groups, no_validation, phase_features, run_job,
+                                  seen_clip_ids, weight_decay_groups)
 from diffatr.train.contrastive import train_contrastive
 
 # ----------------------------------------------------------------------------- phase 2
@@ -172,12 +172,7 @@ def train_diffusion(init: str | Path, train_config: TrainConfig, train_split: An
     encoders = LazyEncoders(config, dev)
     train, val = (phase_features(split, config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
                                  desc=f"{name} features") for name, split in (("train", train_split), ("val", val_split)))
-    if extra_train is not None:
-        if train_config.cross_fit or train_embeddings is not None:
-            raise TrainError("extra training items (e.g. --mixtures) cannot be combined with cross-fitting or given "
-                             "train_embeddings: drop one of them")
-        extra_train.check_encoders(config)
-        train = train.concat(extra_train)
+    train = _with_extra_items(train, extra_train, config, train_config, train_embeddings, val)
     if train_config.cross_fit and train_embeddings is None:
         train_embeddings = cross_fit_embeddings(initial, train, val, train_config.cross_fit, out_dir / CROSS_FIT_DIR,
                                                 seed=train_config.seed, device=dev, progress=progress)
@@ -190,17 +185,35 @@ def train_diffusion(init: str | Path, train_config: TrainConfig, train_split: An
         steps_per_epoch=train.num_captions // pools.batch_size, generators=generators,
         make_epoch=lambda: unique_clip_batches(pools.text_unit.cpu(), pools.batch_size, generators["data"]),
         step_loss=_step_loss(model, config, train_config, pools, generators),
-        validate=_validation(model, config, val), save_model=lambda path, extra: save_checkpoint(model, path, extra),
+        validate=_validation(model, config, val) if val is not None else no_validation,
+        save_model=lambda path, extra: save_checkpoint(model, path, extra),
         train_mode=lambda: model.train(),
         fingerprint={"model config": to_dict(config), "device type": dev.type,
-                     "embeddings": digest([train.digest(), val.digest(), *pools.sums()]),
+                     "embeddings": digest([train.digest(), val.digest() if val is not None else None,
+                                           *pools.sums()]),
                      "init checkpoint": str(Path(init).resolve())},
         extra={"batch_size": pools.batch_size, "candidates_per_query": pools.batch_size,
                "init": {"path": portable_path(init), **{k: initial.checkpoint_extra.get(k)
                                                         for k in ("phase", "step", "select_value", "train")}},
-               "data": data_extra(train, val, data_info)},
+               "data": data_extra(train, val, data_info),
+               "seen_clips": seen_clip_ids(train, initial.checkpoint_extra.get("seen_clips"))},
     )
     return run_job(job, train_config, out_dir, resume=resume, device=dev, progress=progress)
+
+
+def _with_extra_items(train: FeatureSet, extra_train: FeatureSet | None, config: ModelConfig,
+                      train_config: TrainConfig, train_embeddings: Any, val: FeatureSet | None) -> FeatureSet:
+    """The training items: the split's, and ``extra_train`` appended (checked against the
+    options it cannot be combined with)."""
+    if train_config.cross_fit and val is None:
+        raise TrainError("cross-fitting picks each fold model on a validation split: give one (--val-split)")
+    if extra_train is None:
+        return train
+    if train_config.cross_fit or train_embeddings is not None:
+        raise TrainError("extra training items (e.g. --mixtures) cannot be combined with cross-fitting or given "
+                         "train_embeddings: drop one of them")
+    extra_train.check_encoders(config)
+    return train.concat(extra_train)
 
 
 def _phase2_model(initial: DiffATR, config: ModelConfig, seed: int, device: torch.device) -> tuple[ModelConfig, DiffATR]:
