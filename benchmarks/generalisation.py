@@ -93,11 +93,30 @@ RECIPES = {
         {**LIT, "init_temperature": 0.07, "head_hidden_dim": 512, "head_dropout": 0.2}),
     "MLP heads + dropout": Recipe("both heads Linear-ReLU-Linear (hidden 512), dropout 0.2, T 0.1",
                                   {"init_temperature": 0.1, "head_hidden_dim": 512, "head_dropout": 0.2}),
+    "wide MLP heads + dropout": Recipe("both heads Linear-ReLU-Linear (hidden 1024), dropout 0.2, T 0.1",
+                                       {"init_temperature": 0.1, "head_hidden_dim": 1024, "head_dropout": 0.2}),
+    "LiT + residual text adapter, MLP audio head + dropout": Recipe(
+        "MiniLM's space plus a learned correction (x + MLP(x), zero at the start), MLP heads (hidden 512), "
+        "dropout 0.2, T 0.1",
+        {"text_head": "residual", "embed_dim": 384, "init_temperature": 0.1, "head_hidden_dim": 512,
+         "head_dropout": 0.2}),
+    "LiT + residual text adapter, wide MLP audio head + dropout": Recipe(
+        "as LiT + residual text adapter, with hidden width 1024",
+        {"text_head": "residual", "embed_dim": 384, "init_temperature": 0.1, "head_hidden_dim": 1024,
+         "head_dropout": 0.2}),
+    "LiT + residual text adapter, MLP audio head + dropout 0.4": Recipe(
+        "as LiT + residual text adapter, with dropout 0.4",
+        {"text_head": "residual", "embed_dim": 384, "init_temperature": 0.1, "head_hidden_dim": 512,
+         "head_dropout": 0.4}),
+    "LiT + residual text adapter, MLP audio head + dropout, T 0.07": Recipe(
+        "as LiT + residual text adapter, with temperature 0.07",
+        {"text_head": "residual", "embed_dim": 384, "init_temperature": 0.07, "head_hidden_dim": 512,
+         "head_dropout": 0.2}),
 }
 
 
 # The recipe checkpoints/default is trained with (the val winner below; the README's commands).
-SHIPPED_RECIPE = "LiT, wide MLP audio head + dropout"
+SHIPPED_RECIPE = "LiT + residual text adapter, MLP audio head + dropout"
 
 
 def corpus_features(config, splits) -> dict[str, FeatureSet]:

@@ -656,9 +656,10 @@ def _add_train_parser(sub) -> None:
                        help="phase 1: NT-Xent temperature, fixed or initial (paper: 0.07)")
     group.add_argument("--learn-temperature", action=argparse.BooleanOptionalAction, default=None,
                        help="phase 1: learn the logit scale (capped at 100) instead of fixing it")
-    group.add_argument("--text-head", choices=["linear", "identity"], default=None,
+    group.add_argument("--text-head", choices=["linear", "identity", "residual"], default=None,
                        help="phase 1: 'identity' locks the text tower (LiT: no text head, the audio head "
-                            "learns the text encoder's space; needs --embed-dim = the text width)")
+                            "learns the text encoder's space; needs --embed-dim = the text width); 'residual' "
+                            "adds a small learned correction to that space (zero at the start)")
     group.add_argument("--embed-dim", type=int, default=None, help="phase 1: D, the shared embedding width")
     group.add_argument("--head-hidden-dim", type=int, default=None,
                        help="phase 1: heads Linear -> ReLU -> Linear with this hidden width (default: linear heads)")

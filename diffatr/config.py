@@ -253,7 +253,8 @@ class ModelConfig:
     head_hidden_dim: int | None = None  # None: linear heads; else Linear -> ReLU -> Linear
     # "linear": a trained text head; "identity": the text tower is locked (LiT, Zhai et al.
     # 2022): captions keep the text encoder's own space and only the audio side is trained
-    # into it (needs embed_dim == text.embed_dim).
+    # into it (needs embed_dim == text.embed_dim); "residual": that space plus a small learned
+    # correction, zero at the start (also needs embed_dim == text.embed_dim).
     text_head: str = "linear"
     head_dropout: float = 0.0  # dropout on the heads' inputs while training
     init_temperature: float = 0.07
@@ -263,10 +264,10 @@ class ModelConfig:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def __post_init__(self) -> None:
-        if self.text_head not in ("linear", "identity"):
-            raise ConfigError(f"text_head must be 'linear' or 'identity', got {self.text_head!r}")
-        if self.text_head == "identity" and self.embed_dim != self.text.embed_dim:
-            raise ConfigError(f"text_head 'identity' keeps the text encoder's space: embed_dim must be "
+        if self.text_head not in ("linear", "identity", "residual"):
+            raise ConfigError(f"text_head must be 'linear', 'identity' or 'residual', got {self.text_head!r}")
+        if self.text_head in ("identity", "residual") and self.embed_dim != self.text.embed_dim:
+            raise ConfigError(f"text_head {self.text_head!r} keeps the text encoder's space: embed_dim must be "
                               f"{self.text.embed_dim} (the text width), got {self.embed_dim}")
         if not 0 <= self.head_dropout < 1:
             raise ConfigError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
