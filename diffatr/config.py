@@ -206,8 +206,9 @@ class RetrievalConfig:
         info="keep the best clip of each recording (its variants are counted, +N, not shown)",
         help="keep the best clip of each recording group (a manifest's label_group; near-duplicate audio for "
              "clips without one) and say how many variants it hides", flags=("--one-per-sound",))
+    # backbone+head: chosen on val (benchmarks/similar.py; docs/method.md "Sounds like this one").
     similar_space: str = _knob(
-        "head", label="Space of similar sounds",
+        "backbone+head", label="Space of similar sounds",
         info="audio -> audio: backbone = the audio backbone's embedding; head = the trained audio head's "
              "(shared) space; backbone+head = both",
         help="where similar sounds are measured (search --similar / --like): backbone, head or backbone+head",

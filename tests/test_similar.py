@@ -131,11 +131,13 @@ def test_similar_by_audio_leaves_out_the_very_audio_and_agrees_with_the_clip_id(
     by_id = engine.search_similar("c9", settings)[0]
     same_audio = engine.search_similar_embeds(engine.index.audio_features[9], settings)[0]
     assert [h.row for h in same_audio] == [h.row for h in by_id] and 9 not in [h.row for h in same_audio]
-    # a query that is no clip of the index keeps every clip, the nearest first
-    other = engine.index.audio_features[9] + 0.5 * torch.randn(engine.index.audio_dim,
-                                                               generator=torch.Generator().manual_seed(1))
-    hits = engine.search_similar_embeds(other, settings)[0]
+    # a query that is no clip of the index keeps every clip, the nearest first; one that differs
+    # from a clip by float noise only is that clip
+    noise = torch.randn(engine.index.audio_dim, generator=torch.Generator().manual_seed(1))
+    hits = engine.search_similar_embeds(engine.index.audio_features[9] + 0.05 * noise, settings)[0]
     assert hits[0].row == 9 and len(hits) == 5
+    hits = engine.search_similar_embeds(engine.index.audio_features[9] + 1e-4 * noise, settings)[0]
+    assert [h.row for h in hits] == [h.row for h in by_id]
     # several queries at once, each as alone
     both = engine.search_similar(["c9", "c2"], settings)
     assert [h.row for h in both[1]] == [h.row for h in engine.search_similar("c2", settings)[0]]

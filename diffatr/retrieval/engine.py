@@ -465,7 +465,7 @@ class SearchEngine:
         items = list(query) if isinstance(query, (list, tuple)) else [query]
         if not items:
             raise SearchError("give a clip id or an audio query (or a non-empty list of them)")
-        rows = [self._clip_row(item) for item in items]
+        rows = [self.clip_row(item) for item in items]
         audio = [item for item, row in zip(items, rows) if row is None]
         for item in audio:
             if isinstance(item, str) and not os.path.exists(item):
@@ -539,7 +539,7 @@ class SearchEngine:
             return max(1, total), total
         return max(1, min(total, max(config.top_k, config.num_results) * _GROUP_WIDTH_FACTOR)), total
 
-    def _clip_row(self, item: Any) -> int | None:
+    def clip_row(self, item: Any) -> int | None:
         """The index row of a clip id (None: not a clip id of this index)."""
         if not isinstance(item, str):
             return None
