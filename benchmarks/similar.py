@@ -14,7 +14,8 @@
 3. **One result per sound**: distinct recordings (label groups) and distinct sounds (label
    groups joined by the corpus build's near-duplicate links) in the top 10, with and without it:
    the everyday queries on the app's library with the app's settings (the floor: 10 recordings
-   whenever the library has them), the reworded queries on the app's library and on the corpus.
+   whenever the library has them), the reworded queries on the app's library, and both sets on
+   the whole corpus (the library the app will search once it searches every clip).
 4. **Speed**: audio -> audio p50 / p95 on the app's library (one torch thread), by clip id and
    by audio file (decode + backbone), in the library's API, through the app's handler, and
    through the app's HTTP API (``python app.py`` started here, ``gradio_client``, one client).
@@ -298,6 +299,8 @@ def api_speed(app_index_dir: Path, clips: list[str], files: list[str], repeats: 
                 clip_id="", audio=handle_file(files[next(turn) % len(files)]), api_name="/search_similar"),
                 max(10, repeats // 10)),
             "api/search_text": timed(lambda: client.predict("a dog barking", api_name="/search_text"), repeats // 2),
+            # the last search's stored view: no search at all, Gradio's round trip alone
+            "api/trajectory (round trip alone)": timed(lambda: client.predict(api_name="/trajectory"), repeats // 2),
         }
     finally:
         proc.terminate()
@@ -385,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         "one_per_sound": {
             f"everyday ({len(everyday)}), app library": distinct_counts(app_engine, everyday, app_settings, links),
             f"reworded ({len(reworded)}), app library": distinct_counts(app_engine, reworded, app_settings, links),
+            f"everyday ({len(everyday)}), corpus": distinct_counts(corpus_engine, everyday, app_settings, links),
             f"reworded ({len(reworded)}), corpus": distinct_counts(corpus_engine, reworded, app_settings, links)},
         "speed": speed(model, app_index_dir, audio_encoder, text_encoder, args.repeats),
     }

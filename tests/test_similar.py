@@ -246,6 +246,25 @@ def test_one_result_per_sound_shows_k_recordings_and_counts_their_variants(engin
         assert all(h.variants == 0 for h in plain)
 
 
+@pytest.mark.parametrize("direction", ["text_to_audio", "audio_to_audio"])
+def test_one_result_per_sound_ranks_more_rows_until_it_finds_k_recordings(engine, direction, monkeypatch):
+    from diffatr.retrieval import engine as engine_module
+
+    settings = engine.model.config.with_retrieval(num_results=9, one_per_sound=True, top_k=2)
+
+    def search():
+        return engine.search_text("a bell", settings)[0] if direction == "text_to_audio" else \
+            engine.search_similar("c3", settings)[0]
+
+    wide = [(h.row, h.variants, h.fused) for h in search()]
+    widths = []
+    real = engine.rank
+    monkeypatch.setattr(engine_module, "_GROUP_WIDTH_FACTOR", 2)  # 2 x 9 rows first: too few recordings
+    monkeypatch.setattr(engine, "rank", lambda *a, **k: widths.append(k["width"]) or real(*a, **k))
+    assert [(h.row, h.variants, h.fused) for h in search()] == wide and len(wide) == 9
+    assert widths == [18, N], widths
+
+
 def test_one_result_per_sound_groups_unnamed_clips_by_their_audio(model):
     engine = SearchEngine(model, _index(model.config, grouped=False))
     settings = model.config.with_retrieval(num_results=N, one_per_sound=True)

@@ -37,9 +37,10 @@ __all__ = ["DIRECTIONS", "SIMILAR", "SearchEngine", "SearchError", "SearchHit", 
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")  # the re-ranked directions (a denoiser each)
 SIMILAR = "audio_to_audio"  # sounds like a sound: the first stage alone
-# With one result per sound over a vector store, the first stage is asked for this many times
-# the rows shown, then more while too few recordings are found (an exact search ranks them all).
+# With one result per sound, the first stage is asked for this many times the rows shown (or
+# re-ranked), then this many times more while too few recordings are found.
 _GROUP_WIDTH_FACTOR = 8
+_SAME_AUDIO_COLUMNS = 64  # audio -> audio: the top rows checked for the query's own audio
 
 
 @dataclass(frozen=True)
@@ -334,12 +335,17 @@ class SearchEngine:
         return self._similar_embeds[space]
 
     def _not_the_query(self, features: Tensor, rows: Tensor, banned: list[set[int]]) -> Tensor:
-        """(Q, W) bool: which ranked rows may be shown (not banned, not the query's own audio)."""
+        """(Q, W) bool: which ranked rows may be shown (not banned, not the query's own audio).
+
+        The query's own audio ranks first in every space (the same features give the same
+        vector): only the first ``_SAME_AUDIO_COLUMNS`` rows are compared with it, which leaves
+        an approximate store room to misorder them and reads no more of a large index."""
         unit = F.normalize(features, dim=-1)  # (Q, Da)
         keep = torch.ones_like(rows, dtype=torch.bool)
+        first = min(rows.shape[1], _SAME_AUDIO_COLUMNS)
         for q in range(rows.shape[0]):
-            own = self.index.audio_features[rows[q].cpu()].to(unit.device, torch.float32)  # (W, Da)
-            keep[q] = F.normalize(own, dim=-1) @ unit[q] < SAME_AUDIO_COSINE
+            own = self.index.audio_features[rows[q, :first].cpu()].to(unit.device, torch.float32)  # (first, Da)
+            keep[q, :first] = F.normalize(own, dim=-1) @ unit[q] < SAME_AUDIO_COSINE
             if banned[q]:
                 keep[q] &= ~torch.isin(rows[q], torch.tensor(sorted(banned[q]), device=rows.device))
         return keep
@@ -525,8 +531,8 @@ class SearchEngine:
 
     def _group_width(self, direction: str, config: RetrievalConfig) -> tuple[int | None, int]:
         """(rows to rank first, rows in all) for a search: without one result per sound, the
-        rank's own width (None); with it, every row of an exact first stage (one cosine per row
-        is cheap), or a multiple of the rows shown from a vector store."""
+        rank's own width (None); with it, a multiple of the rows shown (then more, in ``_search``,
+        while too few recordings are found)."""
         if not isinstance(config, RetrievalConfig) or not config.one_per_sound:
             return None, 0  # (rank refuses a config of another type)
         if direction == "audio_to_text":
@@ -535,8 +541,6 @@ class SearchEngine:
         store = self.first_stage.get(direction) if own_space else None
         rows = len(self.index.flat_captions) if direction == "audio_to_text" else len(self.index)
         total = len(store) if store is not None else rows
-        if store is None:
-            return max(1, total), total
         return max(1, min(total, max(config.top_k, config.num_results) * _GROUP_WIDTH_FACTOR)), total
 
     def clip_row(self, item: Any) -> int | None:
