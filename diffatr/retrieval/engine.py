@@ -363,7 +363,7 @@ class SearchEngine:
         return [[self._hit(columns, qi, position, position + 1, direction)
                  for position in range(min(k, len(columns[0][qi])))] for qi in range(len(columns[0]))]
 
-    def one_per_sound(self, result: RerankResult, direction: str, k: int) -> tuple[list[list[SearchHit]], bool]:
+    def hits_one_per_sound(self, result: RerankResult, direction: str, k: int) -> tuple[list[list[SearchHit]], bool]:
         """The best-ranked row of each recording group (``recording_groups``), ``k`` per query,
         each with the number of other clips of its recording (``variants``).
 
@@ -522,7 +522,7 @@ class SearchEngine:
             if not config.one_per_sound:
                 hits = self.hits(ranking, direction, config.num_results)
                 break
-            hits, complete = self.one_per_sound(ranking, direction, config.num_results)
+            hits, complete = self.hits_one_per_sound(ranking, direction, config.num_results)
             if complete or width >= total:
                 break
             width = min(total, width * _GROUP_WIDTH_FACTOR)
