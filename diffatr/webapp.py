@@ -198,16 +198,21 @@ class Handlers:
         return self.app.parse_settings(num_results=k, num_inference_steps=steps, top_k=top_k, alpha=alpha,
                                        seed=seed, temperature=temperature, one_per_sound=one_per_sound)
 
+    def _answer(self, session: DemoSession | None, knobs: tuple[Any, ...],
+                search: Callable[[Any, DemoSession], dict[str, Any]]) -> tuple[dict[str, Any], DemoSession]:
+        """Run ``search(settings, session)`` with the page's knobs read once; its notices become toasts."""
+        session = _session(session)
+        response = search(self._settings(*knobs), session)
+        _show_notices(response)
+        return response, session
+
     @_user_errors
     def search_text(self, caption: str, k: float, steps: float, top_k: float, alpha: float, seed: float,
                     temperature: float, one_per_sound: bool,
                     session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
         """Text -> audio: the k best clips for a caption, re-ranked by the diffusion model."""
-        session = _session(session)
-        settings = self._settings(k, steps, top_k, alpha, seed, temperature, one_per_sound)
-        response = self.app.searcher.search_text(caption, settings, session)
-        _show_notices(response)
-        return response, session
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_text(caption, settings, s))
 
     @_user_errors
     def search_audio(self, audio: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
@@ -215,12 +220,9 @@ class Handlers:
                      session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
         """Audio -> text: the k best captions for a sound file or a recording, and the clips that
         sound most like it ("similar")."""
-        session = _session(session)
-        audio, sample_rate = audio_query(audio)
-        settings = self._settings(k, steps, top_k, alpha, seed, temperature, one_per_sound)
-        response = self.app.searcher.search_audio(audio, settings, session, sample_rate=sample_rate)
-        _show_notices(response)
-        return response, session
+        audio, rate = audio_query(audio)
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_audio(audio, settings, s, sample_rate=rate))
 
     @_user_errors
     def search_similar(self, clip_id: str | None, audio: str | None, k: float, steps: float, top_k: float,
@@ -228,26 +230,17 @@ class Handlers:
                        session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
         """Audio -> audio: the k clips that sound most like a clip of the library (its id: a result's
         clip_id, your own sounds included) or like a sound file; never the clip itself."""
-        session = _session(session)
-        settings = self._settings(k, steps, top_k, alpha, seed, temperature, one_per_sound)
-        if clip_id and str(clip_id).strip():
-            response = self.app.searcher.search_similar(str(clip_id).strip(), settings, session)
-        else:
-            audio, sample_rate = audio_query(audio)
-            response = self.app.searcher.search_similar(audio, settings, session, sample_rate=sample_rate)
-        _show_notices(response)
-        return response, session
+        query, rate = (str(clip_id).strip(), None) if clip_id and str(clip_id).strip() else audio_query(audio)
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_similar(query, settings, s, sample_rate=rate))
 
     @_user_errors
     def more_like_this(self, clip_id: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
                        temperature: float, one_per_sound: bool,
                        session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
         """A result's clip as the sound query: its ranked captions and the clips that sound like it."""
-        session = _session(session)
-        settings = self._settings(k, steps, top_k, alpha, seed, temperature, one_per_sound)
-        response = self.app.searcher.search_like(clip_id, settings, session)
-        _show_notices(response)
-        return response, session
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_like(clip_id, settings, s))
 
     @_user_errors
     def trajectory(self, session: DemoSession | None) -> dict[str, Any]:
