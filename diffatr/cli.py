@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from diffatr.config import DEFAULT_BATCH_SIZE, ConfigError, knob_fields
+from diffatr.config import DEFAULT_BATCH_SIZE, NOT_EVALUATED, ConfigError, knob_fields
 from diffatr.errors import DiffatrError
 
 EXIT_USER_ERROR = 2
@@ -43,9 +43,13 @@ def add_retrieval_flags(parser: argparse.ArgumentParser, title: str, *, exclude:
             continue
         meta = f.metadata
         flags = meta["flags"] + (meta["aliases"] if aliases else ())
+        unset = f"(unset: the checkpoint's value; new configs: {f.default})"
+        if f.type == "bool":  # --one-per-sound / --no-one-per-sound
+            group.add_argument(*flags, dest=_KNOB_DEST + f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=f"{meta['help']} {unset}")
+            continue
         group.add_argument(*flags, dest=_KNOB_DEST + f.name, type=_FLAG_TYPES[f.type], default=None,
-                           choices=meta["choices"], metavar=meta["metavar"],
-                           help=f"{meta['help']} (unset: the checkpoint's value; new configs: {f.default})")
+                           choices=meta["choices"], metavar=meta["metavar"], help=f"{meta['help']} {unset}")
 
 
 _KNOB_DEST = "retrieval_"  # the flags' argparse names, apart from the commands' own (train's --seed)
@@ -114,9 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="rank an index's clips for a caption, or its captions for an audio file",
                        description="Text -> audio: give a caption. Audio -> text: give --audio FILE "
-                                   "(needs an index with captions).")
+                                   "(needs an index with captions). Audio -> audio (sounds like this one): "
+                                   "--audio FILE --similar, or --like CLIP_ID.")
     p.add_argument("query", nargs="?", help="a caption to search for (text -> audio)")
     p.add_argument("--audio", metavar="FILE", help="an audio file to search with (audio -> text)")
+    p.add_argument("--similar", action="store_true",
+                   help="with --audio FILE: the clips that sound most like FILE (audio -> audio) instead of captions")
+    p.add_argument("--like", metavar="CLIP_ID",
+                   help="the clips that sound most like this clip of the index (audio -> audio; never the clip itself)")
     p.add_argument("--index", metavar="DIR", help="index folder (default: the shipped demo corpus, assets/corpus/demo_index)")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint folder (default: the shipped checkpoint)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
@@ -294,9 +303,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from diffatr.retrieval.engine import SearchEngine
     from diffatr.retrieval.index import RetrievalIndex
 
-    if (args.query is None) == (args.audio is None):
-        print("diffatr search: give either a caption or --audio FILE (not both)", file=sys.stderr)
+    given = [what for what, value in (("a caption", args.query), ("--audio", args.audio), ("--like", args.like))
+             if value is not None]
+    if len(given) != 1:
+        print("diffatr search: give one of a caption, --audio FILE or --like CLIP_ID"
+              + (f" (not {' and '.join(given)})" if given else ""), file=sys.stderr)
         return EXIT_USER_ERROR
+    if args.similar and args.audio is None:
+        raise UsageError("--similar goes with --audio FILE (--like CLIP_ID is similar already)")
     model = _resolve_checkpoint(args.checkpoint)
     with flag_named():  # the one RetrievalConfig of this search
         settings = model.config.with_retrieval(**retrieval_overrides(args))
@@ -310,29 +324,38 @@ def _cmd_search(args: argparse.Namespace) -> int:
     text_cfg = dataclasses.replace(model.config.text, allow_download=args.allow_download or model.config.text.allow_download)
     if args.query is not None:
         engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=index_stores)
-        hits = engine.search_text(args.query, settings)[0]
-        direction = "text_to_audio"
+        results = engine.search_text(args.query, settings)
     else:
         engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=index_stores)
-        hits = engine.search_audio(args.audio, settings)[0]
-        direction = "audio_to_text"
-    rows = [hit.to_dict() for hit in hits]
+        if args.audio is not None and not args.similar:
+            results = engine.search_audio(args.audio, settings)
+        else:
+            results = engine.search_similar(args.audio if args.audio is not None else args.like, settings)
+    rows = [hit.to_dict() for hit in results[0]]
     if args.json:
-        print(json.dumps({"direction": direction, "query": args.query or args.audio, "knobs": dataclasses.asdict(settings),
-                          "results": rows}, indent=2))
+        print(json.dumps({"direction": results.direction, "query": args.query or args.audio or args.like,
+                          "knobs": dataclasses.asdict(settings), "results": rows}, indent=2))
         return 0
-    print(_format_table(rows, direction))
+    print(_format_table(rows, results.direction))
     return 0
 
 
 def _format_table(rows: list[dict], direction: str) -> str:
-    label = "clip" if direction == "text_to_audio" else "caption"
-    header = f"{'rank':>4}  {'fused':>7}  {'cosine':>7}  {'diffusion':>9}  {'moved':>5}  {label}"
+    clips = direction != "audio_to_text"
+    if direction == "audio_to_audio":  # no re-rank: the similarity alone
+        header = f"{'rank':>4}  {'similarity':>10}  clip"
+    else:
+        header = f"{'rank':>4}  {'fused':>7}  {'cosine':>7}  {'diffusion':>9}  {'moved':>5}  {'clip' if clips else 'caption'}"
     lines = [header, "-" * len(header)]
     for row in rows:
-        what = row.get("clip_id") if direction == "text_to_audio" else row.get("caption")
-        if direction == "text_to_audio" and row.get("captions"):
+        what = row.get("clip_id") if clips else row.get("caption")
+        if row.get("variants"):  # one result per sound: the variants it stands for
+            what = f"{what} (+{row['variants']} variant{'s' if row['variants'] != 1 else ''})"
+        if clips and row.get("captions"):
             what = f"{what}  ({row['captions'][0]})"
+        if direction == "audio_to_audio":
+            lines.append(f"{row['rank']:>4}  {row['cosine']:10.4f}  {what}")
+            continue
         moved = row.get("moved") or 0
         # Hits past the re-ranked top K (k > --top-k) keep their cosine order: no diffusion score.
         diffusion = "-" if row.get("diffusion") is None else f"{row['diffusion']:.4f}"
@@ -412,7 +435,7 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--allow-seen", action="store_true",
                    help="score clips the checkpoint was trained on (refused by default; the output is marked as "
                         "seen data)")
-    add_retrieval_flags(p, "diffusion re-ranking (defaults come from the checkpoint)", exclude=("seed", "num_results"))
+    add_retrieval_flags(p, "diffusion re-ranking (defaults come from the checkpoint)", exclude=("seed", *NOT_EVALUATED))
     group = p.add_argument_group("seeds, scorers and speed")
     group.add_argument("--ddim-seeds", "--seeds", "--seed", dest="seeds", type=int, nargs="+", default=None, metavar="SEED",
                        help="DDIM start-noise seeds; several give mean ± std (default: the checkpoint's seed)")
@@ -680,7 +703,7 @@ def _add_train_parser(sub) -> None:
     group.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
                        help="clamp the x0 estimate to [-1, 1] at each DDIM step (reference: on)")
     add_retrieval_flags(p, "validation re-ranking (saved in the checkpoint's config as its search defaults)",
-                        exclude=("num_results",), aliases=False)
+                        exclude=NOT_EVALUATED, aliases=False)
 
 
 def _override_model_config(config, args: argparse.Namespace):

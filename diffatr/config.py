@@ -129,6 +129,9 @@ class DiffusionConfig:
 
 
 FUSIONS = ("paper", "zscore")  # how the diffusion term joins the first-stage score (retrieval/fusion.py)
+# Where "sounds like this one" is measured (retrieval/similar.py): the audio backbone's embedding,
+# the trained audio head's space (the shared space), or both, concatenated.
+SIMILAR_SPACES = ("backbone", "head", "backbone+head")
 STEPS_LIMIT = "T, the diffusion steps the checkpoint was trained with"  # why steps <= T, in messages
 DEFAULT_BATCH_SIZE = 256  # queries per denoiser batch in a re-rank: speed and memory only, never the result
 
@@ -154,7 +157,8 @@ def _knob(default: Any, *, label: str, info: str, help: str, flags: tuple[str, .
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """How one search runs: the re-rank's knobs and the number of results (docs/method.md "Inference").
+    """How one search runs: the re-rank's knobs, the number of results, one result per sound, and
+    where similar sounds are measured (docs/method.md "Inference" and "Sounds like this one").
 
     The one carrier of these settings. An entry point (the CLI, the app) builds it once by
     ``dataclasses.replace`` on a checkpoint's ``config.retrieval`` (``with_retrieval``); the
@@ -197,6 +201,18 @@ class RetrievalConfig:
     num_results: int = _knob(
         10, label="Results shown", info="k: hits returned per query; past K they keep the cosine order",
         help="number of results to show", flags=("-k", "--num-results"), low=1, metavar="N")
+    one_per_sound: bool = _knob(
+        False, label="One result per sound",
+        info="keep the best clip of each recording (its variants are counted, +N, not shown)",
+        help="keep the best clip of each recording group (a manifest's label_group; near-duplicate audio for "
+             "clips without one) and say how many variants it hides", flags=("--one-per-sound",))
+    # backbone+head: chosen on val (benchmarks/similar.py; docs/method.md "Sounds like this one").
+    similar_space: str = _knob(
+        "backbone+head", label="Space of similar sounds",
+        info="audio -> audio: backbone = the audio backbone's embedding; head = the trained audio head's "
+             "(shared) space; backbone+head = both",
+        help="where similar sounds are measured (search --similar / --like): backbone, head or backbone+head",
+        flags=("--similar-space",), choices=SIMILAR_SPACES)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -204,6 +220,11 @@ class RetrievalConfig:
             check_knob(f.name, value)
             if f.type in ("int", "float"):  # a form's 5.0 is the integer 5; an integer alpha is a float
                 object.__setattr__(self, f.name, int(value) if f.type == "int" else float(value))
+
+
+# Settings of what a search shows that evaluation's caption <-> clip scores never depend on:
+# evaluation neither takes nor records them.
+NOT_EVALUATED = ("num_results", "one_per_sound", "similar_space")
 
 
 def knob_fields() -> tuple[dataclasses.Field, ...]:
@@ -226,6 +247,10 @@ def check_knob(name: str, value: Any, *, high: float | None = None, why: str = "
     if meta["choices"] is not None:
         if value not in meta["choices"]:
             raise ConfigError(f"{subject} must be one of {', '.join(meta['choices'])}, got {value!r}", name)
+        return
+    if kind in ("bool", bool):  # a switch: True or False, not a number that reads as one
+        if not isinstance(value, bool):
+            raise ConfigError(f"{subject} must be true or false, got {value!r}", name)
         return
     integer = kind in ("int", int)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from diffatr.config import DEFAULT_BATCH_SIZE, RetrievalConfig, knob_fields
+from diffatr.config import DEFAULT_BATCH_SIZE, NOT_EVALUATED, RetrievalConfig, knob_fields
 from diffatr.errors import DiffatrError
 from diffatr.metrics import retrieval_metrics
 from diffatr.retrieval.rerank import full_rerank
@@ -46,8 +46,9 @@ __all__ = [
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")
 SCORERS = ("dis", "gen", "gen+dis")
-# The settings an evaluation records (the number of results shown does not change a metric).
-KNOBS = tuple(f.name for f in knob_fields() if f.name != "num_results")
+# The settings an evaluation records (what a search shows, such as the number of results, does
+# not change a metric).
+KNOBS = tuple(f.name for f in knob_fields() if f.name not in NOT_EVALUATED)
 # The per-direction metric names of diffatr.metrics.retrieval_metrics, in table order.
 METRICS = ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
 STD_KIND = "sample standard deviation (ddof=1); 0.0 when there is a single value"

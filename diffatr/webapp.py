@@ -8,7 +8,7 @@ serves ``build_demo(app)``. Run ``python app.py`` in a checkout (or on Hugging F
 ``diffatr-demo`` after ``pip install "diffatr[app]"``. Gradio itself is imported on first use,
 after the offline environment is set (its import reads the hub's settings).
 
-Named API endpoints (``gradio_client``): search_text, search_audio, trajectory,
+Named API endpoints (``gradio_client``): search_text, search_audio, search_similar, trajectory,
 index_uploads, clear_uploads.
 
 Settings from the environment (``ServerSettings.from_env``): ``$DIFFATR_ANIMATION_SECONDS``
@@ -52,6 +52,8 @@ from diffatr.demo import (
     last_trajectory,
     md_escape,
     notices_of,
+    similar_markdown,
+    similar_status,
     skipped_table,
     status_line,
     upload_status,
@@ -183,7 +185,7 @@ class Handlers:
     a user's mistake becomes a red toast (and an error for API clients).
 
     The search handlers' parameter names are the API's (``caption, k, steps, top_k, alpha,
-    seed, temperature``); their values are read into one ``RetrievalConfig`` by
+    seed, temperature, one_per_sound``); their values are read into one ``RetrievalConfig`` by
     ``DemoApp.parse_settings``.
     """
 
@@ -191,30 +193,54 @@ class Handlers:
         self.app = app
         self.server = server
 
-    def _settings(self, k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any, temperature: Any) -> Any:
+    def _settings(self, k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any, temperature: Any,
+                  one_per_sound: Any) -> Any:
         return self.app.parse_settings(num_results=k, num_inference_steps=steps, top_k=top_k, alpha=alpha,
-                                       seed=seed, temperature=temperature)
+                                       seed=seed, temperature=temperature, one_per_sound=one_per_sound)
+
+    def _answer(self, session: DemoSession | None, knobs: tuple[Any, ...],
+                search: Callable[[Any, DemoSession], dict[str, Any]]) -> tuple[dict[str, Any], DemoSession]:
+        """Run ``search(settings, session)`` with the page's knobs read once; its notices become toasts."""
+        session = _session(session)
+        response = search(self._settings(*knobs), session)
+        _show_notices(response)
+        return response, session
 
     @_user_errors
     def search_text(self, caption: str, k: float, steps: float, top_k: float, alpha: float, seed: float,
-                    temperature: float, session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+                    temperature: float, one_per_sound: bool,
+                    session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
         """Text -> audio: the k best clips for a caption, re-ranked by the diffusion model."""
-        session = _session(session)
-        settings = self._settings(k, steps, top_k, alpha, seed, temperature)
-        response = self.app.searcher.search_text(caption, settings, session)
-        _show_notices(response)
-        return response, session
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_text(caption, settings, s))
 
     @_user_errors
     def search_audio(self, audio: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
-                     temperature: float, session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
-        """Audio -> text: the k best captions for a sound file or a recording."""
-        session = _session(session)
-        audio, sample_rate = audio_query(audio)
-        settings = self._settings(k, steps, top_k, alpha, seed, temperature)
-        response = self.app.searcher.search_audio(audio, settings, session, sample_rate=sample_rate)
-        _show_notices(response)
-        return response, session
+                     temperature: float, one_per_sound: bool,
+                     session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+        """Audio -> text: the k best captions for a sound file or a recording, and the clips that
+        sound most like it ("similar")."""
+        audio, rate = audio_query(audio)
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_audio(audio, settings, s, sample_rate=rate))
+
+    @_user_errors
+    def search_similar(self, clip_id: str | None, audio: str | None, k: float, steps: float, top_k: float,
+                       alpha: float, seed: float, temperature: float, one_per_sound: bool,
+                       session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+        """Audio -> audio: the k clips that sound most like a clip of the library (its id: a result's
+        clip_id, your own sounds included) or like a sound file; never the clip itself."""
+        query, rate = (str(clip_id).strip(), None) if clip_id and str(clip_id).strip() else audio_query(audio)
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_similar(query, settings, s, sample_rate=rate))
+
+    @_user_errors
+    def more_like_this(self, clip_id: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
+                       temperature: float, one_per_sound: bool,
+                       session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+        """A result's clip as the sound query: its ranked captions and the clips that sound like it."""
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_like(clip_id, settings, s))
 
     @_user_errors
     def trajectory(self, session: DemoSession | None) -> dict[str, Any]:
@@ -250,35 +276,54 @@ class Handlers:
     # ------------------------------------------------------------------ views (UI only)
 
     def show_text_results(self, response: dict[str, Any], session: DemoSession | None) -> list[Any]:
+        return [status_line(response), *self.cards(response.get("results", []), hit_markdown, session),
+                *_trajectory_views(session)]
+
+    def cards(self, hits: list[dict[str, Any]], markdown: Callable[[dict[str, Any]], str],
+              session: DemoSession | None) -> list[Any]:
+        """The values of ``MAX_RESULTS`` result cards (``_result_cards``): groups, texts, players and
+        clip ids ("More like this" reads them)."""
         # The players get Gradio's cache copies of the clips, never the corpus's own files: a file
         # served in place shows the page its absolute path (where the package is installed).
         gr = _gradio()
-        hits = response.get("results", [])
         shown = range(min(len(hits), MAX_RESULTS))
         groups = [gr.Group(visible=i in shown) for i in range(MAX_RESULTS)]
-        cards = [hit_markdown(hits[i]) if i in shown else "" for i in range(MAX_RESULTS)]
+        texts = [markdown(hits[i]) if i in shown else "" for i in range(MAX_RESULTS)]
         players = [self.app.audio_file(hits[i]["clip_id"], session) if i in shown else None
                    for i in range(MAX_RESULTS)]
-        return [status_line(response), *groups, *cards, *players, *_trajectory_views(session)]
+        clips = [hits[i]["clip_id"] if i in shown else "" for i in range(MAX_RESULTS)]
+        return [*groups, *texts, *players, *clips]
 
     @staticmethod
-    def stale_text_results(caption: Any) -> list[Any]:
+    def no_cards() -> list[Any]:
+        hidden = [_gradio().Group(visible=False) for _ in range(MAX_RESULTS)]
+        return [*hidden, *[""] * MAX_RESULTS, *[None] * MAX_RESULTS, *[""] * MAX_RESULTS]
+
+    def stale_text_results(self, caption: Any) -> list[Any]:
         """After a failed text search: clear the cards and the plots of the previous query, and say
         which query failed (the results of the last good query must not look like this one's)."""
-        hidden = [_gradio().Group(visible=False) for _ in range(MAX_RESULTS)]
-        return [_failed(_quoted(caption)), *hidden, *[""] * MAX_RESULTS, *[None] * MAX_RESULTS,
-                *_trajectory_views(None)]
+        return [_failed(_quoted(caption)), *self.no_cards(), *_trajectory_views(None)]
 
-    @staticmethod
-    def stale_audio_results(audio: Any) -> list[Any]:
-        """After a failed audio search: clear the caption table and the plots, name the query."""
+    def stale_audio_results(self, audio: Any) -> list[Any]:
+        """After a failed audio search: clear the caption table, the similar sounds and the plots,
+        and name the query."""
         audio, _ = audio_query(audio)
         name = os.path.basename(str(audio)) if isinstance(audio, (str, os.PathLike)) and audio else "this sound"
-        return [_failed(md_escape(name)), [], *_trajectory_views(None)]
+        return [_failed(md_escape(name)), [], "", *self.no_cards(), *_trajectory_views(None)]
 
-    @staticmethod
-    def show_audio_results(response: dict[str, Any], session: DemoSession | None) -> list[Any]:
-        return [status_line(response), hits_table(response), *_trajectory_views(session)]
+    def stale_like_results(self, clip_id: Any) -> list[Any]:
+        """After a failed "More like this": as a failed audio search, naming the clip."""
+        return [_failed(md_escape(str(clip_id or "this clip"))), [], "", *self.no_cards(), *_trajectory_views(None)]
+
+    def show_audio_results(self, response: dict[str, Any], session: DemoSession | None) -> list[Any]:
+        similar = response.get("similar", [])
+        return [status_line(response), hits_table(response), similar_status(response, "similar"),
+                *self.cards(similar, similar_markdown, session), *_trajectory_views(session)]
+
+    def show_like_results(self, response: dict[str, Any], session: DemoSession | None) -> list[Any]:
+        """"More like this": the audio tab, its query player holding the clip, its results."""
+        clip = self.app.audio_file(response["query_clip"], session)
+        return [_gradio().Tabs(selected="audio"), clip, *self.show_audio_results(response, session)]
 
     def show_upload(self, report: dict[str, Any], session: DemoSession | None) -> list[Any]:
         if "indexed" in report:
@@ -346,11 +391,14 @@ def named(component: Any, setting: str, high: float | None = None, why: str = ""
 
 def knob_control(name: str, value: Any, elem_id: str, *, high: float | None = None, why: str = "",
                  info: str | None = None) -> Any:
-    """A slider (or, for the seed, a number box) for one ``RetrievalConfig`` field, its label,
-    notation and bounds taken from the field's metadata; ``high`` narrows the upper bound."""
+    """A slider (or, for the seed, a number box; for a switch, a checkbox) for one
+    ``RetrievalConfig`` field, its label, notation and bounds taken from the field's metadata;
+    ``high`` narrows the upper bound."""
     gr = _gradio()
     meta = KNOBS[name].metadata
     label, info = meta["label"], info or meta["info"]
+    if KNOBS[name].type == "bool":
+        return gr.Checkbox(value=value, label=label, info=info, elem_id=elem_id)
     if name == "seed":
         box = gr.Number(value=value, precision=0, minimum=meta["low"], label=label, info=info, elem_id=elem_id)
         return named(box, name, high, why)
@@ -384,6 +432,7 @@ TRAJECTORY_HELP = (
 CSS = """
 #trajectory-plot, #trajectory-heatmap {min-height: 420px;}
 .result-card {padding: 4px 8px;}
+.more-like-this {max-width: 11em;}
 """
 
 
@@ -410,7 +459,26 @@ def _settings_row(app: DemoApp) -> list[Any]:
             knob_control("temperature", d.temperature, "temperature-slider",
                          info=f"{KNOBS['temperature'].metadata['info']} "
                               f"(here 1 / CE scale = {1 / app.model.config.diffusion.ce_scale:g})"),
+            knob_control("one_per_sound", d.one_per_sound, "one-per-sound-box"),
         ]
+
+
+def _result_cards(prefix: str) -> dict[str, list[Any]]:
+    """``MAX_RESULTS`` hidden result cards: a text, a player, a "More like this" button and the
+    clip's id (hidden; the button's input), as ``Handlers.cards`` fills them."""
+    gr = _gradio()
+    cards: dict[str, list[Any]] = {"groups": [], "cards": [], "players": [], "clips": [], "like": []}
+    for i in range(MAX_RESULTS):
+        with gr.Group(visible=False, elem_classes=["result-card"]) as group:
+            cards["cards"].append(gr.Markdown(elem_id=f"{prefix}-card-{i}"))
+            with gr.Row(equal_height=True):
+                cards["players"].append(gr.Audio(interactive=False, show_label=False, elem_id=f"{prefix}-audio-{i}",
+                                                 scale=4))
+                cards["like"].append(gr.Button("More like this", size="sm", scale=1, min_width=100,
+                                               elem_id=f"{prefix}-like-{i}", elem_classes=["more-like-this"]))
+            cards["clips"].append(gr.Textbox(visible=False, elem_id=f"{prefix}-clip-{i}"))
+        cards["groups"].append(group)
+    return cards
 
 
 def _text_tab(app: DemoApp) -> dict[str, Any]:
@@ -422,30 +490,33 @@ def _text_tab(app: DemoApp) -> dict[str, Any]:
             button = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
         gr.Examples(app.corpus.example_queries(), inputs=[caption], label="Try")
         status = gr.Markdown(elem_id="text-status")
-        groups, cards, players = [], [], []
-        for i in range(MAX_RESULTS):
-            with gr.Group(visible=False, elem_classes=["result-card"]) as group:
-                cards.append(gr.Markdown(elem_id=f"result-card-{i}"))
-                players.append(gr.Audio(interactive=False, show_label=False, elem_id=f"result-audio-{i}"))
-            groups.append(group)
-    return {"caption": caption, "button": button, "status": status, "groups": groups, "cards": cards,
-            "players": players}
+        cards = _result_cards("result")
+    return {"caption": caption, "button": button, "status": status, **cards}
 
 
 def _audio_tab(app: DemoApp) -> dict[str, Any]:
     gr = _gradio()
-    with gr.Tab("Audio → text", id="audio"):
+    with gr.Tab("Audio → text & similar sounds", id="audio"):
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                          label="A sound to search with (upload or record)", elem_id="audio-query")
         button = gr.Button("Search", variant="primary", elem_id="audio-search")
         gr.Examples([[p] for p in app.corpus.example_audio()], inputs=[audio], label="Try a corpus clip")
         status = gr.Markdown(elem_id="audio-status")
-        table = gr.Dataframe(
-            headers=["#", "caption", "clip", "fused", "cosine", "diffusion", "moved"],
-            label="Ranked captions (fused = cosine + α · diffusion; moved = places gained)",
-            interactive=False, elem_id="caption-table", wrap=True,
-            column_widths=["6%", "27%", "10%", "12%", "14%", "18%", "13%"])
-    return {"audio": audio, "button": button, "status": status, "table": table}
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                table = gr.Dataframe(
+                    headers=["#", "caption", "clip", "fused", "cosine", "diffusion", "moved"],
+                    label="Ranked captions (fused = cosine + α · diffusion; moved = places gained)",
+                    interactive=False, elem_id="caption-table", wrap=True,
+                    column_widths=["6%", "27%", "10%", "12%", "14%", "18%", "13%"])
+            with gr.Column(scale=1):
+                similar_status = gr.Markdown(elem_id="similar-status")
+                similar = _result_cards("similar")
+        # The search_similar endpoint's clip id (API clients; the page uses the cards' buttons).
+        like_clip = gr.Textbox(visible=False, elem_id="similar-query-clip")
+        like_button = gr.Button(visible=False, elem_id="similar-search")
+    return {"audio": audio, "button": button, "status": status, "table": table, "similar_status": similar_status,
+            "similar": similar, "like_clip": like_clip, "like_button": like_button}
 
 
 def _uploads_tab(app: DemoApp) -> dict[str, Any]:
@@ -507,7 +578,7 @@ def build_demo(app: DemoApp, server: ServerSettings | None = None) -> Any:
         page["corpus_line"] = gr.Markdown(handlers.corpus_line(None), elem_id="corpus-line")
         page["knobs"] = _settings_row(app)
         with gr.Row(equal_height=False):
-            with gr.Column(scale=5), gr.Tabs():
+            with gr.Column(scale=5), gr.Tabs(elem_id="tabs") as page["tabs"]:
                 page["text"], page["audio"], page["uploads"] = _text_tab(app), _audio_tab(app), _uploads_tab(app)
             with gr.Column(scale=6):
                 page["trajectory"] = _trajectory_column()
@@ -516,6 +587,7 @@ def build_demo(app: DemoApp, server: ServerSettings | None = None) -> Any:
             page["trajectory_button"] = gr.Button("Show the trajectory data", size="sm")
             page["trajectory_json"] = gr.JSON(label="trajectory")
         _wire_searches(handlers, page, server)
+        _wire_similar(handlers, page, server)
         _wire_player_and_uploads(handlers, page, server)
     status_rate = server.queue_status_seconds
     return demo.queue(status_update_rate=status_rate if status_rate == "auto" else float(status_rate))
@@ -531,7 +603,7 @@ def _wire_searches(handlers: Handlers, page: dict[str, Any], server: ServerSetti
                  show_progress="hidden")
     animated = dict(concurrency_limit=server.animations, concurrency_id="animation", api_visibility="private",
                     show_progress="hidden")
-    text_cards = [text["status"], *text["groups"], *text["cards"], *text["players"], *traj_outputs]
+    text_cards = [text["status"], *_card_outputs(text), *traj_outputs]
     text_search = gr.on([text["button"].click, text["caption"].submit], handlers.search_text,
                         inputs=[text["caption"], *page["knobs"], session], outputs=[page["response"], session],
                         api_name="search_text", concurrency_limit=server.search_workers, concurrency_id="search_text")
@@ -539,7 +611,7 @@ def _wire_searches(handlers: Handlers, page: dict[str, Any], server: ServerSetti
     page["played"] = [text_shown.success(handlers.play_from_start, [session], animation, **animated)]
     text_search.failure(handlers.stale_text_results, [text["caption"]], text_cards, **views)
 
-    audio_outputs = [audio["status"], audio["table"], *traj_outputs]
+    audio_outputs = _audio_outputs(page)
     audio_search = audio["button"].click(handlers.search_audio, inputs=[audio["audio"], *page["knobs"], session],
                                          outputs=[page["response"], session], api_name="search_audio",
                                          concurrency_limit=server.audio_search_workers, concurrency_id="search_audio")
@@ -547,6 +619,40 @@ def _wire_searches(handlers: Handlers, page: dict[str, Any], server: ServerSetti
                                        **views)
     page["played"].append(audio_shown.success(handlers.play_from_start, [session], animation, **animated))
     audio_search.failure(handlers.stale_audio_results, [audio["audio"]], audio_outputs, **views)
+
+
+def _card_outputs(cards: dict[str, list[Any]]) -> list[Any]:
+    return [*cards["groups"], *cards["cards"], *cards["players"], *cards["clips"]]
+
+
+def _audio_outputs(page: dict[str, Any]) -> list[Any]:
+    """What an audio search shows: status, captions, similar sounds, the trajectory's plots."""
+    audio, traj = page["audio"], page["trajectory"]
+    return [audio["status"], audio["table"], audio["similar_status"], *_card_outputs(audio["similar"]),
+            traj["plot"], traj["heatmap"], traj["step"]]
+
+
+def _wire_similar(handlers: Handlers, page: dict[str, Any], server: ServerSettings) -> None:
+    """"More like this" on every result card (the clip becomes the audio tab's query: its captions
+    and the sounds like it), and the search_similar endpoint."""
+    audio, session, traj = page["audio"], page["session"], page["trajectory"]
+    searching = dict(concurrency_limit=server.audio_search_workers, concurrency_id="search_audio")
+    views = dict(concurrency_limit=server.view_workers, concurrency_id="views", api_visibility="private",
+                 show_progress="hidden")
+    animated = dict(concurrency_limit=server.animations, concurrency_id="animation", api_visibility="private",
+                    show_progress="hidden")
+    shown_outputs = [page["tabs"], audio["audio"], *_audio_outputs(page)]
+    for cards in (page["text"], audio["similar"]):
+        for clip, button in zip(cards["clips"], cards["like"]):
+            liked = button.click(handlers.more_like_this, inputs=[clip, *page["knobs"], session],
+                                 outputs=[page["response"], session], api_visibility="private", **searching)
+            shown = liked.success(handlers.show_like_results, [page["response"], session], shown_outputs, **views)
+            page["played"].append(shown.success(handlers.play_from_start, [session], [traj["plot"], traj["step"]],
+                                                **animated))
+            liked.failure(handlers.stale_like_results, [clip], _audio_outputs(page), **views)
+    audio["like_button"].click(handlers.search_similar, inputs=[audio["like_clip"], audio["audio"], *page["knobs"],
+                                                                session],
+                               outputs=[page["response"], session], api_name="search_similar", **searching)
 
 
 def _wire_player_and_uploads(handlers: Handlers, page: dict[str, Any], server: ServerSettings) -> None:

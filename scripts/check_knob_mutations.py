@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "diffatr" / "retrieval" / "engine.py"
 ANCHOR = "        config = self.model.config.retrieval if config is None else config\n"
-KNOBS = ("fusion", "temperature", "alpha", "num_inference_steps", "top_k", "seed", "num_results")
+KNOBS = ("fusion", "temperature", "alpha", "num_inference_steps", "top_k", "seed", "num_results", "one_per_sound",
+         "similar_space")
 
 
 def main(pytest_args: list[str]) -> int:

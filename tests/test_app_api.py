@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app_server import EXAMPLES, library_top, running_app
+from app_server import EXAMPLES, library_similar, library_top, running_app
 from conftest import write_tone
 
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
@@ -20,8 +20,8 @@ client_module = pytest.importorskip("gradio_client")
 Client, handle_file = client_module.Client, client_module.handle_file
 from gradio_client.exceptions import AppError  # noqa: E402
 
-ENDPOINTS = {"/search_text", "/search_audio", "/trajectory", "/index_uploads", "/clear_uploads"}
-FAST = dict(k=3, steps=10, top_k=8, alpha=1.0, seed=0)
+ENDPOINTS = {"/search_text", "/search_audio", "/search_similar", "/trajectory", "/index_uploads", "/clear_uploads"}
+FAST = dict(k=3, steps=10, top_k=8, alpha=1.0, seed=0, one_per_sound=True)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,25 @@ def test_named_endpoints(url: str) -> None:
     info = _client(url).view_api(return_format="dict", print_info=False)
     assert ENDPOINTS <= set(info["named_endpoints"])
     params = [p["parameter_name"] for p in info["named_endpoints"]["/search_text"]["parameters"]]
-    assert params == ["caption", "k", "steps", "top_k", "alpha", "seed", "temperature"]  # the session state is hidden
+    assert params == ["caption", "k", "steps", "top_k", "alpha", "seed", "temperature", "one_per_sound"]  # no session
+    params = [p["parameter_name"] for p in info["named_endpoints"]["/search_similar"]["parameters"]]
+    assert params[:2] == ["clip_id", "audio"] and params[-1] == "one_per_sound"
+
+
+def test_sounds_like_a_clip_or_a_file(url: str) -> None:
+    client = _client(url)
+    response = client.predict(clip_id="dog", audio=None, k=4, api_name="/search_similar")
+    assert response["direction"] == "audio_to_audio" and response["query_clip"] == "dog"
+    ids = [h["clip_id"] for h in response["results"]]
+    assert ids == library_similar("dog", 4) and "dog" not in ids  # the library's engine is the oracle
+    by_file = client.predict(clip_id="", audio=handle_file(str(EXAMPLES / "dog.mp3")), k=4, api_name="/search_similar")
+    assert [h["clip_id"] for h in by_file["results"]] == ids
+    with pytest.raises(AppError, match="No clip 'wolf' in the library"):
+        client.predict(clip_id="wolf", audio=None, api_name="/search_similar")
+    with pytest.raises(AppError, match="No audio yet"):
+        client.predict(clip_id="", audio=None, api_name="/search_similar")
+    audio = client.predict(handle_file(str(EXAMPLES / "dog.mp3")), **FAST, api_name="/search_audio")
+    assert [h["clip_id"] for h in audio["similar"]] == library_similar("dog", FAST["k"])
 
 
 def test_text_search_and_its_trajectory(url: str) -> None:

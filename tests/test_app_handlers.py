@@ -150,7 +150,8 @@ def test_the_trajectory_view_is_built_on_first_read_only(app: DemoApp, fast: Ret
 
 
 def test_searches_run_without_autograd_bookkeeping(app: DemoApp, fast: RetrievalConfig, monkeypatch) -> None:
-    """The demo never trains: its searches run in inference mode (cheaper per op), text and audio."""
+    """The demo never trains: its searches run in inference mode (cheaper per op), text, audio
+    (its captions and its similar sounds) and sounds like a clip."""
     import torch
 
     engine = app.sessions.engine
@@ -164,7 +165,9 @@ def test_searches_run_without_autograd_bookkeeping(app: DemoApp, fast: Retrieval
     monkeypatch.setattr(engine, "rank", recording)
     app.searcher.search_text("a dog barking", fast, DemoSession())
     app.searcher.search_audio(str(EXAMPLES / "cat.mp3"), fast, DemoSession())
-    assert seen == [True, True] and not torch.is_inference_mode_enabled()
+    app.searcher.search_similar("dog", fast, DemoSession())
+    app.searcher.search_like("dog", fast, DemoSession())
+    assert seen == [True] * 6 and not torch.is_inference_mode_enabled()
 
 
 def test_same_seed_same_trajectory_other_seed_other_noise(app: DemoApp, fast: RetrievalConfig) -> None:

@@ -68,6 +68,9 @@ def test_bad_json_and_unknown_name():
     ("seed", -1, "(seed) must be between"), ("seed", True, "(seed) must be an integer"),
     ("fusion", "max", "(fusion) must be one of paper, zscore"), ("num_results", 0, "(num_results) must be at least 1"),
     ("top_k", "8", "(top_k) must be an integer, got '8'"),
+    ("one_per_sound", 1, "One result per sound (one_per_sound) must be true or false, got 1"),
+    ("one_per_sound", "yes", "(one_per_sound) must be true or false"),
+    ("similar_space", "text", "(similar_space) must be one of backbone, head, backbone+head"),
 ])
 def test_retrieval_knobs_are_validated_once_and_name_the_setting(knob, bad, words):
     import dataclasses
@@ -109,7 +112,9 @@ def test_every_knob_carries_what_an_interface_needs():
         assert meta["label"] and meta["info"] and meta["help"] and meta["flags"], f.name
         assert meta["label"][0].isupper() and "_" not in meta["label"], f.name  # plain words for a page
         flags += [*meta["flags"], *meta["aliases"]]
-        if meta["choices"] is None:
+        if f.type == "bool":  # a switch: no bounds, no choices (the CLI gives --x / --no-x)
+            assert meta["low"] is None and meta["choices"] is None and isinstance(f.default, bool), f.name
+        elif meta["choices"] is None:
             assert meta["low"] is not None and meta["low"] <= f.default, f.name
             assert meta["high"] is None or f.default <= meta["high"], f.name
         else:

@@ -3,7 +3,8 @@
 For each knob, a search with a value other than the checkpoint's must (a) differ from the search
 at the checkpoint's value and (b) equal the pipeline (``diffatr.retrieval.rerank.rerank``) run
 by hand with that value. An engine that ignored the knob, or took it from the checkpoint
-instead, fails (a) and (b). Both directions are searched.
+instead, fails (a) and (b). Both directions are searched; one result per sound and the similar
+space also audio -> audio.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from diffatr.model import DiffATR
 from diffatr.retrieval.engine import SearchEngine
 from diffatr.retrieval.index import RetrievalIndex
 from diffatr.retrieval.rerank import rerank
+from diffatr.retrieval.similar import similar_embeddings
 
 QUERIES = ["a dog barks", "rain on a tin roof", "a church bell"]
 # knob -> a value other than the tiny config's (top_k 8, steps 10, alpha 1, temperature 1,
@@ -61,7 +63,7 @@ def engine() -> SearchEngine:
     index = RetrievalIndex(
         audio_features=torch.randn(n, config.audio.embed_dim, generator=g), clip_ids=[f"id{i}" for i in range(n)],
         paths=[None] * n, captions=captions, text_features=text.encode([c for cs in captions for c in cs]),
-        metadata=[{} for _ in range(n)],
+        metadata=[{"label_group": f"g{i % 13}"} for i in range(n)],  # recordings of 3 or 4 clips
         encoders={"audio": dataclasses.asdict(config.audio), "text": dataclasses.asdict(config.text)})
     return SearchEngine(model, index, text_encoder=text)
 
@@ -118,3 +120,53 @@ def test_each_knob_reaches_the_ranking(engine: SearchEngine, knob: str, directio
 def test_same_settings_same_ranking(engine: SearchEngine) -> None:
     settings = engine.model.config.with_retrieval(seed=3, temperature=0.1)
     assert _search(engine, "text_to_audio", settings) == _search(engine, "text_to_audio", settings)
+
+
+def _by_hand_per_sound(engine: SearchEngine, direction: str, settings) -> list[list[int]]:
+    """One result per sound by hand: the pipeline's whole ranking, the first row of each group."""
+    everything = dataclasses.replace(settings, one_per_sound=False, num_results=200)
+    groups = [m["label_group"] for m in engine.index.metadata]
+    owner = engine.index.caption_to_clip.tolist()
+    out = []
+    for hits in _by_hand(engine, direction, everything):
+        seen, rows = set(), []
+        for row, _ in hits:
+            group = groups[owner[row] if direction == "audio_to_text" else row]
+            if group not in seen:
+                seen.add(group)
+                rows.append(row)
+        out.append(rows[: settings.num_results])
+    return out
+
+
+@pytest.mark.parametrize("direction", ["text_to_audio", "audio_to_text"])
+def test_one_result_per_sound_reaches_the_ranking(engine: SearchEngine, direction: str) -> None:
+    base = engine.model.config.retrieval
+    changed = engine.model.config.with_retrieval(one_per_sound=True)
+    assert base.one_per_sound is False
+    got = _search(engine, direction, changed)
+    assert got != _search(engine, direction, base), "one_per_sound = True changed nothing: the engine ignores it"
+    assert [[row for row, _, _ in hits] for hits in got] == _by_hand_per_sound(engine, direction, changed)
+
+
+@pytest.mark.parametrize("knob, value", [("similar_space", "backbone"), ("one_per_sound", True)])
+def test_audio_to_audio_settings_reach_the_ranking(engine: SearchEngine, knob: str, value) -> None:
+    base = engine.model.config.retrieval
+    changed = engine.model.config.with_retrieval(**{knob: value})
+    assert getattr(base, knob) != value
+
+    def rows(settings) -> list[int]:
+        return [h.row for h in engine.search_similar("id4", settings)[0]]
+
+    assert rows(changed) != rows(base), f"{knob} = {value!r} changed nothing: the engine ignores it"
+    with torch.no_grad():  # by hand: every other clip in the space, best first
+        vectors = similar_embeddings(engine.model, engine.index.audio_features, changed.similar_space)
+    order = [int(j) for j in torch.sort(vectors @ vectors[4], descending=True, stable=True).indices if int(j) != 4]
+    if changed.one_per_sound:
+        groups, seen, kept = [m["label_group"] for m in engine.index.metadata], set(), []
+        for j in order:
+            if groups[j] not in seen:
+                seen.add(groups[j])
+                kept.append(j)
+        order = kept
+    assert rows(changed) == order[: changed.num_results]

@@ -119,7 +119,7 @@ def test_the_demo_uses_its_corpus_stores(audio_folder, checkpoint, tmp_path, cap
     assert _index([audio_folder, "--out", out, "--checkpoint", checkpoint, "--backend", "faiss",
                    "--faiss-factory", "Flat"], capsys)[0] == 0
     app = DemoApp.load(checkpoint, out, upload_root=tmp_path / "uploads").start(warm_up=False)
-    assert set(app.engine.first_stage) == {"text_to_audio", "audio_to_text"}
+    assert set(app.engine.first_stage) == {"text_to_audio", "audio_to_text", "audio_to_audio"}
     # nothing of the library's size is held: the shortlist's vectors come from the stores
     assert app.engine.audio_embeds is None and app.engine.text_embeds is None and not app.engine._caches
     response = app.searcher.search_text("a high beep", app.defaults, DemoSession())

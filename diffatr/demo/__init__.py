@@ -10,7 +10,8 @@ softer problems (a caption or a recording that was cut) come back as ``notices``
 ``diffatr.webapp`` turns all of this into components; ``diffatr.plots`` draws.
 
 Modules: ``app`` (DemoApp, the wiring), ``settings`` (a search's RetrievalConfig from form
-values, and the page's limits), ``search`` (text and audio queries), ``trajectory`` (a
+values, and the page's limits), ``search`` (text and audio queries, sounds like a sound or a
+clip), ``trajectory`` (a
 session's last trajectory view and the animation's pace), ``user_sounds`` and
 ``unpack`` (uploads), ``session`` (sessions, their engines and locks), ``corpus`` (the shipped
 corpus as the page names it), ``messages`` (errors and notices), ``formatting`` (page text).
@@ -31,9 +32,12 @@ from diffatr.demo.formatting import (
     hits_table,
     md_escape,
     notices_of,
+    similar_markdown,
+    similar_status,
     skipped_table,
     status_line,
     upload_status,
+    variants_note,
 )
 from diffatr.demo.messages import DemoError, Notice, hide_paths
 from diffatr.demo.search import Searcher
@@ -83,7 +87,10 @@ __all__ = [
     "notices_of",
     "page_defaults",
     "read_settings",
+    "similar_markdown",
+    "similar_status",
     "skipped_table",
     "status_line",
     "upload_status",
+    "variants_note",
 ]

@@ -1,5 +1,6 @@
-"""Searching by text or by sound: reading the user's caption or audio (with the demo's cuts and
-refusals), running the session's engine, and the JSON-able response the page and API get.
+"""Searching by text or by sound, and for sounds like a sound: reading the user's caption or
+audio (with the demo's cuts and refusals), running the session's engine, and the JSON-able
+response the page and API get.
 
 Owns the query side of the demo; it takes paths or waveforms with their rate, never a UI
 value (``diffatr.webapp_io`` converts those), and never puts a server path in a response.
@@ -36,7 +37,7 @@ _CUT_NOTE = f"only its first {AUDIO_MAX_SECONDS:g} s were used (the demo's limit
 
 
 class Searcher:
-    """Text -> audio and audio -> text for the sessions of one app.
+    """Text -> audio, audio -> text and audio -> audio for the sessions of one app.
 
     Args:
         audio_rate: the audio encoder's sample rate (queries are decoded at it).
@@ -94,7 +95,8 @@ class Searcher:
             sample_rate: the recording's rate in Hz (ignored for a file).
 
         Returns:
-            As ``search_text``; each hit's ``caption`` is the matched caption.
+            As ``search_text``; each hit's ``caption`` is the matched caption; ``similar``: the
+            clips that sound most like it (rows as in ``search_similar``).
 
         Raises:
             DemoError: no audio, unreadable or silent audio, no captions to search.
@@ -103,12 +105,99 @@ class Searcher:
         waveform, rate, name = read_query_audio(audio, sample_rate, self.audio_rate, notices)
         engine = self._engine(session, notices)
         try:
-            results = engine.search_audio(waveform, settings, sample_rate=rate, return_trajectory=True)
+            features = engine.embed_audio(waveform, sample_rate=rate)  # (1, Da): once for both searches
         except AudioError as err:
             raise DemoError(f"Could not use {name} as a query: {err}") from None
         except DiffatrError as err:
             raise DemoError(str(err)) from None
-        return self._response(engine, results, name, session, notices)
+        return self._sound_response(engine, features, [], settings, name, session, notices)
+
+    @torch.inference_mode()
+    def search_like(self, clip_id: Any, settings: RetrievalConfig, session: DemoSession) -> dict[str, Any]:
+        """A clip of the library as a sound query ("More like this"): its ranked captions and the
+        clips that sound most like it, from its stored features (nothing is decoded).
+
+        Args:
+            clip_id: a clip of this session's library (the shipped corpus, or ``yours/...``).
+            settings, session: as for ``search_text``.
+
+        Returns:
+            As ``search_audio``, with ``query_clip``: the clip, and ``audio_file``: its file's
+            public name.
+
+        Raises:
+            DemoError: not a clip of this session's library.
+        """
+        notices: list[Notice] = []
+        engine = self._engine(session, notices)
+        row = self._clip_row(engine, clip_id)
+        features = engine.index.audio_features[row : row + 1]  # (1, Da)
+        response = self._sound_response(engine, features, [row], settings, clip_id, session, notices)
+        response["query_clip"] = clip_id
+        response["audio_file"] = self.corpus.public_name(engine.index.paths[row], engine.index.metadata[row])
+        return response
+
+    @torch.inference_mode()
+    def search_similar(self, query: Any, settings: RetrievalConfig, session: DemoSession, *,
+                       sample_rate: int | None = None) -> dict[str, Any]:
+        """Audio -> audio: the clips that sound most like a clip of the library or a sound.
+
+        Args:
+            query: a clip id of this session's library, or audio as ``search_audio`` takes it.
+            settings, session: as for ``search_text`` (the session's trajectory is kept: no
+                diffusion runs here).
+            sample_rate: the recording's rate in Hz (ignored for a file or a clip id).
+
+        Returns:
+            ``{"direction": "audio_to_audio", "query", "query_clip" (or None), "settings",
+            "corpus", "results", "notices"}``; each result as in ``search_text``, its
+            ``cosine`` (= ``fused``) the similarity, ``variants`` the hidden variants.
+
+        Raises:
+            DemoError: no audio, unreadable or silent audio, an unknown clip id.
+        """
+        notices: list[Notice] = []
+        engine = self._engine(session, notices)
+        clip = query if isinstance(query, str) and engine.clip_row(query) is not None else None
+        if clip is None and isinstance(query, str) and query.strip() and not os.path.exists(query):
+            self._clip_row(engine, query)  # neither a clip nor a file: says so
+        try:
+            if clip is not None:
+                results = engine.search_similar(clip, settings)
+                name = clip
+            else:
+                waveform, rate, name = read_query_audio(query, sample_rate, self.audio_rate, notices)
+                results = engine.search_similar(waveform, settings, sample_rate=rate)
+        except AudioError as err:
+            raise DemoError(f"Could not use the sound as a query: {err}") from None
+        except DiffatrError as err:
+            raise DemoError(str(err)) from None
+        return {"direction": results.direction, "query": name, "query_clip": clip,
+                "settings": dataclasses.asdict(results.config), "corpus": self.corpus.summary(session),
+                "results": [self._row(hit, session) for hit in results[0]],
+                "notices": [dataclasses.asdict(n) for n in notices]}
+
+    def _sound_response(self, engine: SearchEngine, features: torch.Tensor, own: list[int],
+                        settings: RetrievalConfig, name: str, session: DemoSession,
+                        notices: list[Notice]) -> dict[str, Any]:
+        """Audio -> text (with its trajectory) and audio -> audio for one sound's features."""
+        try:
+            results = engine.search_audio_embeds(features, settings, return_trajectory=True)
+            similar = engine.search_similar_embeds(features, settings, exclude=[own])
+        except DiffatrError as err:
+            raise DemoError(str(err)) from None
+        response = self._response(engine, results, name, session, notices)
+        response["similar"] = [self._row(hit, session) for hit in similar[0]]
+        return response
+
+    @staticmethod
+    def _clip_row(engine: SearchEngine, clip_id: Any) -> int:
+        row = engine.clip_row(clip_id) if isinstance(clip_id, str) else None
+        if row is None:
+            shown = clip_id if isinstance(clip_id, str) and len(clip_id) <= 80 else "that clip"
+            raise DemoError(f"No clip {shown!r} in the library searched here: pick a result of a search "
+                            "(your own sounds stay in this session only).")
+        return row
 
     def _engine(self, session: DemoSession, notices: list[Notice]) -> SearchEngine:
         self.sessions.expire(session, notices)

@@ -3,7 +3,7 @@
 A search's settings are the library's ``RetrievalConfig``, built once here from the page's
 values on the checkpoint's defaults (``ModelConfig.with_retrieval``): its bounds and its error
 wording are the library's (``diffatr.config.check_knob``). The page only narrows three of them
-(``PAGE_LIMITS``). It must not run searches.
+(``PAGE_LIMITS``) and turns one switch on (``PAGE_SWITCHES``). It must not run searches.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ SEED_MAX = 2**31 - 1  # the browser's number box holds 32-bit integers; the libr
 # Settings the page allows less of than the library does, and why (said in the message).
 PAGE_LIMITS = {"num_results": (MAX_RESULTS, "the result slots on the page"),
                "top_k": (TOP_K_MAX, "the demo's limit"), "seed": (SEED_MAX, "the browser's number box")}
+# Switches the page turns on whatever the checkpoint says: a page of ten results shows ten
+# different recordings, each with its number of hidden variants (the user can turn it off).
+PAGE_SWITCHES = {"one_per_sound": True}
 MAX_QUERY_CHARS = 500  # longer captions are cut (the text encoder reads 128 tokens anyway)
 # Audio queries and uploads are cut here (the library's max_seconds policy, with a notice):
 # on the 2-core CPU this keeps an audio query or one upload at about a second.
@@ -30,10 +33,11 @@ _FIELDS = {f.name: f for f in knob_fields()}
 
 
 def page_defaults(model_config: ModelConfig) -> RetrievalConfig:
-    """A checkpoint's retrieval settings within the page's limits (the page's first values)."""
+    """A checkpoint's retrieval settings within the page's limits, with the page's switches
+    (the page's first values)."""
     defaults = model_config.retrieval
     return model_config.with_retrieval(**{name: min(getattr(defaults, name), high)
-                                          for name, (high, _) in PAGE_LIMITS.items()})
+                                          for name, (high, _) in PAGE_LIMITS.items()}, **PAGE_SWITCHES)
 
 
 def read_settings(model_config: ModelConfig, values: Mapping[str, Any]) -> RetrievalConfig:

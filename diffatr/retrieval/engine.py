@@ -3,8 +3,10 @@
 The engine projects the index once, keeps each denoiser's candidate cache, cleans and encodes
 queries, and runs the first stage (``topk``, or a vector store from ``stores``) and the
 re-rank (``rerank``) with the ``RetrievalConfig`` it is given, as it is: no knob has a default
-here, and none is checked again. It returns ``SearchHit`` lists and, for a page, the trajectory
-view of a search. No file I/O besides what the encoders do when handed a path.
+here, and none is checked again. Audio -> audio ("sounds like this one") is the first stage
+alone, in the space of ``similar``; one result per sound keeps the best row of each recording
+group (``groups``). It returns ``SearchHit`` lists and, for a page, the trajectory view of a
+search. No file I/O besides what the encoders do when handed a path.
 
 Shape legend: Q queries, N candidates (the corpus), K candidates re-ranked per query, D
 embedding width.
@@ -24,14 +26,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffatr.config import DEFAULT_BATCH_SIZE, RetrievalConfig
+from diffatr.retrieval.groups import NEAR_DUPLICATE_COSINE, RecordingGroups, collapse
 from diffatr.retrieval.index import IndexMismatchError, RetrievalIndex, encoder_mismatches
 from diffatr.retrieval.rerank import RerankResult, rerank_topk
+from diffatr.retrieval.similar import SAME_AUDIO_COSINE, similar_embeddings
 from diffatr.retrieval.topk import SearchError, cosine_topk
 from diffatr.retrieval.trajectory import trajectory_view
 
-__all__ = ["DIRECTIONS", "SearchEngine", "SearchError", "SearchHit", "SearchResults", "clean_query"]
+__all__ = ["DIRECTIONS", "SIMILAR", "SearchEngine", "SearchError", "SearchHit", "SearchResults", "clean_query"]
 
-DIRECTIONS = ("text_to_audio", "audio_to_text")
+DIRECTIONS = ("text_to_audio", "audio_to_text")  # the re-ranked directions (a denoiser each)
+SIMILAR = "audio_to_audio"  # sounds like a sound: the first stage alone
+# With one result per sound, the first stage is asked for this many times the rows shown (or
+# re-ranked), then this many times more while too few recordings are found.
+_GROUP_WIDTH_FACTOR = 8
+_SAME_AUDIO_COLUMNS = 64  # audio -> audio: the top rows checked for the query's own audio
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,12 @@ class SearchHit:
         cosine: phase-1 similarity S.
         diffusion: softmax(x0 / temp) of this item, ``None`` beyond the re-ranked top K.
         fused: the final score (S + alpha * diffusion; S beyond the top K).
-        cosine_rank: 1-based position by cosine alone.
+        cosine_rank: 1-based position by cosine alone (one result per sound: among the
+            recordings, each at its best cosine).
         moved: cosine_rank - rank: how many places the diffusion moved it up.
         metadata: the clip's metadata.
+        variants: with one result per sound, how many other clips of its recording the library
+            holds (hidden from the results); else 0.
     """
 
     rank: int
@@ -65,6 +77,7 @@ class SearchHit:
     cosine_rank: int
     moved: int
     metadata: dict[str, Any]
+    variants: int
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field (``diffusion`` may be None)."""
@@ -77,10 +90,11 @@ class SearchResults(Sequence):
 
     Attributes:
         hits: one list of ``SearchHit`` per query.
-        direction: "text_to_audio" or "audio_to_text".
+        direction: "text_to_audio", "audio_to_text" or "audio_to_audio".
         config: the settings the search ran with.
         ranking: the engine's ``RerankResult`` (with the DDIM path when it was asked for:
-            ``SearchEngine.trajectory_view`` reads it).
+            ``SearchEngine.trajectory_view`` reads it; audio -> audio: the first stage alone,
+            diffusion NaN).
         queries: the query texts, or the audio queries' names.
     """
 
@@ -98,7 +112,7 @@ class SearchResults(Sequence):
 
 
 class SearchEngine:
-    """Text->audio and audio->text search over a ``RetrievalIndex`` with a DiffATR model.
+    """Text->audio, audio->text and audio->audio search over a ``RetrievalIndex`` with a DiffATR model.
 
     Projects the index's backbone features once, precomputes each denoiser's candidate cache
     once, and answers queries. Build a new engine after changing the model's weights (the
@@ -114,7 +128,9 @@ class SearchEngine:
             ``embed_waveform(array, sr)``).
         batch_size: queries per denoiser batch (speed and memory only).
         first_stage: per direction, a vector store that answers the first stage (FAISS, Milvus:
-            ``diffatr.retrieval.stores.attach``); the re-rank on top is unchanged.
+            ``diffatr.retrieval.stores.attach``); the re-rank on top is unchanged. The
+            "audio_to_audio" store holds the clips in the checkpoint's own ``similar_space``
+            (a search in another space ranks exactly).
     """
 
     def __init__(self, model: Any, index: RetrievalIndex, text_encoder: Any = None,
@@ -144,6 +160,9 @@ class SearchEngine:
         self.text_embeds: Tensor | None = None  # (M, D), built on first need
         if index.text_features is not None and "audio_to_text" not in self.first_stage:
             self._build_text_side(index.text_features)
+        self._similar_embeds: dict[str, Tensor] = {}  # similar space -> (N, D'), built on first need
+        self._groups: RecordingGroups | None = None  # built on the first search with one result per sound
+        self._row_of: dict[str, int] | None = None  # clip id -> row, built on the first search by clip id
 
     # ------------------------------------------------------------------ setup
 
@@ -197,30 +216,37 @@ class SearchEngine:
     # ------------------------------------------------------------------ ranking
 
     def rank(self, direction: str, features: Tensor, config: RetrievalConfig, *, projected: bool = False,
-             return_trajectory: bool = False) -> RerankResult:
+             return_trajectory: bool = False, width: int | None = None,
+             exclude: Sequence[Sequence[int]] | None = None) -> RerankResult:
         """Rank the index for query features; the low-level call under ``search_*``.
 
         Args:
-            direction: "text_to_audio" (queries are text) or "audio_to_text".
-            features: (Q, Dt|Da) backbone features (or (Q, D) embeddings when ``projected``).
+            direction: "text_to_audio" (queries are text), "audio_to_text" or "audio_to_audio".
+            features: (Q, Dt|Da) backbone features (or (Q, D) embeddings when ``projected``;
+                audio -> audio takes backbone features).
             config: the settings, as the entry point built them (``ModelConfig.with_retrieval``).
             projected: ``features`` are already embeddings in the shared space.
             return_trajectory: record the DDIM path (for ``trajectory_view``).
+            width: rows ranked per query (None: max(K, num_results)); at least K.
+            exclude: audio -> audio: per query, index rows never returned (its own clip).
 
         Returns:
-            RerankResult with max(K, num_results) columns, clamped to the corpus size; columns
-            beyond the re-ranked top K keep their cosine order and have diffusion = NaN,
-            fused = cosine.
+            RerankResult with ``width`` columns, clamped to the corpus size; columns beyond the
+            re-ranked top K keep their cosine order and have diffusion = NaN, fused = cosine.
+            Audio -> audio: the first stage alone (``_rank_similar``).
         """
-        if direction not in DIRECTIONS:
-            raise SearchError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if not isinstance(config, RetrievalConfig):
             raise SearchError(f"config must be a RetrievalConfig, got {type(config).__name__}")
+        if direction == SIMILAR and not projected:
+            return self._rank_similar(features, config, config.num_results if width is None else width, exclude)
+        if direction not in DIRECTIONS:
+            raise SearchError(f"direction must be one of {(*DIRECTIONS, SIMILAR)} (audio_to_audio with backbone "
+                              f"features), got {direction!r}")
         queries, candidates = self._queries(direction, features, projected)
         store = self.first_stage.get(direction)
         n = len(store) if store is not None else candidates.shape[0]
         top_k = min(config.top_k, n)
-        width = min(max(top_k, config.num_results), n)
+        width = min(max(top_k, config.num_results if width is None else width), n)
         if store is not None:  # a vector store's (maybe approximate) top, rows = store ids
             scores, indices = store.search(queries.float().cpu(), width)
             scores, indices = scores.to(queries.device), indices.to(queries.device)
@@ -256,31 +282,127 @@ class SearchEngine:
                 raise SearchError(f"query features must be (Q, {expected}), got {tuple(features.shape)}")
             return self._project(project, features), candidates  # (Q, D)
 
+    def _rank_similar(self, features: Tensor, config: RetrievalConfig, width: int,
+                      exclude: Sequence[Sequence[int]] | None) -> RerankResult:
+        """Audio -> audio: the first stage alone, in ``config.similar_space`` (no denoiser is
+        trained for it), without each query's ``exclude`` rows or a clip of its very audio
+        (backbone cosine >= ``SAME_AUDIO_COSINE``). Diffusion and x0 are NaN, fused = cosine;
+        ``settings["excluded"]`` lists the rows left out, per query."""
+        features = self._backbone_queries(features)  # (Q, Da)
+        queries = similar_embeddings(self.model, features, config.similar_space)  # (Q, D')
+        own_space = config.similar_space == self.model.config.retrieval.similar_space
+        store = self.first_stage.get(SIMILAR) if own_space else None
+        n = len(self.index)
+        banned = [set(map(int, e)) for e in exclude] if exclude is not None else [set() for _ in range(len(queries))]
+        fetch = min(n, width + 1 + max(map(len, banned), default=0))  # + 1: the query's own audio, if indexed
+        while True:
+            if store is not None:
+                scores, rows = store.search(queries.float().cpu(), fetch)
+                scores, rows = scores.to(queries.device), rows.to(queries.device)
+            else:
+                scores, rows = cosine_topk(queries, self._similar_candidates(config.similar_space), fetch)
+            keep = self._not_the_query(features, rows, banned)  # (Q, fetch)
+            if fetch >= n or bool((keep.sum(dim=1) >= width).all()):
+                break
+            fetch = min(n, 2 * fetch)
+        width = min(width, int(keep.sum(dim=1).min())) if len(keep) else 0
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]  # kept first, in order
+        dropped = [sorted(set(r for r, k in zip(rq, kq) if not k) | b)
+                   for rq, kq, b in zip(rows.tolist(), keep.tolist(), banned)]
+        scores, rows = scores.gather(1, order), rows.gather(1, order)  # (Q, width)
+        nan = torch.full_like(scores, float("nan"))
+        return RerankResult(indices=rows, cosine=scores, diffusion=nan, fused=scores,
+                            cosine_rank=torch.arange(width, device=rows.device).expand_as(rows), x0=nan,
+                            trajectory=None, settings={"direction": SIMILAR, "similar_space": config.similar_space,
+                                                       "excluded": dropped})
+
+    def _backbone_queries(self, features: Tensor) -> Tensor:
+        features = torch.as_tensor(features)
+        if features.ndim == 1:
+            features = features[None]
+        expected = self.model.config.audio.embed_dim
+        if features.ndim != 2 or features.shape[1] != expected:
+            raise SearchError(f"audio query features must be (Q, {expected}), got {tuple(features.shape)}")
+        return features.to(self.device, torch.float32)
+
+    def _similar_candidates(self, space: str) -> Tensor:
+        """(N, D') the index's clips in a similar space, built on first need (then kept)."""
+        if space not in self._similar_embeds:
+            features = self.index.audio_features
+            self._similar_embeds[space] = torch.cat([
+                similar_embeddings(self.model, features[i : i + 8192].to(self.device), space)
+                for i in range(0, features.shape[0], 8192)])
+        return self._similar_embeds[space]
+
+    def _not_the_query(self, features: Tensor, rows: Tensor, banned: list[set[int]]) -> Tensor:
+        """(Q, W) bool: which ranked rows may be shown (not banned, not the query's own audio).
+
+        The query's own audio ranks first in every space (the same features give the same
+        vector): only the first ``_SAME_AUDIO_COLUMNS`` rows are compared with it, which leaves
+        an approximate store room to misorder them and reads no more of a large index."""
+        unit = F.normalize(features, dim=-1)  # (Q, Da)
+        keep = torch.ones_like(rows, dtype=torch.bool)
+        first = min(rows.shape[1], _SAME_AUDIO_COLUMNS)
+        for q in range(rows.shape[0]):
+            own = self.index.audio_features[rows[q, :first].cpu()].to(unit.device, torch.float32)  # (first, Da)
+            keep[q, :first] = F.normalize(own, dim=-1) @ unit[q] < SAME_AUDIO_COSINE
+            if banned[q]:
+                keep[q] &= ~torch.isin(rows[q], torch.tensor(sorted(banned[q]), device=rows.device))
+        return keep
+
+    def recording_groups(self) -> RecordingGroups:
+        """The recording group of each clip (``diffatr.retrieval.groups``), built on first need."""
+        if self._groups is None:
+            self._groups = RecordingGroups.of_index(self.index.clip_ids, self.index.metadata,
+                                                    self.index.audio_features, NEAR_DUPLICATE_COSINE)
+        return self._groups
+
     def hits(self, result: RerankResult, direction: str, k: int) -> list[list[SearchHit]]:
         """Turn the first ``k`` columns of a ``RerankResult`` into ``SearchHit`` lists."""
-        out = []
-        idx, cos, dif, fus, crank = (t.cpu().tolist() for t in (
-            result.indices, result.cosine, result.diffusion, result.fused, result.cosine_rank))
-        for qi in range(len(idx)):
-            row_hits = []
-            for rank in range(min(k, len(idx[qi]))):
-                row = idx[qi][rank]
-                if direction == "audio_to_text":
-                    clip = self._caption_owner[row]
-                    caption = self._flat_captions[row]
-                else:
-                    clip = row
-                    caption = self._first_caption[row]
-                d = dif[qi][rank]
-                row_hits.append(SearchHit(
-                    rank=rank + 1, row=row, clip_id=self.index.clip_ids[clip], caption=caption,
-                    captions=list(self.index.captions[clip]),
-                    path=self.index.paths[clip], cosine=cos[qi][rank],
-                    diffusion=None if d != d else d, fused=fus[qi][rank],
-                    cosine_rank=crank[qi][rank] + 1, moved=crank[qi][rank] - rank,
-                    metadata=dict(self.index.metadata[clip])))
-            out.append(row_hits)
-        return out
+        columns = _columns(result)
+        return [[self._hit(columns, qi, position, position + 1, direction)
+                 for position in range(min(k, len(columns[0][qi])))] for qi in range(len(columns[0]))]
+
+    def hits_one_per_sound(self, result: RerankResult, direction: str, k: int) -> tuple[list[list[SearchHit]], bool]:
+        """The best-ranked row of each recording group (``recording_groups``), ``k`` per query,
+        each with the number of other clips of its recording (``variants``).
+
+        Returns:
+            (hits, whether every query found ``k`` recordings in ``result``'s columns).
+        """
+        groups = self.recording_groups()
+        clips = result.indices.cpu()
+        if direction == "audio_to_text":
+            clips = self.index.caption_to_clip[clips] if clips.numel() else clips
+        ranked = groups.ids[clips] if clips.numel() else clips  # (Q, W) group of each ranked row
+        columns = _columns(result)
+        excluded = result.settings.get("excluded")
+        out, complete = [], True
+        for qi in range(ranked.shape[0]):
+            mine = groups.ids[torch.tensor(excluded[qi], dtype=torch.long)] if excluded else None
+            kept, hidden = collapse(ranked[qi], k, mine, groups.sizes)
+            complete &= len(kept) == k
+            cosine_ranks = _recording_cosine_ranks(ranked[qi], result.cosine[qi].cpu(), kept)
+            out.append([self._hit(columns, qi, position, rank + 1, direction, cosine_rank=cosine_rank, variants=n)
+                        for rank, (position, cosine_rank, n) in enumerate(zip(kept, cosine_ranks, hidden))])
+        return out, complete
+
+    def _hit(self, columns: tuple[list, ...], qi: int, position: int, rank: int, direction: str, *,
+             cosine_rank: int | None = None, variants: int = 0) -> SearchHit:
+        """One ranked row as a ``SearchHit`` (``cosine_rank``: 1-based; None = the row's own)."""
+        idx, cos, dif, fus, crank = columns
+        row = idx[qi][position]
+        if direction == "audio_to_text":
+            clip, caption = self._caption_owner[row], self._flat_captions[row]
+        else:
+            clip, caption = row, self._first_caption[row]
+        d = dif[qi][position]
+        cosine_rank = crank[qi][position] + 1 if cosine_rank is None else cosine_rank
+        return SearchHit(rank=rank, row=row, clip_id=self.index.clip_ids[clip], caption=caption,
+                         captions=list(self.index.captions[clip]), path=self.index.paths[clip],
+                         cosine=cos[qi][position], diffusion=None if d != d else d, fused=fus[qi][position],
+                         cosine_rank=cosine_rank, moved=cosine_rank - rank, metadata=dict(self.index.metadata[clip]),
+                         variants=variants)
 
     # ------------------------------------------------------------------ public search
 
@@ -322,16 +444,59 @@ class SearchEngine:
         """
         if self.index.num_captions == 0:
             self._ensure_text_side()  # raises the clear "needs captions" error
-        if self.audio_encoder is None:
-            raise SearchError("search_audio needs an audio encoder: pass audio_encoder= to "
-                              "SearchEngine (or use search_audio_embeds with precomputed features)")
         items = _audio_items(audio)
-        feats = [self._embed_audio(item, sample_rate) for item in items]
-        features = torch.stack([torch.as_tensor(f, dtype=torch.float32).reshape(-1) for f in feats])
-        names = [os.path.basename(str(item)) if isinstance(item, (str, os.PathLike)) else "a recording"
-                 for item in items]
-        return self._search("audio_to_text", features, config, names, projected=False,
-                            return_trajectory=return_trajectory)
+        features = self.embed_audio(items, sample_rate=sample_rate)
+        return self._search("audio_to_text", features, config, [_audio_name(item) for item in items],
+                            projected=False, return_trajectory=return_trajectory)
+
+    def search_similar(self, query: Any, config: RetrievalConfig | None = None, *,
+                       sample_rate: int | None = None) -> SearchResults:
+        """Audio -> audio: the clips of the index that sound most like ``query``, never the query
+        clip itself (docs/method.md, "Sounds like this one").
+
+        Args:
+            query: a clip id of the index (its stored features are used: nothing is decoded),
+                an audio file path, a waveform at ``sample_rate``, or a list of these. A string
+                that is a clip id of the index is that clip.
+            config: as for ``search_text``: ``similar_space`` says where similarity is measured,
+                ``one_per_sound`` keeps one clip per recording (results clamped to the clips).
+            sample_rate: the rate of the waveforms, in Hz (required with waveforms).
+
+        Returns:
+            ``SearchResults`` with direction "audio_to_audio": each hit's ``cosine`` (= ``fused``)
+            is its similarity to the query, ``caption`` its first caption, ``diffusion`` None.
+            The query's own clip, and any clip whose audio is the query's (the same file
+            decoded again), is never a hit.
+        """
+        items = list(query) if isinstance(query, (list, tuple)) else [query]
+        if not items:
+            raise SearchError("give a clip id or an audio query (or a non-empty list of them)")
+        rows = [self.clip_row(item) for item in items]
+        audio = [item for item, row in zip(items, rows) if row is None]
+        for item in audio:
+            if isinstance(item, str) and not os.path.exists(item):
+                raise SearchError(f"{item!r} is neither a clip id of this index nor an audio file")
+        embedded = iter(self.embed_audio(audio, sample_rate=sample_rate) if audio else [])
+        features = torch.stack([self.index.audio_features[row] if row is not None else next(embedded).cpu()
+                                for row in rows])  # (Q, Da)
+        names = [item if row is not None else _audio_name(item) for item, row in zip(items, rows)]
+        exclude = [[row] if row is not None else [] for row in rows]
+        return self._search(SIMILAR, features, config, names, projected=False, exclude=exclude)
+
+    def search_similar_embeds(self, features: Tensor, config: RetrievalConfig | None = None, *,
+                              exclude: Sequence[Sequence[int]] | None = None) -> SearchResults:
+        """Audio -> audio for precomputed audio backbone features (Q, Da); ``exclude``: per
+        query, index rows never returned (as ``search_similar`` does for a clip id's own row)."""
+        return self._search(SIMILAR, features, config, None, projected=False, exclude=exclude)
+
+    def embed_audio(self, audio: Any, *, sample_rate: int | None = None) -> Tensor:
+        """(Q, Da) audio backbone features of audio queries: a path, a waveform at
+        ``sample_rate``, or a list of either (as ``search_audio`` takes them)."""
+        if self.audio_encoder is None:
+            raise SearchError("an audio query needs an audio encoder: pass audio_encoder= to SearchEngine "
+                              "(or search with precomputed features: search_audio_embeds, search_similar_embeds)")
+        feats = [self._embed_audio(item, sample_rate) for item in _audio_items(audio)]
+        return torch.stack([torch.as_tensor(f, dtype=torch.float32).reshape(-1) for f in feats])
 
     def search_text_embeds(self, features: Tensor, config: RetrievalConfig | None = None, *,
                            projected: bool = False) -> SearchResults:
@@ -340,18 +505,51 @@ class SearchEngine:
         return self._search("text_to_audio", features, config, None, projected=projected)
 
     def search_audio_embeds(self, features: Tensor, config: RetrievalConfig | None = None, *,
-                            projected: bool = False) -> SearchResults:
+                            projected: bool = False, return_trajectory: bool = False) -> SearchResults:
         """Audio -> text for precomputed audio backbone features (Q, Da) (or embeddings (Q, D)
         when ``projected``)."""
-        return self._search("audio_to_text", features, config, None, projected=projected)
+        return self._search("audio_to_text", features, config, None, projected=projected,
+                            return_trajectory=return_trajectory)
 
     def _search(self, direction: str, features: Tensor, config: RetrievalConfig | None,
-                queries: list[str] | None, *, projected: bool, return_trajectory: bool = False) -> SearchResults:
+                queries: list[str] | None, *, projected: bool, return_trajectory: bool = False,
+                exclude: Sequence[Sequence[int]] | None = None) -> SearchResults:
         config = self.model.config.retrieval if config is None else config
-        ranking = self.rank(direction, features, config, projected=projected, return_trajectory=return_trajectory)
-        hits = self.hits(ranking, direction, config.num_results)
+        width, total = self._group_width(direction, config)
+        while True:  # with one result per sound, wider until k recordings are found (or all rows are ranked)
+            ranking = self.rank(direction, features, config, projected=projected,
+                                return_trajectory=return_trajectory, width=width, exclude=exclude)
+            if not config.one_per_sound:
+                hits = self.hits(ranking, direction, config.num_results)
+                break
+            hits, complete = self.hits_one_per_sound(ranking, direction, config.num_results)
+            if complete or width >= total:
+                break
+            width = min(total, width * _GROUP_WIDTH_FACTOR)
         return SearchResults(hits=hits, direction=direction, config=config, ranking=ranking,
                              queries=queries if queries is not None else [f"query {i}" for i in range(len(hits))])
+
+    def _group_width(self, direction: str, config: RetrievalConfig) -> tuple[int | None, int]:
+        """(rows to rank first, rows in all) for a search: without one result per sound, the
+        rank's own width (None); with it, a multiple of the rows shown (then more, in ``_search``,
+        while too few recordings are found)."""
+        if not isinstance(config, RetrievalConfig) or not config.one_per_sound:
+            return None, 0  # (rank refuses a config of another type)
+        if direction == "audio_to_text":
+            self._ensure_text_side()
+        own_space = direction != SIMILAR or config.similar_space == self.model.config.retrieval.similar_space
+        store = self.first_stage.get(direction) if own_space else None
+        rows = len(self.index.flat_captions) if direction == "audio_to_text" else len(self.index)
+        total = len(store) if store is not None else rows
+        return max(1, min(total, max(config.top_k, config.num_results) * _GROUP_WIDTH_FACTOR)), total
+
+    def clip_row(self, item: Any) -> int | None:
+        """The index row of a clip id (None: not a clip id of this index)."""
+        if not isinstance(item, str):
+            return None
+        if self._row_of is None:
+            self._row_of = {clip: row for row, clip in enumerate(self.index.clip_ids)}
+        return self._row_of.get(item)
 
     def trajectory_view(self, results: SearchResults, query: int = 0) -> dict[str, Any]:
         """The DDIM path of one query of a search, as JSON-able lists for a page to draw.
@@ -402,6 +600,26 @@ def clean_query(query: Any) -> str:
         raise SearchError("the query has no letters or digits: type a few words describing a sound, "
                           "e.g. 'a dog barking'")
     return query
+
+
+def _audio_name(item: Any) -> str:
+    return os.path.basename(str(item)) if isinstance(item, (str, os.PathLike)) else "a recording"
+
+
+def _columns(result: RerankResult) -> tuple[list, ...]:
+    """A result's per-column values as lists: (indices, cosine, diffusion, fused, cosine_rank)."""
+    return tuple(t.cpu().tolist() for t in (result.indices, result.cosine, result.diffusion, result.fused,
+                                            result.cosine_rank))
+
+
+def _recording_cosine_ranks(groups: Tensor, cosine: Tensor, kept: list[int]) -> list[int]:
+    """1-based cosine ranks among recordings: for each kept position, one plus the number of
+    other groups with a ranked row of a higher cosine (each recording at its best cosine)."""
+    out = []
+    for position in kept:
+        above = groups[cosine > cosine[position]]
+        out.append(1 + len(set(above.tolist()) - {int(groups[position])}))
+    return out
 
 
 def _audio_items(audio: Any) -> list[Any]:
