@@ -215,7 +215,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     index, report = build_index(records, audio_encoder, text_encoder, cache=cache, progress=not args.quiet)
     if args.relative_paths:
         out_dir = os.path.abspath(args.out)
-        index.paths = [os.path.relpath(p, out_dir) if p else p for p in index.paths]
+        index.paths = [os.path.relpath(os.path.abspath(p), out_dir) if p else p for p in index.paths]
     old_counts = {}
     if existing is not None:  # the same encoders and new clip ids only (checked by concat)
         old_counts = {"text_to_audio": len(existing), "audio_to_text": existing.num_captions}

@@ -43,6 +43,7 @@ from diffatr.corpus.mixtures import (
 )
 from diffatr.corpus.sources import OUT_OF_DOMAIN_SOURCES, SOURCES, SOURCES_BY_KEY, get_source
 from diffatr.corpus.splits import (
+    SPLITS,
     SplitError,
     SplitItem,
     assign_splits,
@@ -541,7 +542,7 @@ def test_manifest_reads_and_files_exist(manifest_rows):
     assert len(records) == len(manifest_rows) >= 1000
     assert all(Path(r.path).is_file() for r in records)
     assert all(len(r.captions) >= 2 for r in records)
-    assert all(r.split in ("train", "val", "test", "ood") for r in records)
+    assert all(r.split in SPLITS for r in records)
     total = sum(Path(r.path).stat().st_size for r in records)
     assert total < 40e6
     assert 150 <= sum(int(r["demo"]) for r in manifest_rows) <= 250

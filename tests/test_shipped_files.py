@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -121,3 +122,13 @@ def test_the_scan_catches_a_knob_default_below_the_config():
     # a training seed or temperature outside the retrieval code is another setting
     assert not _knob_defaults("def train(seed=0, temperature=0.07): ...", "train/common.py")
     assert _knob_defaults("def train(top_k=32): ...", "train/common.py")
+
+
+def test_every_clip_of_every_shipped_index_is_where_its_index_says():
+    # an index stores clip paths relative to its own folder; one built elsewhere and copied in breaks them all
+    indexes = sorted(ROOT.glob("assets/**/index.json"))
+    assert indexes, "no shipped index found"
+    for index_json in indexes:
+        clips = json.loads(index_json.read_text())["clips"]
+        missing = [c["path"] for c in clips if c.get("path") and not (index_json.parent / c["path"]).is_file()]
+        assert not missing, f"{index_json.relative_to(ROOT)}: {len(missing)} clip paths lead nowhere, e.g. {missing[:3]}"
