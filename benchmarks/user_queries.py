@@ -9,7 +9,7 @@
 - How often the diffusion changes the top 1 and the top 5, and whether those changes are right.
 
 Uses the engine exactly as ``diffatr search`` does (default knobs of the checkpoint). Writes
-benchmarks/results/user_queries.json and prints the README's Markdown tables.
+benchmarks/results/user_queries.json and prints the Markdown tables of docs/benchmarks.md.
 
     DIFFATR_CACHE=/tmp/dcache python benchmarks/user_queries.py [--checkpoint CKPT]
 """
