@@ -227,3 +227,12 @@ def test_docs_architecture_names_every_module() -> None:
     named = set(re.findall(r"`(diffatr/[\w/]+\.py)`", text))
     gone = sorted(n for n in named if not (ROOT / n).exists())
     assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
+
+
+def test_the_screenshot_is_what_a_visitor_sees_without_scrolling() -> None:
+    # scripts/screenshot.py saves the page's viewport at 1400 x 900 (a laptop-sized window).
+    import struct
+
+    png = (ROOT / "assets" / "screenshot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    assert struct.unpack(">II", png[16:24]) == (1400, 900)
