@@ -124,7 +124,7 @@ for _kind in ("logits", "probs"):
         RESIDUAL, aisfx_heads=_kind)
 
 
-# The recipe checkpoints/default is trained with (the val winner below; the README's commands).
+# The recipe checkpoints/default is trained with (the val winner below; the commands in docs/usage.md).
 SHIPPED_RECIPE = "LiT + residual text adapter, MLP audio head + dropout"
 
 

@@ -12,7 +12,7 @@
 Uses the engine exactly as ``diffatr search`` does (default knobs of the checkpoint). The shipped
 checkpoint has heard every built-in clip, so these numbers say what a user of the demo meets, not
 how the model generalises (the generalisation benchmark does that, on a train-only model). Writes
-benchmarks/results/user_queries.json and prints the README's Markdown tables.
+benchmarks/results/user_queries.json and prints the Markdown tables of docs/benchmarks.md.
 
     DIFFATR_CACHE=/tmp/dcache python benchmarks/user_queries.py [--checkpoint CKPT]
 """
