@@ -58,7 +58,7 @@ from diffatr.retrieval.engine import SearchEngine  # noqa: E402
 from diffatr.retrieval.groups import NEAR_DUPLICATE_COSINE, near_duplicate_groups  # noqa: E402
 from diffatr.retrieval.index import RetrievalIndex  # noqa: E402
 from diffatr.retrieval.similar import similar_embeddings  # noqa: E402
-from diffatr.runtime import default_checkpoint_dir  # noqa: E402
+from diffatr.runtime import default_checkpoint_dir, portable_path  # noqa: E402
 
 MANIFEST = ROOT / "assets" / "corpus" / "manifest.csv"
 QUERIES = ROOT / "benchmarks" / "queries"
@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     everyday = [q["query"] for q in read_jsonl(QUERIES / "everyday.jsonl")]
     reworded = [q["query"] for q in read_jsonl(QUERIES / "reworded.jsonl")]
     result = {
-        "checkpoint": str(checkpoint), "corpus_clips": len(corpus), "app_library": str(app_index_dir),
+        "checkpoint": portable_path(checkpoint, ROOT), "corpus_clips": len(corpus),
+        "app_library": portable_path(app_index_dir, ROOT),
         "gallery": "the whole built-in library less the query's own recording group (label_group)",
         "similar": compare_spaces(model, corpus_engine, Gallery.of(corpus)),
         "threshold": threshold_sweep(corpus),

@@ -39,7 +39,7 @@ from diffatr.encoders.text import TextEncoder  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.retrieval.engine import SearchEngine  # noqa: E402
 from diffatr.retrieval.index import RetrievalIndex  # noqa: E402
-from diffatr.runtime import default_checkpoint_dir  # noqa: E402
+from diffatr.runtime import default_checkpoint_dir, portable_path  # noqa: E402
 
 MANIFEST = ROOT / "assets" / "corpus" / "manifest.csv"
 DEMO_INDEX = ROOT / "assets" / "corpus" / "demo_index"
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_engine = SearchEngine(model, demo, text_encoder=text_encoder)
     rows = everyday_rows(demo_engine, everyday, manifest)
     scores = {f"demo library ({len(demo):,} clips)": reworded_scores(demo_engine, reworded, class_of)}
-    result = {"checkpoint": str(checkpoint), "knobs": dataclasses.asdict(model.config.retrieval),
+    result = {"checkpoint": portable_path(checkpoint, ROOT), "knobs": dataclasses.asdict(model.config.retrieval),
               "everyday": rows, "everyday_right": sum(r["right"] for r in rows),
               "everyday_right_by_cosine": sum(r["right_by_cosine"] for r in rows),
               "everyday_top5_changed": sum(r["top5_changed"] for r in rows),
