@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the text encoder fetch a hub model that is not on disk")
     p.add_argument("--relative-paths", action="store_true",
                    help="store audio paths relative to the index folder (for an index shipped with its clips)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that decode and embed audio (default: one per core for a large folder; "
+                        "0: this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", help="rank an index's clips for a caption, or its captions for an audio file",
@@ -172,7 +175,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if not args.no_cache:
         cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                              dataclasses.asdict(config.audio))
-    index, report = build_index(records, audio_encoder, text_encoder, cache=cache, progress=not args.quiet)
+    if args.workers is not None and args.workers < 0:
+        raise UsageError("--workers must be 0 (this process) or more")
+    try:
+        index, report = build_index(records, audio_encoder, text_encoder, cache=cache, progress=not args.quiet,
+                                    workers=args.workers)
+    except KeyboardInterrupt:
+        if cache is not None:
+            print(f"interrupted: the clips embedded so far are in the feature cache ({cache.root}); run the same "
+                  "command again to continue from there", file=sys.stderr)
+        raise
     if args.relative_paths:
         out_dir = os.path.abspath(args.out)
         index.paths = [os.path.relpath(p, out_dir) if p else p for p in index.paths]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,13 +27,13 @@ from safetensors.torch import load_file, save, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffatr.audio.io import AudioError
 from diffatr.config import ModelConfig
 from diffatr.data.manifest import ClipRecord
 from diffatr.data.sounds import sound_keys, sound_units
-from diffatr.encoders.cache import FeatureCache, config_digest
+from diffatr.encoders.cache import FeatureCache, config_digest, file_sha256
 from diffatr.encoders.identity import encoder_mismatches
 from diffatr.errors import DiffatrError
+from diffatr.extraction import Extractor, default_workers
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 
 __all__ = ["FeatureError", "FeatureSet", "LazyEncoders", "NoUsableClipError", "TextFeatureCache", "build_features",
@@ -529,9 +530,15 @@ def build_features(
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
     desc: str = "features",
+    workers: int | None = None,
 ) -> FeatureSet:
     """The one build loop: decode and embed every clip (through the feature cache), then its
     captions (through the caption cache), skipping what cannot be read with its reason.
+
+    Files found in the cache are not decoded; the others are decoded and embedded by
+    ``diffatr.extraction.Extractor`` (worker processes, blocks of several clips per forward
+    pass), streamed in order, and each is written to the cache as soon as it is done: a run
+    that is interrupted and started again continues where it stopped, and says so.
 
     ``diffatr index`` (``diffatr.indexing.build_index``) and training / evaluation features
     (``compute_features``) both come through here.
@@ -550,6 +557,8 @@ def build_features(
         progress: show tqdm bars.
         on_progress: called as ``on_progress(done, total)`` after every clip (the app's bar).
         desc: the bars' label.
+        workers: worker processes that decode and embed (0: this process; None: one per core
+            when there are enough files and the audio encoder is an ``AudioEncoder`` on the CPU).
 
     Returns:
         A FeatureSet (tensors on the CPU); ``skipped`` lists the clips left out.
@@ -559,31 +568,79 @@ def build_features(
         NoUsableClipError: no clip could be used.
     """
     records = list(records)
-
-    def embed(path: str | Path) -> Tensor:
-        return encoders.audio.embed_file(path).detach().float().cpu()
-
-    skipped: list[tuple[str, str]] = []
-    kept: list[ClipRecord] = []
-    rows: list[Tensor] = []
-    for done, record in enumerate(tqdm(records, desc=desc, unit="clip", disable=not progress), 1):
-        reason = None
-        if not record.captions and not keep_uncaptioned:
-            reason = "no captions"
+    reasons: dict[int, str] = {}  # record -> why it is left out
+    rows: dict[int, Tensor] = {}  # record -> (Da,) features
+    wanted = []
+    for i, record in enumerate(records):
+        if record.captions or keep_uncaptioned:
+            wanted.append(i)
         else:
+            reasons[i] = "no captions"
+    # The records to embed, grouped by file content (the cache key), so that a file held twice
+    # is embedded once; a file that cannot even be hashed is left to the decoder's message.
+    groups: dict[str, list[int]] = {}
+    for i in wanted:
+        key = f"record:{i}"
+        if audio_cache is not None:
             try:
-                feats = audio_cache.get_or_compute(record.path, embed) if audio_cache else embed(record.path)
-            except (AudioError, OSError) as err:
-                reason = str(err) or type(err).__name__
+                key = file_sha256(records[i].path)
+            except OSError:
+                pass
             else:
-                rows.append(feats.reshape(-1).float())
-                kept.append(record)
-        if reason is not None:
-            if strict:
-                raise FeatureError(f"{record.path}: {reason} (strict mode: fix or remove this clip)")
-            skipped.append((record.path, reason))
-        if on_progress is not None:
-            on_progress(done, len(records))
+                cached = audio_cache.get(key)
+                if cached is not None:
+                    audio_cache.hits += 1
+                    rows[i] = cached.reshape(-1).float()
+                    continue
+        groups.setdefault(key, []).append(i)
+    to_embed = sum(len(g) for g in groups.values())
+    bar = tqdm(total=len(records), initial=len(records) - to_embed, desc=desc, unit="clip", disable=not progress,
+               smoothing=0.05)
+    if audio_cache is not None and rows and groups and progress:
+        bar.write(f"{desc}: {len(rows)} of {len(wanted)} clips are already in the feature cache "
+                  f"({audio_cache.root}), from an earlier or interrupted run; embedding the other {to_embed}",
+                  file=sys.stderr)
+    done = len(records) - to_embed
+    if on_progress is not None and records:
+        on_progress(done, len(records))
+
+    def fail(i: int, reason: str) -> None:
+        if strict:
+            raise FeatureError(f"{records[i].path}: {reason} (strict mode: fix or remove this clip)")
+        reasons[i] = reason
+
+    uncaptioned = sorted(reasons)  # strict mode raises on the first unusable clip in record order
+
+    def fail_uncaptioned_before(row: float) -> None:
+        if strict and uncaptioned and uncaptioned[0] < row:
+            fail(uncaptioned[0], reasons[uncaptioned[0]])
+
+    if groups:
+        encoder = encoders.audio
+        n_workers = default_workers(len(groups), encoder) if workers is None else workers
+        with Extractor(encoder, n_workers) as extractor:
+            results = extractor.map(records[members[0]].path for members in groups.values())
+            for (key, members), result in zip(groups.items(), results):
+                fail_uncaptioned_before(members[0])
+                if isinstance(result, str):
+                    for i in members:
+                        fail(i, result)
+                else:
+                    if audio_cache is not None and not key.startswith("record:"):
+                        audio_cache.put(key, result)  # at once: an interrupted run resumes from here
+                        audio_cache.misses += 1
+                        audio_cache.hits += len(members) - 1
+                    for i in members:
+                        rows[i] = result.reshape(-1).float()
+                bar.update(len(members))
+                done += len(members)
+                if on_progress is not None:
+                    on_progress(done, len(records))
+    fail_uncaptioned_before(float("inf"))
+    bar.close()
+    kept = [records[i] for i in sorted(rows)]
+    skipped = [(records[i].path, reasons[i]) for i in sorted(reasons)]
+    features = [rows[i] for i in sorted(rows)]
     if not kept:
         why = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise NoUsableClipError(f"no usable clip among {len(records)} ({why})" if records else "the split is empty",
@@ -604,7 +661,7 @@ def build_features(
         text = text_cache.get_or_compute(flat, encode) if text_cache is not None else encode(flat)
     ids, metadata = [r.clip_id for r in kept], [r.metadata for r in kept]
     return FeatureSet(
-        audio_features=torch.stack(rows), clip_ids=ids, paths=[r.path for r in kept], captions=captions,
+        audio_features=torch.stack(features), clip_ids=ids, paths=[r.path for r in kept], captions=captions,
         text_features=text, metadata=[dict(r.metadata, **({"split": r.split} if r.split else {})) for r in kept],
         encoders={"audio": encoder_configs["audio"], "text": encoder_configs.get("text") if text is not None else None},
         sound_keys=sound_keys(ids, metadata), skipped=skipped)
