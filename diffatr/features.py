@@ -33,7 +33,6 @@ from diffatr.data.sounds import sound_keys, sound_units
 from diffatr.encoders.cache import FeatureCache, config_digest, file_sha256
 from diffatr.encoders.identity import encoder_mismatches
 from diffatr.errors import DiffatrError
-from diffatr.extraction import Extractor, default_workers
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 
 __all__ = ["FeatureError", "FeatureSet", "LazyEncoders", "NoUsableClipError", "TextFeatureCache", "build_features",
@@ -616,6 +615,8 @@ def build_features(
             fail(uncaptioned[0], reasons[uncaptioned[0]])
 
     if groups:
+        from diffatr.extraction import Extractor, default_workers  # the audio stack, only when there is audio to embed
+
         encoder = encoders.audio
         n_workers = default_workers(len(groups), encoder) if workers is None else workers
         with Extractor(encoder, n_workers) as extractor:
