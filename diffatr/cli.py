@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store audio paths relative to the index folder (for an index shipped with its clips)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="processes that decode and embed audio (default: one per core for a large folder; "
-                        "0: this process)")
+                        "0: this process); with --ray, actors (default: one per CPU of the cluster)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="embed the audio on a Ray cluster: auto, HOST:PORT, ray://HOST:10001, or local "
+                        "(pip install \"diffatr[ray]\"; README, 'Indexing on a Ray cluster')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", help="rank an index's clips for a caption, or its captions for an audio file",
@@ -179,7 +182,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be 0 (this process) or more")
     try:
         index, report = build_index(records, audio_encoder, text_encoder, cache=cache, progress=not args.quiet,
-                                    workers=args.workers)
+                                    workers=args.workers, ray_address=args.ray)
     except KeyboardInterrupt:
         if cache is not None:
             print(f"interrupted: the clips embedded so far are in the feature cache ({cache.root}); run the same "

@@ -12,6 +12,7 @@ Shape legend: N clips, M captions, Da audio feature width, Dt text feature width
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -530,6 +531,7 @@ def build_features(
     on_progress: Callable[[int, int], None] | None = None,
     desc: str = "features",
     workers: int | None = None,
+    ray_address: str | None = None,
 ) -> FeatureSet:
     """The one build loop: decode and embed every clip (through the feature cache), then its
     captions (through the caption cache), skipping what cannot be read with its reason.
@@ -557,7 +559,9 @@ def build_features(
         on_progress: called as ``on_progress(done, total)`` after every clip (the app's bar).
         desc: the bars' label.
         workers: worker processes that decode and embed (0: this process; None: one per core
-            when there are enough files and the audio encoder is an ``AudioEncoder`` on the CPU).
+            when there are enough files and the audio encoder is an ``AudioEncoder`` on the CPU);
+            with ``ray_address``, Ray actors (None: one per CPU of the cluster).
+        ray_address: embed on this Ray cluster instead (``diffatr.cluster.RayExtractor``).
 
     Returns:
         A FeatureSet (tensors on the CPU); ``skipped`` lists the clips left out.
@@ -618,9 +622,13 @@ def build_features(
         from diffatr.extraction import Extractor, default_workers  # the audio stack, only when there is audio to embed
 
         encoder = encoders.audio
-        n_workers = default_workers(len(groups), encoder) if workers is None else workers
-        with Extractor(encoder, n_workers) as extractor:
-            results = extractor.map(records[members[0]].path for members in groups.values())
+        if ray_address is not None:
+            from diffatr.cluster import RayExtractor
+
+            extractor = RayExtractor(encoder, ray_address, workers=workers or None)
+        else:
+            extractor = Extractor(encoder, default_workers(len(groups), encoder) if workers is None else workers)
+        with extractor, contextlib.closing(extractor.map(records[m[0]].path for m in groups.values())) as results:
             for (key, members), result in zip(groups.items(), results):
                 fail_uncaptioned_before(members[0])
                 if isinstance(result, str):

@@ -216,3 +216,14 @@ def test_diffatr_index_interrupted_says_how_to_continue(tmp_path, audio_folder, 
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "run the same command again to continue" in err and str(tmp_path / "cache") in err
+
+
+def test_the_ray_path_without_ray_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from diffatr.cluster import ClusterError, RayExtractor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    encoder = build_audio_encoder(audio_encoder_config("tiny-cnn"), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ClusterError, match=r'pip install "diffatr\[ray\]"'):
+        RayExtractor(encoder, "auto")
