@@ -14,6 +14,7 @@ Sections:
   torch threads; each checked against today's features (cosine).
 - ``overlap``: aiSFX's blocks overlap by half. Running the CNN once over a whole clip and
   pooling each block's rows from it is measured for speed and for how far its features move.
+- ``ray``: the corpus through ``diffatr index --ray local`` with 1 and 2 Ray workers against 1 process.
 - ``corpus`` and ``synthetic``: ``diffatr index FOLDER --no-cache`` end to end in a subprocess
   (start-up included), with its peak memory: a folder ten times larger must not need more.
 
@@ -225,16 +226,19 @@ def overlap_section(encoder, paths: list[Path]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- end to end
 
 
-def run_index(folder: Path, seconds: float, clips: int, workers: int | None) -> dict[str, Any]:
+def run_index(folder: Path, seconds: float, clips: int, workers: int | None, extra: tuple[str, ...] = ()
+              ) -> dict[str, Any]:
     """``diffatr index FOLDER --no-cache --no-text`` in a subprocess: wall time (start-up included),
     CPU time, and the peak memory of its largest process (parent or worker: Linux's wait4 reports
     the largest of a process and the children it waited for)."""
     out = Path(tempfile.mkdtemp(prefix="diffatr-index-bench-"))
     command = [sys.executable, "-m", "diffatr.cli", "index", str(folder), "--out", str(out / "index"),
-               "--no-cache", "--no-text", "--quiet"] + ([] if workers is None else ["--workers", str(workers)])
+               "--no-cache", "--no-text", "--quiet", *extra] + ([] if workers is None else ["--workers", str(workers)])
+    # A local Ray cluster on this machine only: no authentication token written to ~/.ray.
+    env = dict(os.environ, RAY_AUTH_MODE="disabled") if "--ray" in extra else None
     with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(command, cwd=ROOT, stdout=stdout, stderr=stderr, env=env)
         peak = {"rss": 0}
         sampler = threading.Thread(target=_sample_tree_rss, args=(process.pid, peak), daemon=True)
         sampler.start()
@@ -246,11 +250,12 @@ def run_index(folder: Path, seconds: float, clips: int, workers: int | None) -> 
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"diffatr index failed ({os.waitstatus_to_exitcode(status)}): {errors[-2000:]}")
     row = {"folder": str(folder), "clips": clips, "audio_s": seconds, "wall_s": wall, "workers": workers,
+           "extra_args": list(extra),
            "cpu_s": usage.ru_utime + usage.ru_stime, "clips_per_s": clips / wall,
            "real_time_factor": seconds / wall, "peak_rss_mb_main_process": usage.ru_maxrss / 1024,
            "peak_rss_mb_all_processes": peak["rss"] / 2**20,
            "output": printed.strip().splitlines()[:1]}
-    log(f"index {folder.name}: {clips} clips, {seconds / 3600:.2f} h of audio in {wall:.1f} s: "
+    log(f"index {folder.name} {' '.join(extra)} (workers {workers}): {clips} clips, {seconds / 3600:.2f} h of audio in {wall:.1f} s: "
         f"{row['clips_per_s']:.1f} clips/s, {row['real_time_factor']:.0f}x real time, "
         f"peak RSS {row['peak_rss_mb_all_processes']:.0f} MB (all processes)")
     return row
@@ -349,6 +354,12 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {key} | {row['clips']:,} | {row['audio_s'] / 3600:.2f} | {row['wall_s']:.1f} | "
                          f"{row['clips_per_s']:.1f} | {row['real_time_factor']:.0f}x | "
                          f"{row['peak_rss_mb_all_processes']:.0f} |")
+    if res.get("ray"):
+        lines += ["", "| corpus, end to end | wall (s) | clips/s | real time |", "|---|---:|---:|---:|"]
+        for row in res["ray"]:
+            how = ("1 process (--workers 0)" if not row["extra_args"] else
+                   f"Ray, local cluster, {row['workers']} worker(s)")
+            lines.append(f"| {how} | {row['wall_s']:.1f} | {row['clips_per_s']:.1f} | {row['real_time_factor']:.0f}x |")
     if res.get("levers"):
         lines += ["", "| pipeline, corpus subset | wall (s) | CPU (s) | clips/s | real time | cosine gap to today |",
                   "|---|---:|---:|---:|---:|---:|"]
@@ -380,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the synthetic folder is written (kept; reused when it holds the clips); "
                         "default: a temporary folder, deleted afterwards")
     p.add_argument("--subset", type=int, default=240, help="corpus clips for the lever study")
-    p.add_argument("--sections", nargs="+", default=["cnn", "levers", "overlap", "corpus", "synthetic"])
+    p.add_argument("--sections", nargs="+", default=["cnn", "levers", "overlap", "corpus", "ray", "synthetic"],
+                   help="ray needs pip install \"diffatr[ray]\"")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     if args.quick:
@@ -413,6 +425,18 @@ def main(argv: list[str] | None = None) -> int:
             for path in paths:
                 (folder / path.name).symlink_to(path)
         results["corpus"] = run_index(folder, audio_seconds(paths, encoder.config.max_seconds), len(paths), None)
+        if args.quick:
+            shutil.rmtree(folder, ignore_errors=True)
+    if "ray" in args.sections:  # 2 local Ray workers against 1 process, on the corpus
+        paths = corpus if not args.quick else subset
+        folder = CORPUS
+        if args.quick:
+            folder = Path(tempfile.mkdtemp(prefix="diffatr-corpus-subset-"))
+            for path in paths:
+                (folder / path.name).symlink_to(path)
+        seconds = audio_seconds(paths, encoder.config.max_seconds)
+        results["ray"] = [run_index(folder, seconds, len(paths), 0),
+                          *[run_index(folder, seconds, len(paths), n, ("--ray", "local")) for n in (1, 2)]]
         if args.quick:
             shutil.rmtree(folder, ignore_errors=True)
     if "synthetic" in args.sections:
