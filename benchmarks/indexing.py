@@ -7,8 +7,8 @@ corpus and on a synthetic folder of clips of 1-30 s, and what each lever of the 
 
 Sections:
 - ``cnn``: the aisfx CNN alone, ms per block (one thread, CPU time): the module as written
-  (BatchNorm after each conv, NCHW) against ``FoldedCNN9`` (folded, channels-last), under
-  ``no_grad`` and ``inference_mode``, for several blocks per forward pass.
+  (BatchNorm after each conv, NCHW) against ``FoldedCNN9`` (folded, channels-last, with and
+  without Winograd), under ``no_grad`` and ``inference_mode``, for several blocks per pass.
 - ``levers``: the pipeline on a subset of the corpus, in this process: today's path (one file at
   a time: decode, ``embed_file``) against blocks of several clips, one or two worker processes,
   torch threads; each checked against today's features (cosine).
@@ -92,8 +92,10 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 def cnn_section(encoder, batches: list[int], repeats: int) -> list[dict[str, Any]]:
     backbone = encoder.backbone
-    folded = batched.FoldedCNN9(backbone)
-    nchw = batched.FoldedCNN9(backbone)
+    folded = batched.FoldedCNN9(backbone)  # the default: Winograd from layer WINOGRAD_FROM_LAYER
+    direct = batched.FoldedCNN9(backbone, winograd_from=8)
+    early = batched.FoldedCNN9(backbone, winograd_from=2)
+    nchw = batched.FoldedCNN9(backbone, winograd_from=8)
     nchw.layers = [(w.contiguous(), b) for w, b in nchw.layers]
     nchw_call = _nchw_forward(nchw)
     g = torch.Generator().manual_seed(0)
@@ -105,7 +107,10 @@ def cnn_section(encoder, batches: list[int], repeats: int) -> list[dict[str, Any
             blocks = 2 * torch.rand(batch, 100, 96, generator=g)
             variants = {"module as written (BN separate, NCHW)": lambda: backbone.embed_blocks(blocks),
                         "BN folded, NCHW": lambda: nchw_call(blocks),
-                        "BN folded, channels-last": lambda: folded(blocks)}
+                        "BN folded, channels-last": lambda: direct(blocks),
+                        f"BN folded, channels-last, Winograd from conv {batched.WINOGRAD_FROM_LAYER + 1} (default)":
+                            lambda: folded(blocks),
+                        "BN folded, channels-last, Winograd from conv 3": lambda: early(blocks)}
             for name, fn in variants.items():
                 for mode_name, mode in (("no_grad", torch.no_grad), ("inference_mode", torch.inference_mode)):
                     with mode():

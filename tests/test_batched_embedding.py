@@ -227,3 +227,17 @@ def test_the_ray_path_without_ray_says_how_to_get_it(monkeypatch):
     encoder = build_audio_encoder(audio_encoder_config("tiny-cnn"), generator=torch.Generator().manual_seed(0))
     with pytest.raises(ClusterError, match=r'pip install "diffatr\[ray\]"'):
         RayExtractor(encoder, "auto")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 8, 12, 12), (3, 4, 25, 24), (1, 2, 1, 1)])
+def test_winograd_convolutions_equal_direct_ones_at_any_map_size(shape):
+    from diffatr.encoders.batched import _winograd_conv3x3_relu, _winograd_kernels
+
+    g = torch.Generator().manual_seed(1)
+    n, c, h, w = shape
+    x = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(6, c, 3, 3, generator=g), torch.randn(6, generator=g)
+    expected = F.conv2d(x, weight, bias, padding=1).relu()
+    got = _winograd_conv3x3_relu(x, _winograd_kernels(weight), bias)
+    assert got.shape == expected.shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
