@@ -582,7 +582,9 @@ def build_features(
     # The records to embed, grouped by file content (the cache key), so that a file held twice
     # is embedded once; a file that cannot even be hashed is left to the decoder's message.
     groups: dict[str, list[int]] = {}
-    for i in wanted:
+    lookups = tqdm(wanted, desc=f"{desc}: feature cache", unit="file", leave=False,
+                   disable=not progress or audio_cache is None)
+    for i in lookups:
         key = f"record:{i}"
         if audio_cache is not None:
             try:
