@@ -308,26 +308,28 @@ def _synth_clip(args: tuple[int, int, str]) -> float:
     rate = 44100 if kind == 1 else 48000
     seconds = float(rng.uniform(1.0, 30.0))
     n = int(seconds * rate)
-    t = np.arange(n) / rate
-    wave = np.zeros(n)
+    wave = 0.003 * rng.standard_normal(n, dtype=np.float32)  # a noise floor
     for _ in range(rng.integers(1, 5)):  # sound events with an attack-decay envelope
-        start, length = rng.uniform(0, seconds), rng.uniform(0.1, seconds)
-        envelope = np.clip((t - start) / 0.02, 0, 1) * np.exp(-np.clip(t - start, 0, None) / (0.3 * length))
+        start = int(rng.uniform(0, seconds) * rate)
+        decay = rng.uniform(0.03, 0.3 * seconds)  # seconds
+        m = min(n - start, int(5 * decay * rate) + 1)  # the event has faded by then
+        t = np.arange(m, dtype=np.float32) / rate
+        envelope = np.minimum(t / 0.02, 1.0) * np.exp(-t / decay)
         if rng.random() < 0.5:  # a harmonic tone
             f0 = rng.uniform(80, 2000)
-            tone = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) / h for h in range(1, 5))
-            wave += rng.uniform(0.05, 0.3) * envelope * tone
+            event = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) / h for h in range(1, 5))
         else:  # band-passed noise (wind, rain, engines, water)
-            spectrum = np.fft.rfft(rng.standard_normal(n))
-            freqs = np.fft.rfftfreq(n, 1 / rate)
+            spectrum = np.fft.rfft(rng.standard_normal(m, dtype=np.float32))
+            freqs = np.fft.rfftfreq(m, 1 / rate)
             low = rng.uniform(50, 4000)
             spectrum[(freqs < low) | (freqs > low * rng.uniform(1.5, 6))] = 0
-            wave += rng.uniform(0.05, 0.3) * envelope * np.fft.irfft(spectrum, n) / max(1e-9, np.sqrt(np.mean(np.fft.irfft(spectrum, n) ** 2)))
+            event = np.fft.irfft(spectrum, m)
+            event /= max(1e-9, float(np.sqrt(np.mean(event**2))))
+        wave[start : start + m] += (rng.uniform(0.05, 0.3) * envelope * event).astype(np.float32)
     clicks = rng.integers(0, n, size=rng.integers(0, 20))
-    wave[clicks] += rng.uniform(-0.5, 0.5, size=clicks.shape)
-    wave = np.clip(wave + 0.003 * rng.standard_normal(n), -1, 1).astype(np.float32)
-    suffix, subtype = (".wav", "PCM_16") if kind == 0 else (".flac", "PCM_16")
-    sf.write(str(Path(folder) / f"synth_{index:05d}{suffix}"), wave, rate, subtype=subtype)
+    wave[clicks] += rng.uniform(-0.5, 0.5, size=clicks.shape).astype(np.float32)
+    suffix = ".wav" if kind == 0 else ".flac"
+    sf.write(str(Path(folder) / f"synth_{index:05d}{suffix}"), np.clip(wave, -1, 1), rate, subtype="PCM_16")
     return seconds
 
 

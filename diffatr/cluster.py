@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from diffatr.encoders.audio import AudioEncoder
+from diffatr.encoders.batched import FoldedCNN9, batches_blocks
 from diffatr.errors import DiffatrError
 from diffatr.extraction import DEFAULT_CHUNK, EncoderRecipe, embed_files
 
@@ -41,10 +42,11 @@ class _EmbedFiles:
         torch.set_num_threads(threads)
         self.encoder = recipe.build()
         self.batch_blocks = batch_blocks
+        self.net = FoldedCNN9(self.encoder.backbone) if batches_blocks(self.encoder) else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
-        results = embed_files(self.encoder, paths, self.batch_blocks)
+        results = embed_files(self.encoder, paths, self.batch_blocks, self.net)
         width = self.encoder.embed_dim
         features = np.zeros((len(paths), width), dtype=np.float32)  # (n, Da); zeros where a file failed
         reasons = []

@@ -30,14 +30,14 @@ from torch import Tensor
 from diffatr.audio.io import AudioError, AudioTruncatedWarning, decode_audio
 from diffatr.config import AudioEncoderConfig
 from diffatr.encoders.audio import AudioEncoder, build_backbone
-from diffatr.encoders.batched import DEFAULT_BATCH_BLOCKS, embed_clips
+from diffatr.encoders.batched import DEFAULT_BATCH_BLOCKS, FoldedCNN9, batches_blocks, embed_clips
 
 # Files per task sent to a worker: enough clips for full batches of blocks, few enough that
 # the progress bar moves and an interrupted run loses little (at most a chunk per worker).
 DEFAULT_CHUNK = 16
-# Below this many files a worker pool costs more than it saves (starting a worker imports
-# torch and loads the weights: about 2 s).
-MIN_FILES_FOR_WORKERS = 48
+# Below this many files a worker pool costs more than it saves (a worker rebuilds the encoder,
+# and oneDNN prepares its kernels anew: about a second).
+MIN_FILES_FOR_WORKERS = 32
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,16 @@ class EncoderRecipe:
         return AudioEncoder(self.config, backbone).eval()
 
 
-def embed_files(encoder: AudioEncoder, paths: Sequence[str], batch_blocks: int = DEFAULT_BATCH_BLOCKS
-                ) -> list[Tensor | str]:
+def embed_files(encoder: AudioEncoder, paths: Sequence[str], batch_blocks: int = DEFAULT_BATCH_BLOCKS,
+                net: FoldedCNN9 | None = None) -> list[Tensor | str]:
     """Decode and embed files, blocks of several files per forward pass.
 
     At most ``encoder.config.max_seconds`` of each file are decoded (an
     ``AudioTruncatedWarning`` says when one was cut), at the encoder's sample rate: the same
     features as ``diffatr.encoders.audio.embed_file`` one file at a time, up to float rounding.
+
+    Args:
+        net: the encoder's ``FoldedCNN9``, for a caller that embeds many chunks (default: built here).
 
     Returns:
         Per path, its (Da,) float32 CPU features or the reason it could not be read.
@@ -88,7 +91,7 @@ def embed_files(encoder: AudioEncoder, paths: Sequence[str], batch_blocks: int =
                               "embedded", AudioTruncatedWarning, stacklevel=2)
             yield i, audio.waveform
 
-    for i, features in embed_clips(encoder, decoded(), batch_blocks):
+    for i, features in embed_clips(encoder, decoded(), batch_blocks, net):
         results[i] = features.detach().float().cpu()
     return results
 
@@ -103,12 +106,16 @@ def _start_worker(recipe: EncoderRecipe, threads: int, batch_blocks: int) -> Non
     # finishes its chunk and is shut down instead of printing a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    _WORKER["encoder"] = recipe.build()
-    _WORKER["batch_blocks"] = batch_blocks
+    encoder = recipe.build()
+    _WORKER.update(encoder=encoder, batch_blocks=batch_blocks, net=_folded(encoder))
 
 
 def _embed_chunk(paths: list[str]) -> list[Tensor | str]:
-    return embed_files(_WORKER["encoder"], paths, _WORKER["batch_blocks"])
+    return embed_files(_WORKER["encoder"], paths, _WORKER["batch_blocks"], _WORKER["net"])
+
+
+def _folded(encoder: Any) -> FoldedCNN9 | None:
+    return FoldedCNN9(encoder.backbone) if batches_blocks(encoder) else None
 
 
 def usable_cores() -> int:
@@ -150,15 +157,10 @@ class Extractor:
             raise ValueError("worker processes rebuild an AudioEncoder; this encoder can only run in this process")
         self.encoder, self.workers, self.chunk, self.batch_blocks = encoder, workers, max(1, chunk), batch_blocks
         self._pool: ProcessPoolExecutor | None = None
+        self._net = _folded(encoder) if not workers else None  # built once, for every chunk embedded here
         if workers:
             threads = threads or max(1, usable_cores() // workers)
-            methods = multiprocessing.get_all_start_methods()
-            # A fresh interpreter (not a fork of this one, whose torch thread pool may be
-            # running); the fork server imports the modules once for every worker.
-            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-            if "forkserver" in methods:
-                context.set_forkserver_preload(["diffatr.extraction"])
-            self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+            self._pool = ProcessPoolExecutor(workers, mp_context=_start_method(threads), initializer=_start_worker,
                                              initargs=(EncoderRecipe.of(encoder), threads, batch_blocks))
 
     def __enter__(self) -> Extractor:
@@ -189,7 +191,7 @@ class Extractor:
 
     def _embed_here(self, paths: list[str]) -> list[Tensor | str]:
         if isinstance(self.encoder, AudioEncoder):
-            return embed_files(self.encoder, paths, self.batch_blocks)
+            return embed_files(self.encoder, paths, self.batch_blocks, self._net)
         results: list[Tensor | str] = []
         for path in paths:  # any object with embed_file (the demo's checked uploads)
             try:
@@ -197,6 +199,22 @@ class Extractor:
             except (AudioError, OSError) as err:
                 results.append(str(err) or type(err).__name__)
         return results
+
+
+def _start_method(threads: int) -> multiprocessing.context.BaseContext:
+    """How worker processes start. A fork starts at once and never runs the caller's script
+    again (a fork server or spawn imports ``__main__`` anew, which breaks a script without an
+    ``if __name__ == "__main__":`` guard); but a forked child that runs torch on more than one
+    thread can hang in OpenMP when this process has used its thread pool, so a fork only for
+    one thread per worker (the default), a fork server otherwise."""
+    methods = multiprocessing.get_all_start_methods()
+    if threads == 1 and "fork" in methods:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["diffatr.extraction"])  # imported once for every worker
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

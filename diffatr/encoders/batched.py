@@ -92,8 +92,13 @@ class FoldedCNN9:
 def _winograd_kernels(weight: Tensor) -> Tensor:
     """(C', C, 3, 3) kernels -> (36, C, C'): G g G^T of every pair, flattened 6x6 first."""
     g = _WINOGRAD_G.to(weight.device)
-    u = torch.einsum("ai,ocij,bj->aboc", g, weight.double(), g)  # (6, 6, C', C), exact in float64
-    return u.reshape(36, weight.shape[0], weight.shape[1]).transpose(1, 2).contiguous().to(weight.dtype)
+    out_channels, in_channels = weight.shape[:2]
+    kernels = weight.new_empty(36, in_channels, out_channels)
+    for start in range(0, out_channels, 64):  # in float64, a few output channels at a time: small
+        part = weight[start : start + 64].double()  # (c', C, 3, 3)
+        u = g @ part @ g.T  # (c', C, 6, 6)
+        kernels[:, :, start : start + 64] = u.permute(2, 3, 1, 0).reshape(36, in_channels, -1).to(weight.dtype)
+    return kernels
 
 
 def _winograd_conv3x3_relu(x: Tensor, kernels: Tensor, bias: Tensor) -> Tensor:
@@ -128,7 +133,8 @@ def batches_blocks(encoder: nn.Module) -> bool:
 
 @torch.no_grad()
 def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[Hashable, np.ndarray]],
-                batch_blocks: int = DEFAULT_BATCH_BLOCKS) -> Iterator[tuple[Hashable, Tensor]]:
+                batch_blocks: int = DEFAULT_BATCH_BLOCKS, net: FoldedCNN9 | None = None
+                ) -> Iterator[tuple[Hashable, Tensor]]:
     """Embed a stream of decoded clips, blocks of several clips per forward pass.
 
     Args:
@@ -136,6 +142,8 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[Hashable, np.ndarra
         clips: (key, waveform) pairs; each waveform (S,) float32 at ``encoder.sample_rate``,
             already cut at ``max_seconds`` (``diffatr.audio.io.decode_audio``'s output).
         batch_blocks: blocks per forward pass (speed only).
+        net: ``FoldedCNN9(encoder.backbone)``, built once by a caller that embeds many times
+            (building it transforms the kernels: a fraction of a second); default: built here.
 
     Yields:
         (key, (Da,) float32 features on the encoder's device) per clip, in input order, each as
@@ -145,7 +153,7 @@ def embed_clips(encoder: AudioEncoder, clips: Iterable[tuple[Hashable, np.ndarra
         for key, waveform in clips:
             yield key, encoder._embed_mono(waveform, batch_size=8)
         return
-    net = FoldedCNN9(encoder.backbone)
+    net = net or FoldedCNN9(encoder.backbone)
     waiting: deque[tuple[Hashable, int]] = deque()  # clips with blocks not yet embedded: (key, N)
     inputs: deque[Tensor] = deque()  # blocks cut, not yet embedded, in order
     outputs: deque[Tensor] = deque()  # block embeddings not yet handed out, in order
