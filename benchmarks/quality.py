@@ -183,12 +183,18 @@ def claim_of(gains: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"holds": holds, "ood_gain_at_least_in_domain": ood_ge}
 
 
+def settings(models: Any, **knobs: Any) -> Any:
+    """The (first) model's retrieval settings with ``knobs``: what ``diffatr evaluate`` builds."""
+    first = models[0] if isinstance(models, (list, tuple)) else models
+    return first.config.with_retrieval(**knobs)
+
+
 def select_fusion(models: list, val_feats, ddim_seeds: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The (temperature, alpha) with the best val Gen+Dis mean R@1 over all models and DDIM seeds."""
     rows = []
     for temp, alpha in itertools.product(FUSION_TEMPS, FUSION_ALPHAS):
         knobs = {"temperature": temp, "alpha": alpha, "top_k": 32, "num_inference_steps": 50}
-        r = evaluate_model(models, val_feats, knobs, seeds=ddim_seeds, scorers=("gen+dis",),
+        r = evaluate_model(models, val_feats, settings(models, **knobs), seeds=ddim_seeds, scorers=("gen+dis",),
                            data_info={"name": "corpus/val"})
         rows.append({**knobs, "val_gen+dis": {k: v for k, v in r["scorers"]["gen+dis"].items()
                                               if k.split("/")[-1] in SHOWN}})
@@ -326,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in recipes:
         models = [load_checkpoint(c).eval() for c in ckpts[name]]
         knobs, val_rows = select_fusion(models, feats["val"], args.ddim_seeds)
-        results = {split: slim(evaluate_model(models, feats[split], knobs, seeds=args.ddim_seeds,
+        results = {split: slim(evaluate_model(models, feats[split], settings(models, **knobs),
+                                              seeds=args.ddim_seeds,
                                               data_info={"name": f"corpus/{split}"})) for split in EVAL_SPLITS}
         for split in EVAL_SPLITS:
             results[split]["checkpoint"] = [str(c) for c in ckpts[name]]
@@ -355,13 +362,15 @@ def main(argv: list[str] | None = None) -> int:
         model = load_checkpoint(ckpts[DEFAULT_RECIPE][0]).eval()
         dis, grid = {}, []
         for split in ("val",) + EVAL_SPLITS:
-            r = evaluate_model(model, feats[split], scorers=("dis",), data_info={"name": f"corpus/{split}"})
+            r = evaluate_model(model, feats[split], settings(model), scorers=("dis",),
+                               data_info={"name": f"corpus/{split}"})
             dis[split] = {k: v for k, v in r["scorers"]["dis"].items() if k.split("/")[-1] in SHOWN}
         for steps, k, temp, alpha in itertools.product(GRID_STEPS, GRID_K, FUSION_TEMPS, FUSION_ALPHAS):
             knobs = {"num_inference_steps": steps, "top_k": k, "temperature": temp, "alpha": alpha}
             row: dict[str, Any] = dict(knobs)
             for split in ("val",) + EVAL_SPLITS:
-                r = evaluate_model(model, feats[split], knobs, seeds=args.ddim_seeds[:1], scorers=("gen+dis",),
+                r = evaluate_model(model, feats[split], settings(model, **knobs), seeds=args.ddim_seeds[:1],
+                                   scorers=("gen+dis",),
                                    data_info={"name": f"corpus/{split}"})
                 row[split] = {k2: v for k2, v in r["scorers"]["gen+dis"].items() if k2.split("/")[-1] in SHOWN}
             grid.append(row)
@@ -384,12 +393,14 @@ def main(argv: list[str] | None = None) -> int:
             models = [load_checkpoint(p).eval() for p in paths]
             for split in EVAL_SPLITS:
                 if b == "aisfx":  # frozen backbone: the cached features serve every seed
-                    r = evaluate_model(models, feats[split], scorers=("dis",), data_info={"name": f"corpus/{split}"})
+                    r = evaluate_model(models, feats[split], settings(models), scorers=("dis",),
+                                       data_info={"name": f"corpus/{split}"})
                     backbone[split][names[b]] = {"scorers": r["scorers"], "std": r["std"]}
                     continue
                 # fine-tuned backbones differ per seed: each model's own features
                 dis_runs = [evaluate_model(m, compute_features(records_of(splits[split]), m.config, cache_dir=None,
-                                                               progress=False), scorers=("dis",))["scorers"]["dis"]
+                                                               progress=False), settings(m),
+                                           scorers=("dis",))["scorers"]["dis"]
                             for m in models]
                 mean = {k: statistics.fmean(r[k] for r in dis_runs) for k in dis_runs[0]}
                 std = {k: statistics.stdev([r[k] for r in dis_runs]) if len(dis_runs) > 1 else 0.0 for k in dis_runs[0]}

@@ -6,7 +6,7 @@ cross-fitted (``diffatr train --phase diffusion --cross-fit K``: K phase-1 model
 without one K-th of the training sounds, embed that K-th; the denoisers then train on these
 out-of-fold embeddings, whose cosine errors look like those of unseen clips; inference uses the
 full phase-1 model). Each
-checkpoint is scored on val / test / OOD, both directions, with (``diffatr.retrieval.rerank``):
+checkpoint is scored on val / test / OOD, both directions, with (``diffatr.retrieval.fusion``):
 
 - Dis: cosine; QB-Norm with a bank of the training queries (usable one query at a time);
   inverted softmax and dual softmax over all the split's queries (transductive: reported, not
@@ -45,14 +45,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffatr.checkpoint import load_checkpoint  # noqa: E402
-from diffatr.config import TrainConfig  # noqa: E402
+from diffatr.config import RetrievalConfig, TrainConfig  # noqa: E402
 from diffatr.corpus.mixtures import read_recipes  # noqa: E402
 from diffatr.data.manifest import read_manifest  # noqa: E402
 from diffatr.features import FeatureSet, FeatureError, mixture_features  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
-from diffatr.retrieval.engine import rerank_topk, stable_topk  # noqa: E402
-from diffatr.retrieval.rerank import dual_softmax, ensemble, fuse, gen_rank_scores, inverted_softmax, qb_norm  # noqa: E402
+from diffatr.retrieval import rerank_topk, stable_topk  # noqa: E402
+from diffatr.retrieval.fusion import dual_softmax, ensemble, fuse, gen_rank_scores, inverted_softmax, qb_norm  # noqa: E402
 from diffatr.train import train_diffusion  # noqa: E402
 
 MANIFEST = ROOT / "assets" / "corpus" / "manifest.csv"
@@ -155,8 +155,10 @@ class Scored:
         if key not in self._x0:
             scores = self.first_stage(stage, knob)
             top_scores, top_indices = stable_topk(scores, self.top_k)
+            # x0 only: the fusion rules are applied to it below (alpha 0 leaves the fused score alone)
+            settings = RetrievalConfig(num_inference_steps=50, alpha=0.0, temperature=1.0, seed=seed)
             result = rerank_topk(self.queries, self.candidates, top_scores, top_indices, self.denoiser,
-                                 self.scheduler, num_inference_steps=50, alpha=0.0, temperature=1.0, seed=seed)
+                                 self.scheduler, settings)
             x0 = torch.empty_like(result.x0).scatter_(1, result.cosine_rank, result.x0)
             self._x0[key] = (scores, top_indices, x0)
         return self._x0[key]

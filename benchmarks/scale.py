@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 from diffatr.checkpoint import load_checkpoint  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
-from diffatr.retrieval.backends import StoreConfig, build_store, load_store  # noqa: E402
-from diffatr.retrieval.engine import rerank_topk  # noqa: E402
+from diffatr.retrieval.stores.backends import StoreConfig, build_store, load_store  # noqa: E402
+from diffatr.retrieval.rerank import rerank_topk  # noqa: E402
 
 K = 32
 PAPER_STEPS = 50  # the re-rank is also timed at the paper's DDIM steps (the checkpoint runs its own)
@@ -148,8 +148,7 @@ def rerank_ms(store, queries: torch.Tensor, model: Any, repeats: int, batch: int
         t2 = time.perf_counter()
         rows = torch.arange(candidates.shape[0]).view(ids.shape)  # (B, K)
         rerank_topk(q, candidates, scores, rows, denoiser, scheduler,
-                    num_inference_steps=steps, alpha=knobs.alpha,
-                    temperature=knobs.temperature, seed=knobs.seed, fusion=knobs.fusion)
+                    dataclasses.replace(knobs, num_inference_steps=steps))
         t3 = time.perf_counter()
         for key, seconds in (("search", t1 - t0), ("vectors", t2 - t1), ("rerank", t3 - t1), ("total", t3 - t0)):
             times[key].append(seconds * 1000 / batch)
@@ -240,7 +239,7 @@ HUGE_CHUNK = 500_000
 def run_huge(n: int, emb: dict[str, Any], work: Path, repeats: int, config: StoreConfig = HUGE_STORE,
              chunk_size: int = HUGE_CHUNK, sweep: list[dict[str, int]] = HUGE_SWEEP) -> dict[str, Any]:
     """One FAISS configuration at ``n`` vectors, built and checked in chunks (see HUGE_STORE)."""
-    from diffatr.retrieval.backends import FaissStore
+    from diffatr.retrieval.stores.backends import FaissStore
 
     queries = synthetic(emb["test_text"], 256, seed=1, cosine=0.9)
     store = FaissStore(config, queries.shape[1])
@@ -310,9 +309,7 @@ def rerank_on_corpus(emb: dict[str, Any], names: list[str], work: Path) -> dict[
         store.save(work / "corpus")
         store = load_store(work / "corpus")
         top_scores, top_ids = store.search(text, knobs.top_k)
-        result = rerank_topk(text, audio, top_scores, top_ids, denoiser, scheduler,
-                             num_inference_steps=knobs.num_inference_steps, alpha=knobs.alpha,
-                             temperature=knobs.temperature, seed=knobs.seed, fusion=knobs.fusion)
+        result = rerank_topk(text, audio, top_scores, top_ids, denoiser, scheduler, knobs)
         scores = torch.full((text.shape[0], audio.shape[0]), -1e9).scatter(1, result.indices, result.fused)
         metrics = retrieval_metrics(scores, None, labels)
         out[name] = {k: round(metrics[f"text_to_audio/{k}"], 2) for k in ("R@1", "R@10")}

@@ -26,13 +26,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffatr.config import DenoiserConfig, DiffusionConfig  # noqa: E402
+from diffatr.config import DenoiserConfig, DiffusionConfig, RetrievalConfig  # noqa: E402
 from diffatr.diffusion import factorised  # noqa: E402
 from diffatr.diffusion.denoiser import Denoiser  # noqa: E402
-from diffatr.diffusion.scheduler import DDIMScheduler  # noqa: E402
+from diffatr.diffusion.ddim import DDIMScheduler  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.machine import cpu_label, describe_cpu  # noqa: E402
-from diffatr.retrieval.engine import cosine_topk, full_fused_scores, rerank_topk  # noqa: E402
+from diffatr.retrieval import cosine_topk, full_fused_scores, rerank_topk  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "speed.json"
 FLOOR_SPEEDUP_K32 = 40.0  # factorised re-rank must be at least this much faster than plain (any x86-64)
@@ -100,16 +100,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         cache = denoiser.precompute(cands)
         precompute_s = time.perf_counter() - t0
-        knobs = dict(num_inference_steps=steps, seed=0, batch_size=args.batch_size)
+        config, knobs = RetrievalConfig(num_inference_steps=steps, seed=0), dict(batch_size=args.batch_size)
 
         def cosine_only():
             return cosine_topk(queries, cands, 10)
 
         def plain_diffusion():
-            return rerank_topk(queries, cands, top_scores, top_idx, denoiser, scheduler, factorised=False, **knobs)
+            return rerank_topk(queries, cands, top_scores, top_idx, denoiser, scheduler, config, factorised=False,
+                               **knobs)
 
         def fact_diffusion():
-            return rerank_topk(queries, cands, top_scores, top_idx, denoiser, scheduler, factorised=True,
+            return rerank_topk(queries, cands, top_scores, top_idx, denoiser, scheduler, config, factorised=True,
                                candidate_cache=cache, **knobs)
 
         def cosine_k():
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def plain_small():
             return rerank_topk(plain_q, cands, top_scores[:plain_nq], top_idx[:plain_nq], denoiser,
-                               scheduler, factorised=False, **knobs)
+                               scheduler, config, factorised=False, **knobs)
 
         plain_times, fact_times = paired_times(plain_small, fact_diffusion, args.repeats)
         plain = per_q(statistics.median(plain_times), plain_nq)
@@ -163,10 +164,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     queries = unit(args.large_k_queries, dim, g)
     top_scores, top_idx = cosine_topk(queries, cands, k_big)
     cache = denoiser.precompute(cands)
-    knobs = dict(num_inference_steps=steps, seed=0, batch_size=args.batch_size)
-    plain = median_time(lambda: rerank_topk(queries, cands, top_scores, top_idx, denoiser, scheduler,
+    config, knobs = RetrievalConfig(num_inference_steps=steps, seed=0), dict(batch_size=args.batch_size)
+    plain = median_time(lambda: rerank_topk(queries, cands, top_scores, top_idx, denoiser, scheduler, config,
                                             factorised=False, **knobs), args.large_k_repeats, warmup=0)
-    fact = median_time(lambda: rerank_topk(queries, cands, top_scores, top_idx, denoiser, scheduler,
+    fact = median_time(lambda: rerank_topk(queries, cands, top_scores, top_idx, denoiser, scheduler, config,
                                            factorised=True, candidate_cache=cache, **knobs),
                        args.large_k_repeats, warmup=1)
     nq = args.large_k_queries
@@ -181,14 +182,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     audio = unit(n_clips, dim, g)
     text = unit(n_clips * per_clip, dim, g)
     den_a2t = Denoiser(DenoiserConfig(embed_dim=dim, width=dim)).eval()
-    knobs = dict(top_k=k, num_inference_steps=steps, seed=0, batch_size=args.batch_size)
+    config, knobs = RetrievalConfig(top_k=k, num_inference_steps=steps, seed=0), dict(batch_size=args.batch_size)
     start = time.perf_counter()
     cache_t2a = denoiser.precompute(audio)
     cache_a2t = den_a2t.precompute(text)
     precompute_s = time.perf_counter() - start
-    t2a = full_fused_scores(text, audio, denoiser, scheduler, candidate_cache=cache_t2a, **knobs)
+    t2a = full_fused_scores(text, audio, denoiser, scheduler, config, candidate_cache=cache_t2a, **knobs)
     t2a_s = time.perf_counter() - start - precompute_s
-    a2t = full_fused_scores(audio, text, den_a2t, scheduler, candidate_cache=cache_a2t, **knobs)
+    a2t = full_fused_scores(audio, text, den_a2t, scheduler, config, candidate_cache=cache_a2t, **knobs)
     total_s = time.perf_counter() - start
     assert t2a.shape == (n_clips * per_clip, n_clips) and a2t.shape == (n_clips, n_clips * per_clip)
     cos_start = time.perf_counter()

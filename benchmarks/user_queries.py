@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint  # noqa: E402
+from diffatr.checkpoint import load_checkpoint  # noqa: E402
 from diffatr.data.datasets import load_split  # noqa: E402
 from diffatr.encoders.audio import build_audio_encoder  # noqa: E402
 from diffatr.encoders.cache import FeatureCache  # noqa: E402
@@ -38,6 +38,7 @@ from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.indexing import build_index, default_cache_dir  # noqa: E402
 from diffatr.retrieval.engine import SearchEngine  # noqa: E402
 from diffatr.retrieval.index import RetrievalIndex  # noqa: E402
+from diffatr.runtime import default_checkpoint_dir  # noqa: E402
 
 MANIFEST = ROOT / "assets" / "corpus" / "manifest.csv"
 DEMO_INDEX = ROOT / "assets" / "corpus" / "demo_index"
@@ -54,7 +55,8 @@ def by_cosine(hits: list) -> list:
 
 def ranked(engine: SearchEngine, queries: list[str], k: int) -> list[list]:
     """The top ``k`` hits of each query (fused ranking; each hit knows its cosine rank)."""
-    return engine.search_text(queries, k=max(k, engine.model.config.retrieval.top_k))
+    defaults = engine.model.config.retrieval
+    return engine.search_text(queries, engine.model.config.with_retrieval(num_results=max(k, defaults.top_k)))
 
 
 def top1(hits: list, cosine: bool) -> Any:
@@ -107,7 +109,7 @@ def generated_mass(engine: SearchEngine, queries: list[str]) -> list[float]:
     """Per query, the share of the generated distribution softmax(x̂0 x CE scale) (what the app
     plots at x_0) on its 3 most likely candidates."""
     features = engine.text_encoder.encode(queries)
-    result = engine.rerank_features("text_to_audio", features, k=1)
+    result = engine.rank("text_to_audio", features, engine.model.config.retrieval)
     top_k = result.settings["top_k"]
     x0 = result.x0[:, :top_k].double()  # (Q, K): the re-ranked candidates
     probs = torch.softmax(engine.model.config.diffusion.ce_scale * x0, dim=-1)

@@ -21,7 +21,6 @@ from diffatr.config import ConfigError, ModelConfig, from_dict, to_dict
 from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory
 from diffatr.model import DiffATR
-from diffatr.runtime import default_checkpoint_dir  # noqa: F401  (re-exported: the old home)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -8,35 +8,69 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from diffatr.config import DEFAULT_RESULTS, ConfigError
+from diffatr.config import DEFAULT_BATCH_SIZE, NOT_EVALUATED, ConfigError, knob_fields
 from diffatr.errors import DiffatrError
 
 EXIT_USER_ERROR = 2
 
 
-def _add_knobs(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("diffusion re-ranking (defaults come from the checkpoint)")
-    group.add_argument("--top-k", type=int, default=None, metavar="K",
-                       help="candidates re-ranked by the diffusion model per query (paper: 32)")
-    group.add_argument("--steps", type=int, default=None, metavar="S",
-                       help="DDIM steps, 1..T (paper: 50)")
-    group.add_argument("--alpha", type=float, default=None,
-                       help="weight of the diffusion score in fused = cosine + alpha * softmax(x0 / temperature); 0 = cosine only")
-    group.add_argument("--temperature", type=float, default=None, help="softmax temperature on the x0 estimate")
-    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
-                       help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / "
-                            "temperature); zscore = cosine + alpha * std(cosine) * z(x0), calibrated "
-                            "(default: the checkpoint's)")
-    group.add_argument("--ddim-seed", "--seed", dest="seed", type=int, default=None,
-                       help="seed of the start noise x_T (the same name in every command; --seed is an old "
-                            "spelling); the same seed gives the same ranking")
+_FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_retrieval_flags(parser: argparse.ArgumentParser, title: str, *, exclude: Sequence[str] = (),
+                        aliases: bool = True) -> None:
+    """The retrieval settings as one flag group, made from ``RetrievalConfig``'s fields: their
+    flags, types, choices and help live in the dataclass (``diffatr.config._knob``), so a new
+    setting is one field there. Unset flags keep the checkpoint's value (``retrieval_overrides``).
+
+    Args:
+        parser: the command's parser.
+        title: the group's heading.
+        exclude: fields this command does not take.
+        aliases: accept the older spellings too (``--seed`` for ``--ddim-seed``).
+    """
+    group = parser.add_argument_group(title)
+    for f in knob_fields():
+        if f.name in exclude:
+            continue
+        meta = f.metadata
+        flags = meta["flags"] + (meta["aliases"] if aliases else ())
+        unset = f"(unset: the checkpoint's value; new configs: {f.default})"
+        if f.type == "bool":  # --one-per-sound / --no-one-per-sound
+            group.add_argument(*flags, dest=_KNOB_DEST + f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=f"{meta['help']} {unset}")
+            continue
+        group.add_argument(*flags, dest=_KNOB_DEST + f.name, type=_FLAG_TYPES[f.type], default=None,
+                           choices=meta["choices"], metavar=meta["metavar"], help=f"{meta['help']} {unset}")
+
+
+_KNOB_DEST = "retrieval_"  # the flags' argparse names, apart from the commands' own (train's --seed)
+
+
+def retrieval_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The retrieval settings given on the command line (for ``ModelConfig.with_retrieval``)."""
+    return {f.name: getattr(args, _KNOB_DEST + f.name) for f in knob_fields()
+            if getattr(args, _KNOB_DEST + f.name, None) is not None}
+
+
+@contextlib.contextmanager
+def flag_named() -> Iterator[None]:
+    """A bad setting's message (the library's one wording), led by the flag that gave it."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.setting is None:
+            raise
+        flag = next(f.metadata["flags"][-1] for f in knob_fields() if f.name == err.setting)
+        raise ConfigError(f"{flag}: {err}", err.setting) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +81,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_index_parser(sub)
+
+    p = sub.add_parser("search", help="rank an index's clips for a caption, or its captions for an audio file",
+                       description="Text -> audio: give a caption. Audio -> text: give --audio FILE "
+                                   "(needs an index with captions). Audio -> audio (sounds like this one): "
+                                   "--audio FILE --similar, or --like CLIP_ID.")
+    p.add_argument("query", nargs="?", help="a caption to search for (text -> audio)")
+    p.add_argument("--audio", metavar="FILE", help="an audio file to search with (audio -> text)")
+    p.add_argument("--similar", action="store_true",
+                   help="with --audio FILE: the clips that sound most like FILE (audio -> audio) instead of captions")
+    p.add_argument("--like", metavar="CLIP_ID",
+                   help="the clips that sound most like this clip of the index (audio -> audio; never the clip itself)")
+    p.add_argument("--index", metavar="DIR", help="index folder (default: the shipped demo corpus, assets/corpus/demo_index)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint folder (default: the shipped checkpoint)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--allow-download", action="store_true",
+                   help="let the text encoder fetch a hub model that is not on disk")
+    add_retrieval_flags(p, "results and diffusion re-ranking (defaults come from the checkpoint)")
+
+    p = sub.add_parser("convert-panns", help="convert a released PANNs .pth checkpoint to safetensors",
+                       description="Read a released PANNs checkpoint (CNN14 / ResNet38, Zenodo record 3987831) "
+                                   "once and write safetensors; diffatr never unpickles at load time.")
+    p.add_argument("src", metavar="FILE.pth", help="the released checkpoint")
+    p.add_argument("out", nargs="?", metavar="OUT.safetensors",
+                   help="output file (default: FILE.safetensors next to the input)")
+    p.add_argument("--arch", choices=["cnn14", "resnet38"], help="architecture (default: detected from the keys)")
+    p.add_argument("--trust", "--trust-pickle", dest="trust", action="store_true",
+                   help="allow a full unpickle when the safe loader refuses the file; only for files you trust")
+
+    p = sub.add_parser("info", help="describe a checkpoint or an index",
+                       description="Print the config of a checkpoint folder or the summary of an index folder.")
+    p.add_argument("path", metavar="PATH")
+
+    _add_evaluate_parser(sub)
+    _add_train_parser(sub)
+    _add_corpus_parser(sub)
+    return parser
+
+
+def _add_index_parser(sub) -> None:
     p = sub.add_parser("index", help="embed a folder of audio or a manifest into a searchable index",
                        description="Embed audio files (and their captions, if any) into an index folder. "
                                    "Unreadable files are listed and skipped.")
@@ -88,38 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(pip install \"diffatr[ray]\"; README, 'Indexing on a Ray cluster')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("search", help="rank an index's clips for a caption, or its captions for an audio file",
-                       description="Text -> audio: give a caption. Audio -> text: give --audio FILE "
-                                   "(needs an index with captions).")
-    p.add_argument("query", nargs="?", help="a caption to search for (text -> audio)")
-    p.add_argument("--audio", metavar="FILE", help="an audio file to search with (audio -> text)")
-    p.add_argument("--index", metavar="DIR", help="index folder (default: the shipped demo corpus, assets/corpus/demo_index)")
-    p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint folder (default: the shipped checkpoint)")
-    p.add_argument("-k", type=int, default=DEFAULT_RESULTS, help=f"number of results to show (default {DEFAULT_RESULTS})")
-    p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("--allow-download", action="store_true",
-                   help="let the text encoder fetch a hub model that is not on disk")
-    _add_knobs(p)
-
-    p = sub.add_parser("convert-panns", help="convert a released PANNs .pth checkpoint to safetensors",
-                       description="Read a released PANNs checkpoint (CNN14 / ResNet38, Zenodo record 3987831) "
-                                   "once and write safetensors; diffatr never unpickles at load time.")
-    p.add_argument("src", metavar="FILE.pth", help="the released checkpoint")
-    p.add_argument("out", nargs="?", metavar="OUT.safetensors",
-                   help="output file (default: FILE.safetensors next to the input)")
-    p.add_argument("--arch", choices=["cnn14", "resnet38"], help="architecture (default: detected from the keys)")
-    p.add_argument("--trust", "--trust-pickle", dest="trust", action="store_true",
-                   help="allow a full unpickle when the safe loader refuses the file; only for files you trust")
-
-    p = sub.add_parser("info", help="describe a checkpoint or an index",
-                       description="Print the config of a checkpoint folder or the summary of an index folder.")
-    p.add_argument("path", metavar="PATH")
-
-    _add_evaluate_parser(sub)
-    _add_train_parser(sub)
-    _add_corpus_parser(sub)
-    return parser
-
 
 def _version() -> str:
     from diffatr import __version__
@@ -128,7 +170,8 @@ def _version() -> str:
 
 
 def _resolve_checkpoint(path: str | None):
-    from diffatr.checkpoint import CheckpointError, default_checkpoint_dir, load_checkpoint
+    from diffatr.checkpoint import CheckpointError, load_checkpoint
+    from diffatr.runtime import default_checkpoint_dir
 
     folder = Path(path) if path else default_checkpoint_dir()
     if not path and not folder.exists():
@@ -141,7 +184,7 @@ def _resolve_checkpoint(path: str | None):
 def _cmd_index(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from diffatr.checkpoint import default_checkpoint_dir, read_checkpoint
+    from diffatr.checkpoint import read_checkpoint
     from diffatr.config import load_model_config
     from diffatr.data.manifest import read_records
     from diffatr.encoders.audio import build_audio_encoder
@@ -149,6 +192,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from diffatr.encoders.text import TextEncoder
     from diffatr.indexing import build_index, default_cache_dir
     from diffatr.retrieval.index import RetrievalIndex
+    from diffatr.runtime import default_checkpoint_dir
 
     if args.add and args.remove is not None:
         raise UsageError("--add and --remove are two separate runs")
@@ -190,7 +234,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         raise
     if args.relative_paths:
         out_dir = os.path.abspath(args.out)
-        index.paths = [os.path.relpath(p, out_dir) if p else p for p in index.paths]
+        index.paths = [os.path.relpath(os.path.abspath(p), out_dir) if p else p for p in index.paths]
     old_counts = {}
     if existing is not None:  # the same encoders and new clip ids only (checked by concat)
         old_counts = {"text_to_audio": len(existing), "audio_to_text": existing.num_captions}
@@ -209,28 +253,28 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _store_model(args: argparse.Namespace):
-    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+    from diffatr.checkpoint import load_checkpoint
+    from diffatr.runtime import default_checkpoint_dir
 
     return load_checkpoint(args.checkpoint or default_checkpoint_dir()).eval()
 
 
 def _update_stores(args: argparse.Namespace, index, old_counts: dict[str, int]) -> None:
     """Build the first-stage stores (--backend), or extend the index's stores after --add."""
-    from diffatr.retrieval import first_stage
-    from diffatr.retrieval.backends import StoreConfig
+    from diffatr.retrieval import stores
 
-    info = first_stage.describe(args.out)
+    info = stores.describe(args.out)
     if args.backend is not None:
-        config = StoreConfig(args.backend, faiss_factory=args.faiss_factory, milvus_uri=args.uri)
+        config = stores.StoreConfig(args.backend, faiss_factory=args.faiss_factory, milvus_uri=args.uri)
     elif info is not None and info["backend"] != "exact":
-        config = StoreConfig(**info["config"])
+        config = stores.StoreConfig(**info["config"])
     else:
         return
     model = _store_model(args)
     if args.backend is None and old_counts:  # --add onto existing stores: append
-        info = first_stage.append(args.out, old_counts, index, model)
+        info = stores.append(args.out, old_counts, index, model)
     else:
-        info = first_stage.build(args.out, index, model, config)
+        info = stores.build(args.out, index, model, config)
     print(f"first stage: {config.backend} store(s) for {', '.join(f'{n} {d}' for d, n in info['counts'].items())}")
 
 
@@ -268,26 +312,6 @@ class UsageError(DiffatrError):
     """Flags that do not fit together or a value out of range."""
 
 
-def _knobs(args: argparse.Namespace, config) -> dict:
-    """The search knobs: the flags given, else the model config's, validated as its RetrievalConfig."""
-    defaults = config.retrieval
-    knobs = {
-        "top_k": args.top_k if args.top_k is not None else defaults.top_k,
-        "num_inference_steps": args.steps if args.steps is not None else defaults.num_inference_steps,
-        "alpha": args.alpha if args.alpha is not None else defaults.alpha,
-        "temperature": args.temperature if args.temperature is not None else defaults.temperature,
-        "seed": args.seed if args.seed is not None else defaults.seed,
-        "fusion": args.fusion if args.fusion is not None else defaults.fusion,
-    }
-    try:  # the one validation of the knobs (bounds in diffatr.config.KNOB_BOUNDS)
-        dataclasses.replace(config, retrieval=dataclasses.replace(defaults, **knobs))
-    except ConfigError as err:
-        flag = {"num_inference_steps": "steps", "top_k": "top-k"}
-        name = str(err).split(" ", 1)[0]
-        raise UsageError(f"--{flag.get(name, name)}: {str(err).split(' ', 1)[1]}") from None
-    return knobs
-
-
 def _cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -298,46 +322,59 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from diffatr.retrieval.engine import SearchEngine
     from diffatr.retrieval.index import RetrievalIndex
 
-    if (args.query is None) == (args.audio is None):
-        print("diffatr search: give either a caption or --audio FILE (not both)", file=sys.stderr)
+    given = [what for what, value in (("a caption", args.query), ("--audio", args.audio), ("--like", args.like))
+             if value is not None]
+    if len(given) != 1:
+        print("diffatr search: give one of a caption, --audio FILE or --like CLIP_ID"
+              + (f" (not {' and '.join(given)})" if given else ""), file=sys.stderr)
         return EXIT_USER_ERROR
-    if args.k < 1:
-        raise UsageError("-k must be at least 1")
+    if args.similar and args.audio is None:
+        raise UsageError("--similar goes with --audio FILE (--like CLIP_ID is similar already)")
     model = _resolve_checkpoint(args.checkpoint)
+    with flag_named():  # the one RetrievalConfig of this search
+        settings = model.config.with_retrieval(**retrieval_overrides(args))
     index_dir = args.index or default_index_dir()
     index = RetrievalIndex.load(index_dir)
-    from diffatr.retrieval import first_stage
+    from diffatr.retrieval import stores
 
-    stores, why_not = first_stage.attach(index_dir, index, model)
+    index_stores, why_not = stores.attach(index_dir, index, model)
     if why_not:
         print(f"diffatr search: note: {why_not}", file=sys.stderr)
-    knobs = _knobs(args, model.config)
     text_cfg = dataclasses.replace(model.config.text, allow_download=args.allow_download or model.config.text.allow_download)
     if args.query is not None:
-        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=stores)
-        hits = engine.search_text(args.query, k=args.k, **knobs)[0]
-        direction = "text_to_audio"
+        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=index_stores)
+        results = engine.search_text(args.query, settings)
     else:
-        engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=stores)
-        hits = engine.search_audio(args.audio, k=args.k, **knobs)[0]
-        direction = "audio_to_text"
-    rows = [hit.to_dict() for hit in hits]
+        engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=index_stores)
+        if args.audio is not None and not args.similar:
+            results = engine.search_audio(args.audio, settings)
+        else:
+            results = engine.search_similar(args.audio if args.audio is not None else args.like, settings)
+    rows = [hit.to_dict() for hit in results[0]]
     if args.json:
-        print(json.dumps({"direction": direction, "query": args.query or args.audio, "knobs": knobs,
-                          "results": rows}, indent=2))
+        print(json.dumps({"direction": results.direction, "query": args.query or args.audio or args.like,
+                          "knobs": dataclasses.asdict(settings), "results": rows}, indent=2))
         return 0
-    print(_format_table(rows, direction))
+    print(_format_table(rows, results.direction))
     return 0
 
 
 def _format_table(rows: list[dict], direction: str) -> str:
-    label = "clip" if direction == "text_to_audio" else "caption"
-    header = f"{'rank':>4}  {'fused':>7}  {'cosine':>7}  {'diffusion':>9}  {'moved':>5}  {label}"
+    clips = direction != "audio_to_text"
+    if direction == "audio_to_audio":  # no re-rank: the similarity alone
+        header = f"{'rank':>4}  {'similarity':>10}  clip"
+    else:
+        header = f"{'rank':>4}  {'fused':>7}  {'cosine':>7}  {'diffusion':>9}  {'moved':>5}  {'clip' if clips else 'caption'}"
     lines = [header, "-" * len(header)]
     for row in rows:
-        what = row.get("clip_id") if direction == "text_to_audio" else row.get("caption")
-        if direction == "text_to_audio" and row.get("captions"):
+        what = row.get("clip_id") if clips else row.get("caption")
+        if row.get("variants"):  # one result per sound: the variants it stands for
+            what = f"{what} (+{row['variants']} variant{'s' if row['variants'] != 1 else ''})"
+        if clips and row.get("captions"):
             what = f"{what}  ({row['captions'][0]})"
+        if direction == "audio_to_audio":
+            lines.append(f"{row['rank']:>4}  {row['cosine']:10.4f}  {what}")
+            continue
         moved = row.get("moved") or 0
         # Hits past the re-ranked top K (k > --top-k) keep their cosine order: no diffusion score.
         diffusion = "-" if row.get("diffusion") is None else f"{row['diffusion']:.4f}"
@@ -347,7 +384,7 @@ def _format_table(rows: list[dict], direction: str) -> str:
 
 
 def default_index_dir() -> Path:
-    """The index of the shipped demo corpus (194 real recordings), or ``$DIFFATR_INDEX``."""
+    """The index of the shipped demo corpus (194 real recordings), or ``$DIFFATR_DEFAULT_INDEX``."""
     from diffatr.runtime import default_index_dir as shipped_index
 
     return shipped_index()
@@ -414,21 +451,17 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--normalize-captions", action="store_true",
                    help="lower-case captions and strip punctuation, as the baseline does")
     p.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
-    group = p.add_argument_group("diffusion re-ranking (defaults come from the checkpoint)")
-    group.add_argument("--top-k", type=int, default=None, metavar="K", help="candidates re-ranked per query (paper: 32)")
-    group.add_argument("--steps", type=int, default=None, metavar="S", help="DDIM steps, 1..T (paper: 50)")
-    group.add_argument("--alpha", type=float, default=None,
-                       help="fused = cosine + alpha * softmax(x0 / temperature) (paper: 1)")
-    group.add_argument("--temperature", type=float, default=None, help="softmax temperature on the x0 estimate (paper: 1)")
-    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
-                       help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / "
-                            "temperature); zscore = cosine + alpha * std(cosine) * z(x0), calibrated "
-                            "(default: the checkpoint's)")
+    p.add_argument("--allow-seen", action="store_true",
+                   help="score clips the checkpoint was trained on (refused by default; the output is marked as "
+                        "seen data)")
+    add_retrieval_flags(p, "diffusion re-ranking (defaults come from the checkpoint)", exclude=("seed", *NOT_EVALUATED))
+    group = p.add_argument_group("seeds, scorers and speed")
     group.add_argument("--ddim-seeds", "--seeds", "--seed", dest="seeds", type=int, nargs="+", default=None, metavar="SEED",
                        help="DDIM start-noise seeds; several give mean ± std (default: the checkpoint's seed)")
     group.add_argument("--scorers", nargs="+", choices=["dis", "gen", "gen+dis"], default=None,
                        help="which scorers to compute (default all three)")
-    group.add_argument("--batch-size", type=int, default=256, help="queries per denoiser batch (speed only)")
+    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                       help=f"queries per denoiser batch (speed only; default {DEFAULT_BATCH_SIZE})")
     group = p.add_argument_group("sweep")
     group.add_argument("--sweep", action="store_true",
                        help="also sweep Gen+Dis over DDIM steps x K (first checkpoint)")
@@ -448,9 +481,22 @@ def _add_evaluate_parser(sub) -> None:
 
 def _device_for(name: str):
     """--device -> torch.device (see diffatr.runtime.resolve_device); "cpu" makes no CUDA call."""
-    from diffatr.runtime import resolve_device
+    from diffatr.runtime import portable_path, resolve_device
 
     return resolve_device(name)
+
+
+def _evaluation_settings(configs, overrides: dict):
+    """The one RetrievalConfig of an evaluation: each checkpoint's defaults with the flags given,
+    which must agree (but for the seed) when there are several (mean and std would mix settings)."""
+    with flag_named():
+        settings = [config.with_retrieval(**overrides) for config in configs]
+    for other in settings[1:]:
+        if dataclasses.replace(other, seed=settings[0].seed) != settings[0]:
+            raise UsageError(f"the checkpoints have different default settings ({settings[0]} vs {other}); mean "
+                             "and std over them would mix settings: give --top-k, --steps, --alpha, --temperature "
+                             "and --fusion explicitly")
+    return settings[0]
 
 
 def _per_sound_gallery(features, max_sounds: int | None):
@@ -468,21 +514,36 @@ def _per_sound_gallery(features, max_sounds: int | None):
     return features.subset(rows)
 
 
+def _report_skipped(result: dict, skipped: list) -> None:
+    """Record the clips an evaluation left out, and list them before its table (whose numbers
+    are over the clips that were read)."""
+    result["data"]["num_skipped"] = len(skipped)
+    result["data"]["skipped"] = [list(map(str, s)) if isinstance(s, (tuple, list)) else str(s) for s in skipped]
+    if skipped:
+        print(f"skipped {len(skipped)} clip(s) (missing or unreadable audio, or no captions); the metrics below "
+              "leave them out:")
+        for item in result["data"]["skipped"][:10]:
+            print(f"  {': '.join(item) if isinstance(item, list) else item}")
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more (all in --out's JSON)")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
 
-    from diffatr.checkpoint import default_checkpoint_dir, read_checkpoint
+    from diffatr.checkpoint import read_checkpoint
     from diffatr.evaluate import SCORERS, evaluate_model, format_results, format_sweep, sweep
     from diffatr.fileio import atomic_write_text
+    from diffatr.runtime import default_checkpoint_dir, portable_path
 
     device = _device_for(args.device)
     checkpoints = args.checkpoint or [str(default_checkpoint_dir())]
-    for path in checkpoints:  # fail on a bad checkpoint before reading any data
-        read_checkpoint(path)
-    knobs = {"top_k": args.top_k, "num_inference_steps": args.steps, "alpha": args.alpha,
-             "temperature": args.temperature, "fusion": args.fusion, "batch_size": args.batch_size}
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    # Fail on a bad checkpoint or setting before reading any data.
+    settings = _evaluation_settings([read_checkpoint(path)[0] for path in checkpoints], retrieval_overrides(args))
     scorers = tuple(s for s in SCORERS if s in (args.scorers or SCORERS))
 
     data_path = Path(args.data)
@@ -502,7 +563,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         data = load_split(args.data, args.split, kind=args.kind, audio_dir=args.audio_dir,
                           strict=args.strict, normalize_captions=args.normalize_captions)
         skipped = list(data.skipped)
-        info = {"source": str(data_path.resolve()), "kind": data.kind, "split": data.split}
+        info = {"source": portable_path(data_path), "kind": data.kind, "split": data.split,
+                **_source_digest(data_path)}
         cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
         computed: dict[str, object] = {}
 
@@ -521,25 +583,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.per_sound is not None:
         info["gallery"] = {"one_clip_per_sound": True, "max_sounds": args.per_sound or None, "draw_seed": 0}
-    result = evaluate_model(checkpoints, data, knobs, seeds=args.seeds, scorers=scorers, data_info=info,
-                            features_fn=features_for, device=device)
-    result["data"]["num_skipped"] = len(skipped)
-    result["data"]["skipped"] = [list(map(str, s)) if isinstance(s, (tuple, list)) else str(s) for s in skipped]
-    if skipped:  # before the table: its numbers are over the clips that were read
-        print(f"skipped {len(skipped)} clip(s) (missing or unreadable audio, or no captions); the metrics below "
-              "leave them out:")
-        for item in result["data"]["skipped"][:10]:
-            print(f"  {': '.join(item) if isinstance(item, list) else item}")
-        if len(skipped) > 10:
-            print(f"  ... and {len(skipped) - 10} more (all in --out's JSON)")
+    result = evaluate_model(checkpoints, data, settings, seeds=args.seeds, scorers=scorers, data_info=info,
+                            features_fn=features_for, device=device, batch_size=args.batch_size,
+                            allow_seen=args.allow_seen)
+    _report_skipped(result, skipped)
     print(format_results(result))
     if args.sweep:
         from diffatr.checkpoint import load_checkpoint
 
         model = load_checkpoint(checkpoints[0]).to(device)
-        sweep_knobs = {k: v for k, v in knobs.items() if k not in ("top_k", "num_inference_steps")}
-        rows = sweep(model, features_for(model, data) if features_for else data, steps=args.sweep_steps, top_ks=args.sweep_top_k,
-                     knobs=sweep_knobs, seeds=args.seeds)
+        rows = sweep(model, features_for(model, data) if features_for else data, settings, steps=args.sweep_steps,
+                     top_ks=args.sweep_top_k, seeds=args.seeds, batch_size=args.batch_size)
         result["sweep"] = {"checkpoint": str(checkpoints[0]), "rows": rows}
         print()
         print(format_sweep(rows))
@@ -582,6 +636,27 @@ _TRAIN_FLAGS = {
 }
 
 
+def _add_train_data_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("data")
+    group.add_argument("--kind", default="auto", metavar="KIND",
+                       help="layout of --data: auto (detect), clotho, audiocaps, aac-clotho, aac-audiocaps, manifest (default auto)")
+    group.add_argument("--train-split", default="train", metavar="NAME",
+                       help="training split, or several joined by commas (train,val,test: every clip of a final "
+                            "model; default train)")
+    group.add_argument("--val-split", default="val", metavar="NAME",
+                       help="validation split, the only data model selection sees (default val); 'none' trains "
+                            "the full --epochs with no validation, and best/ is the last checkpoint")
+    group.add_argument("--audio-dir", metavar="DIR", help="where the audio files are, if not in the dataset's usual place")
+    group.add_argument("--normalize-captions", action="store_true",
+                       help="lower-case captions and strip punctuation, as the baseline does")
+    group.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
+    group.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
+    group.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    group.add_argument("--allow-download", action="store_true",
+                       help="let the text encoder fetch a hub model that is not on disk")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train phase 1 (contrastive heads) or phase 2 (diffusion denoisers)",
@@ -602,21 +677,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out exactly (from its last validation); unset "
                         "knobs, --config and --init come from that run")
-    group = p.add_argument_group("data")
-    group.add_argument("--kind", default="auto", metavar="KIND",
-                       help="layout of --data: auto (detect), clotho, audiocaps, aac-clotho, aac-audiocaps, manifest (default auto)")
-    group.add_argument("--train-split", default="train", metavar="NAME", help="training split (default train)")
-    group.add_argument("--val-split", default="val", metavar="NAME",
-                       help="validation split, the only data model selection sees (default val)")
-    group.add_argument("--audio-dir", metavar="DIR", help="where the audio files are, if not in the dataset's usual place")
-    group.add_argument("--normalize-captions", action="store_true",
-                       help="lower-case captions and strip punctuation, as the baseline does")
-    group.add_argument("--strict", action="store_true", help="fail on missing or unreadable audio instead of skipping it")
-    group.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
-    group.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    group.add_argument("--allow-download", action="store_true",
-                       help="let the text encoder fetch a hub model that is not on disk")
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_train_data_flags(p)
 
     group = p.add_argument_group("training (TrainConfig; saved in every checkpoint)")
     for name, (kind, help_text) in _TRAIN_FLAGS.items():
@@ -637,9 +698,10 @@ def _add_train_parser(sub) -> None:
                        help="phase 1: NT-Xent temperature, fixed or initial (paper: 0.07)")
     group.add_argument("--learn-temperature", action=argparse.BooleanOptionalAction, default=None,
                        help="phase 1: learn the logit scale (capped at 100) instead of fixing it")
-    group.add_argument("--text-head", choices=["linear", "identity"], default=None,
+    group.add_argument("--text-head", choices=["linear", "identity", "residual"], default=None,
                        help="phase 1: 'identity' locks the text tower (LiT: no text head, the audio head "
-                            "learns the text encoder's space; needs --embed-dim = the text width)")
+                            "learns the text encoder's space; needs --embed-dim = the text width); 'residual' "
+                            "adds a small learned correction to that space (zero at the start)")
     group.add_argument("--embed-dim", type=int, default=None, help="phase 1: D, the shared embedding width")
     group.add_argument("--head-hidden-dim", type=int, default=None,
                        help="phase 1: heads Linear -> ReLU -> Linear with this hidden width (default: linear heads)")
@@ -659,16 +721,8 @@ def _add_train_parser(sub) -> None:
     group.add_argument("--schedule", choices=["cosine", "linear"], default=None, help="phase 2: noise schedule (paper: cosine)")
     group.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
                        help="clamp the x0 estimate to [-1, 1] at each DDIM step (reference: on)")
-    group.add_argument("--top-k", type=int, default=None, metavar="K",
-                       help="validation re-ranking: candidates per query (paper: 32)")
-    group.add_argument("--steps", type=int, default=None, metavar="S", help="validation re-ranking: DDIM steps, 1..T")
-    group.add_argument("--alpha", type=float, default=None,
-                       help="validation re-ranking: fused = cosine + alpha * softmax(x0 / temperature)")
-    group.add_argument("--temperature", type=float, default=None,
-                       help="validation re-ranking: softmax temperature on the x0 estimate (not the NT-Xent one)")
-    group.add_argument("--fusion", choices=["paper", "zscore"], default=None,
-                       help="validation re-ranking: how the diffusion term joins the cosine (paper | zscore)")
-    group.add_argument("--ddim-seed", type=int, default=None, help="validation re-ranking: seed of the start noise x_T")
+    add_retrieval_flags(p, "validation re-ranking (saved in the checkpoint's config as its search defaults)",
+                        exclude=NOT_EVALUATED, aliases=False)
 
 
 def _override_model_config(config, args: argparse.Namespace):
@@ -697,53 +751,23 @@ def _override_model_config(config, args: argparse.Namespace):
                       context=args.denoiser_context),
         diffusion=pick(config.diffusion, ce_scale=args.ce_scale, num_train_timesteps=args.num_train_timesteps,
                        schedule=args.schedule, clip_x0=args.clip_x0),
-        retrieval=pick(config.retrieval, top_k=args.top_k, num_inference_steps=args.steps, alpha=args.alpha,
-                       temperature=args.temperature, seed=args.ddim_seed, fusion=args.fusion),
+        retrieval=pick(config.retrieval, **retrieval_overrides(args)),
     )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch
 
-    from diffatr.checkpoint import read_checkpoint
-    from diffatr.config import ModelConfig, TrainConfig, from_dict, load_model_config
-    from diffatr.data.datasets import load_split
+    import functools
+
+    from diffatr.data.datasets import join_splits, load_split
     from diffatr.indexing import default_cache_dir
-    from diffatr.runtime import resolve_device
-    from diffatr.train import STATE_DIR, train_contrastive, train_diffusion
+    from diffatr.runtime import portable_path, resolve_device
+    from diffatr.train import train_contrastive, train_diffusion
 
-    flags = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "finetune", "amp", "mask_same_sound")}
-    saved = None
-    state_file = Path(args.out) / STATE_DIR / "state.json"
-    if args.resume and state_file.is_file():
-        saved = json.loads(state_file.read_text()).get("progress", {})
-    if saved:  # unset knobs continue the interrupted run's settings; it runs to the end unless --max-steps
-        base = dataclasses.replace(from_dict(TrainConfig, saved["train"]), max_steps=None)
-        if base.phase != args.phase:
-            raise UsageError(f"--out {args.out} holds a {base.phase} run, not {args.phase}")
-        train_config = dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
-    else:
-        train_config = TrainConfig.for_phase(args.phase, **flags)
-
-    fingerprint = (saved or {}).get("fingerprint", {})
+    train_config, fingerprint = _train_config(args)
     init = args.init or fingerprint.get("init checkpoint")
-    if args.config:
-        config = load_model_config(args.config)
-    elif "model config" in fingerprint:
-        config = from_dict(ModelConfig, fingerprint["model config"])
-    elif args.phase == "diffusion":
-        if not init:
-            raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
-        config, _ = read_checkpoint(init)
-    else:
-        config = load_model_config("default")
-    if args.phase == "diffusion" and not init:
-        raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
-    if args.phase == "contrastive" and args.init:
-        raise UsageError("--init applies to --phase diffusion; phase 1 starts from --config")
-    config = _override_model_config(config, args)
+    config = _train_model_config(args, fingerprint, init)
 
     device = resolve_device(train_config.device)
     # The only global seeding: stray library draws are pinned. CPU runs never touch torch.cuda.
@@ -751,17 +775,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         torch.cuda.manual_seed_all(train_config.seed)
 
-    splits = {}
-    for role, name in (("train", args.train_split), ("val", args.val_split)):
-        splits[role] = load_split(args.data, name, kind=args.kind, audio_dir=args.audio_dir, strict=args.strict,
-                                  normalize_captions=args.normalize_captions)
-        print(f"{role}: {splits[role].summary()}", file=sys.stderr)
-    if splits["train"].split is not None and splits["train"].split == splits["val"].split:
-        raise UsageError(f"--train-split and --val-split name the same split ({splits['train'].split})")
-    data_info = {"source": str(Path(args.data).resolve()), "kind": splits["train"].kind,
-                 "split": splits["train"].split, "val_split": splits["val"].split,
+    train_names = [name.strip() for name in args.train_split.split(",") if name.strip()]
+    val_name = None if args.val_split.strip().lower() == "none" else args.val_split
+    if val_name is not None and val_name in train_names:
+        raise UsageError(f"--train-split and --val-split name the same split ({val_name})")
+    if val_name is None and args.select_metric is not None:
+        raise UsageError("--select-metric needs a validation split; with --val-split none the last checkpoint is kept")
+    load = functools.partial(load_split, args.data, kind=args.kind, audio_dir=args.audio_dir, strict=args.strict,
+                             normalize_captions=args.normalize_captions)
+    splits = {"train": join_splits([load(name) for name in train_names]), "val": load(val_name) if val_name else None}
+    for role, split in splits.items():
+        print(f"{role}: {split.summary() if split is not None else 'none (fixed-length run; best/ = last/)'}",
+              file=sys.stderr)
+    # The manifest's hash names the data wherever it lies; the checkpoint records no machine's path.
+    data_info = {"source": portable_path(args.data), "kind": splits["train"].kind,
+                 "split": splits["train"].split, "val_split": val_name,
                  "normalize_captions": bool(args.normalize_captions),
-                 "skipped_at_load": {role: s.num_skipped for role, s in splits.items()}}
+                 "skipped_at_load": {role: s.num_skipped for role, s in splits.items() if s is not None},
+                 **_source_digest(args.data)}
     cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
     common = dict(resume=args.resume, device=device, cache_dir=cache_dir, strict=args.strict,
                   progress=not args.quiet, data_info=data_info)
@@ -772,14 +803,67 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         extra = _mixture_items(args.mixtures, splits["train"], config, device, not args.quiet) if args.mixtures else None
         if extra is not None:
-            data_info["mixtures"] = {"recipes": str(Path(args.mixtures).resolve()), "count": extra.num_clips}
+            data_info["mixtures"] = {"recipes": portable_path(args.mixtures), "count": extra.num_clips}
         result = train_diffusion(init, train_config, splits["train"], splits["val"], args.out, model_config=config,
                                  extra_train=extra, **common)
-    best = "n/a" if result.best_value is None else f"{result.best_value:.2f}"
-    print(f"{args.phase}: {result.step} step(s); best validation {train_config.select_metric} = {best} "
-          f"at step {result.best_step} -> {result.best}")
+    if val_name is None:
+        print(f"{args.phase}: {result.step} step(s) on {splits['train'].split}, no validation; best/ is the last "
+              f"checkpoint -> {result.best}")
+    else:
+        best = "n/a" if result.best_value is None else f"{result.best_value:.2f}"
+        print(f"{args.phase}: {result.step} step(s); best validation {train_config.select_metric} = {best} "
+              f"at step {result.best_step} -> {result.best}")
     print(f"last: {result.last}   log: {result.log}")
     return 0
+
+
+def _train_config(args: argparse.Namespace):
+    """(the run's TrainConfig, the interrupted run's fingerprint): on ``--resume``, unset flags
+    continue the interrupted run's settings (it runs to the end unless --max-steps)."""
+    from diffatr.config import TrainConfig, from_dict
+    from diffatr.train import STATE_DIR
+
+    flags = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "finetune", "amp", "mask_same_sound")}
+    saved = None
+    state_file = Path(args.out) / STATE_DIR / "state.json"
+    if args.resume and state_file.is_file():
+        saved = json.loads(state_file.read_text()).get("progress", {})
+    if not saved:
+        return TrainConfig.for_phase(args.phase, **flags), {}
+    base = dataclasses.replace(from_dict(TrainConfig, saved["train"]), max_steps=None)
+    if base.phase != args.phase:
+        raise UsageError(f"--out {args.out} holds a {base.phase} run, not {args.phase}")
+    return dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None}), saved.get("fingerprint", {})
+
+
+def _train_model_config(args: argparse.Namespace, fingerprint: dict, init: str | None):
+    """The model config a run trains: --config, else the interrupted run's, else (phase 2) the
+    --init checkpoint's, else "default"; with the model flags given."""
+    from diffatr.checkpoint import read_checkpoint
+    from diffatr.config import ModelConfig, from_dict, load_model_config
+
+    if args.phase == "diffusion" and not init:
+        raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
+    if args.phase == "contrastive" and args.init:
+        raise UsageError("--init applies to --phase diffusion; phase 1 starts from --config")
+    if args.config:
+        config = load_model_config(args.config)
+    elif "model config" in fingerprint:
+        config = from_dict(ModelConfig, fingerprint["model config"])
+    elif args.phase == "diffusion":
+        config, _ = read_checkpoint(init)
+    else:
+        config = load_model_config("default")
+    with flag_named():
+        return _override_model_config(config, args)
+
+
+def _source_digest(source) -> dict:
+    """``{"source_sha256": ...}`` of a manifest file (read where it lies), else {}."""
+    from diffatr.evaluate import with_source_sha256
+
+    digest = with_source_sha256({"source": str(Path(source).resolve())}).get("source_sha256")
+    return {"source_sha256": digest} if digest else {}
 
 
 def _mixture_items(recipes_path: str, train_split, config, device, progress: bool):

@@ -128,42 +128,143 @@ class DiffusionConfig:
     ce_scale: float = 100.0  # loss = CE(ce_scale * output, positive)
 
 
-# The inference knobs' bounds, written once (the CLI, the engine and the app read them here):
-# name -> (lowest, highest or None for no upper bound). Steps are also at most T (ModelConfig).
-KNOB_BOUNDS: dict[str, tuple[float, float | None]] = {
-    "top_k": (1, None), "num_inference_steps": (1, None), "alpha": (0.0, 10.0),
-    "temperature": (1e-3, 10.0), "seed": (0, 2**63 - 1),
-}
-DEFAULT_RESULTS = 10  # results shown per query (CLI -k, the engine's k, the demo's results)
-FUSIONS = ("paper", "zscore")  # how the diffusion term joins the first-stage score (retrieval/rerank.py)
+FUSIONS = ("paper", "zscore")  # how the diffusion term joins the first-stage score (retrieval/fusion.py)
+# Where "sounds like this one" is measured (retrieval/similar.py): the audio backbone's embedding,
+# the trained audio head's space (the shared space), or both, concatenated.
+SIMILAR_SPACES = ("backbone", "head", "backbone+head")
+STEPS_LIMIT = "T, the diffusion steps the checkpoint was trained with"  # why steps <= T, in messages
+DEFAULT_BATCH_SIZE = 256  # queries per denoiser batch in a re-rank: speed and memory only, never the result
+
+
+def _knob(default: Any, *, label: str, info: str, help: str, flags: tuple[str, ...], low: float | None = None,
+          high: float | None = None, choices: tuple[str, ...] | None = None, metavar: str | None = None,
+          aliases: tuple[str, ...] = (), step: float | None = None) -> Any:
+    """A ``RetrievalConfig`` field with what every interface needs to show it (``field.metadata``).
+
+    Args:
+        default: the one default of the knob (the named JSON configs and checkpoints carry their own).
+        label: plain-language name for a page ("Diffusion steps").
+        info: one line with the notation of docs/method.md ("S DDIM steps, x_T -> x_0").
+        help: the CLI's help text.
+        flags: the CLI's spellings; aliases: older spellings still accepted.
+        low, high: inclusive bounds (None: none); choices: the allowed strings.
+        metavar: the CLI's placeholder; step: a slider's step.
+    """
+    return field(default=default, metadata={
+        "label": label, "info": info, "help": help, "flags": flags, "aliases": aliases, "low": low,
+        "high": high, "choices": choices, "metavar": metavar, "step": step})
 
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """Inference knobs recorded with every result; validated on construction (``KNOB_BOUNDS``)."""
+    """How one search runs: the re-rank's knobs, the number of results, one result per sound, and
+    where similar sounds are measured (docs/method.md "Inference" and "Sounds like this one").
 
-    top_k: int = 32  # K: candidates re-ranked per query
-    num_inference_steps: int = 50  # DDIM steps (<= T)
-    alpha: float = 1.0  # fused = cosine + alpha * softmax(x0 / temperature)
-    temperature: float = 1.0
-    seed: int = 0
-    # How the diffusion term joins the cosine (diffatr.retrieval.rerank.FUSIONS): "paper",
-    # S + alpha * softmax(x0 / temperature); "zscore", S + alpha * std(S) * z(x0).
-    fusion: str = "paper"
+    The one carrier of these settings. An entry point (the CLI, the app) builds it once by
+    ``dataclasses.replace`` on a checkpoint's ``config.retrieval`` (``with_retrieval``); the
+    engine, the re-rank pipeline and evaluation take it as it is and have no defaults of their
+    own. Bounds are checked here, on construction (``check_knob``); the bound that depends on
+    a checkpoint, steps <= T, is checked where a config meets one (``ModelConfig``, the DDIM
+    scheduler). Each field's ``metadata`` holds its label, notation, help, CLI flags and bounds,
+    from which the CLI flags (``diffatr.cli``) and the app's controls are made.
+
+    The steps default: 50, the paper's, lives here and in the named JSON configs (the settings
+    a new model is trained with). A checkpoint records its own choice: the shipped one says 10,
+    chosen on its validation split (its ``extra["retrieval_knobs"]["why"]``: 2 to 50 steps tie,
+    and 10 is the fewest the paper measured).
+    """
+
+    top_k: int = _knob(
+        32, label="Candidates re-ranked", info="K: the cosine top K that the diffusion re-orders (clamped to the corpus)",
+        help="candidates re-ranked by the diffusion model per query", flags=("--top-k",), low=1,
+        metavar="K")
+    num_inference_steps: int = _knob(
+        50, label="Diffusion steps", info="S DDIM steps from the noise x_T to x_0, 1..T",
+        help="DDIM steps, 1..T", flags=("--steps",), low=1, metavar="S")
+    alpha: float = _knob(
+        1.0, label="Weight of the diffusion", info="α in fused = cosine + α · softmax(x̂0 / τ); 0 = cosine only",
+        help="weight of the diffusion score in fused = cosine + alpha * softmax(x0 / temperature); 0 = cosine only",
+        flags=("--alpha",), low=0.0, high=10.0, metavar="ALPHA", step=0.05)
+    temperature: float = _knob(
+        1.0, label="Fusion temperature", info="τ in softmax(x̂0 / τ); 1 / CE scale is the sharpness it was trained at",
+        help="softmax temperature on the x0 estimate in the fused score", flags=("--temperature",), low=1e-3,
+        high=10.0, metavar="TAU", step=0.001)
+    seed: int = _knob(
+        0, label="Seed of the start noise", info="x_T ~ N(0, I) drawn from this seed: same seed, same ranking",
+        help="seed of the start noise x_T; the same seed gives the same ranking", flags=("--ddim-seed",),
+        aliases=("--seed",), low=0, high=2**63 - 1, metavar="SEED")
+    fusion: str = _knob(
+        "paper", label="Fusion rule",
+        info="paper: cosine + α · softmax(x̂0 / τ); zscore: cosine + α · std(cosine) · z(x̂0), calibrated",
+        help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / temperature); "
+             "zscore = cosine + alpha * std(cosine) * z(x0), calibrated", flags=("--fusion",), choices=FUSIONS)
+    num_results: int = _knob(
+        10, label="Results shown", info="k: hits returned per query; past K they keep the cosine order",
+        help="number of results to show", flags=("-k", "--num-results"), low=1, metavar="N")
+    one_per_sound: bool = _knob(
+        False, label="One result per sound",
+        info="keep the best clip of each recording (its variants are counted, +N, not shown)",
+        help="keep the best clip of each recording group (a manifest's label_group; near-duplicate audio for "
+             "clips without one) and say how many variants it hides", flags=("--one-per-sound",))
+    # backbone+head: chosen on val (benchmarks/similar.py; docs/method.md "Sounds like this one").
+    similar_space: str = _knob(
+        "backbone+head", label="Space of similar sounds",
+        info="audio -> audio: backbone = the audio backbone's embedding; head = the trained audio head's "
+             "(shared) space; backbone+head = both",
+        help="where similar sounds are measured (search --similar / --like): backbone, head or backbone+head",
+        flags=("--similar-space",), choices=SIMILAR_SPACES)
 
     def __post_init__(self) -> None:
-        for name, (low, high) in KNOB_BOUNDS.items():
-            value = getattr(self, name)
-            integer = name in ("top_k", "num_inference_steps", "seed")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and int(value) != value) \
-                    or not math.isfinite(value):
-                kind = "an integer" if integer else "a number"
-                raise ConfigError(f"{name} must be {kind}, got {value!r}")
-            if value < low or (high is not None and value > high):
-                span = f"at least {low}" if high is None else f"between {low} and {high}"
-                raise ConfigError(f"{name} must be {span}, got {value!r}")
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            check_knob(f.name, value)
+            if f.type in ("int", "float"):  # a form's 5.0 is the integer 5; an integer alpha is a float
+                object.__setattr__(self, f.name, int(value) if f.type == "int" else float(value))
+
+
+# Settings of what a search shows that evaluation's caption <-> clip scores never depend on:
+# evaluation neither takes nor records them.
+NOT_EVALUATED = ("num_results", "one_per_sound", "similar_space")
+
+
+def knob_fields() -> tuple[dataclasses.Field, ...]:
+    """``RetrievalConfig``'s fields, in order (name, type, default, ``metadata``)."""
+    return dataclasses.fields(RetrievalConfig)
+
+
+def check_knob(name: str, value: Any, *, high: float | None = None, why: str = "") -> None:
+    """Raise ``ConfigError`` unless ``value`` suits the knob ``name`` (the one wording of a bad setting).
+
+    Args:
+        name: a ``RetrievalConfig`` field.
+        value: the value given.
+        high: a tighter upper bound than the field's own (T for the steps, a page's limit).
+        why: what that tighter bound is, for the message ("T, the checkpoint's diffusion steps").
+    """
+    meta = _KNOBS[name].metadata
+    kind = _KNOBS[name].type
+    subject = f"{meta['label']} ({name})"
+    if meta["choices"] is not None:
+        if value not in meta["choices"]:
+            raise ConfigError(f"{subject} must be one of {', '.join(meta['choices'])}, got {value!r}", name)
+        return
+    if kind in ("bool", bool):  # a switch: True or False, not a number that reads as one
+        if not isinstance(value, bool):
+            raise ConfigError(f"{subject} must be true or false, got {value!r}", name)
+        return
+    integer = kind in ("int", int)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (integer and int(value) != value):
+        raise ConfigError(f"{subject} must be {'an integer' if integer else 'a number'}, got {value!r}", name)
+    low = meta["low"]
+    if high is None or (meta["high"] is not None and meta["high"] < high):
+        high, why = meta["high"], ""
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{subject} must be {span}{f' ({why})' if why else ''}, got {value!r}", name)
+
+
+_KNOBS = {f.name: f for f in dataclasses.fields(RetrievalConfig)}
 
 
 @dataclass(frozen=True)
@@ -177,7 +278,8 @@ class ModelConfig:
     head_hidden_dim: int | None = None  # None: linear heads; else Linear -> ReLU -> Linear
     # "linear": a trained text head; "identity": the text tower is locked (LiT, Zhai et al.
     # 2022): captions keep the text encoder's own space and only the audio side is trained
-    # into it (needs embed_dim == text.embed_dim).
+    # into it (needs embed_dim == text.embed_dim); "residual": that space plus a small learned
+    # correction, zero at the start (also needs embed_dim == text.embed_dim).
     text_head: str = "linear"
     head_dropout: float = 0.0  # dropout on the heads' inputs while training
     init_temperature: float = 0.07
@@ -187,17 +289,28 @@ class ModelConfig:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def __post_init__(self) -> None:
-        if self.text_head not in ("linear", "identity"):
-            raise ConfigError(f"text_head must be 'linear' or 'identity', got {self.text_head!r}")
-        if self.text_head == "identity" and self.embed_dim != self.text.embed_dim:
-            raise ConfigError(f"text_head 'identity' keeps the text encoder's space: embed_dim must be "
+        if self.text_head not in ("linear", "identity", "residual"):
+            raise ConfigError(f"text_head must be 'linear', 'identity' or 'residual', got {self.text_head!r}")
+        if self.text_head in ("identity", "residual") and self.embed_dim != self.text.embed_dim:
+            raise ConfigError(f"text_head {self.text_head!r} keeps the text encoder's space: embed_dim must be "
                               f"{self.text.embed_dim} (the text width), got {self.embed_dim}")
         if not 0 <= self.head_dropout < 1:
             raise ConfigError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
-        if self.retrieval.num_inference_steps > self.diffusion.num_train_timesteps:
-            raise ConfigError(f"num_inference_steps must be at most T = {self.diffusion.num_train_timesteps}, "
-                              f"got {self.retrieval.num_inference_steps}")
+        check_knob("num_inference_steps", self.retrieval.num_inference_steps,
+                   high=self.diffusion.num_train_timesteps, why=STEPS_LIMIT)
 
+    def with_retrieval(self, **overrides: Any) -> RetrievalConfig:
+        """This model's retrieval defaults with ``overrides`` (None values ignored), checked
+        against the model too (steps <= T): how an entry point builds its ``RetrievalConfig``.
+
+        Raises:
+            ConfigError: an unknown setting, or a value out of range.
+        """
+        overrides = {name: value for name, value in overrides.items() if value is not None}
+        unknown = sorted(set(overrides) - set(_KNOBS))
+        if unknown:
+            raise ConfigError(f"unknown retrieval settings {unknown}; known: {', '.join(_KNOBS)}")
+        return dataclasses.replace(self, retrieval=dataclasses.replace(self.retrieval, **overrides)).retrieval
 
 
 PHASES = ("contrastive", "diffusion")
@@ -316,7 +429,16 @@ class TrainConfig:
 
 
 class ConfigError(DiffatrError):
-    """A config dict that does not match the dataclass (unknown key, wrong type)."""
+    """A config dict that does not match the dataclass (unknown key, wrong type), or a bad setting.
+
+    Attributes:
+        setting: the ``RetrievalConfig`` field a bad retrieval setting names (so that an entry
+            point can add its own name for it, e.g. the CLI's flag), else None.
+    """
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def to_dict(config: Any) -> dict[str, Any]:

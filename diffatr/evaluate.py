@@ -14,7 +14,6 @@ D shared embedding width, Da / Dt audio / text backbone feature widths.
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from diffatr.config import DEFAULT_BATCH_SIZE, NOT_EVALUATED, RetrievalConfig, knob_fields
 from diffatr.errors import DiffatrError
 from diffatr.metrics import retrieval_metrics
-from diffatr.retrieval.engine import rerank_topk, stable_topk
-from diffatr.retrieval.rerank import FUSIONS, gen_rank_scores
+from diffatr.retrieval.rerank import full_rerank
 
 __all__ = [
     "DIRECTIONS",
@@ -39,7 +38,6 @@ __all__ = [
     "format_results",
     "format_sweep",
     "is_out_of_domain",
-    "resolve_knobs",
     "score_matrices",
     "scorer_metrics",
     "sweep",
@@ -48,7 +46,9 @@ __all__ = [
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")
 SCORERS = ("dis", "gen", "gen+dis")
-KNOBS = ("top_k", "num_inference_steps", "alpha", "temperature", "seed", "fusion")
+# The settings an evaluation records (what a search shows, such as the number of results, does
+# not change a metric).
+KNOBS = tuple(f.name for f in knob_fields() if f.name not in NOT_EVALUATED)
 # The per-direction metric names of diffatr.metrics.retrieval_metrics, in table order.
 METRICS = ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
 STD_KIND = "sample standard deviation (ddof=1); 0.0 when there is a single value"
@@ -57,7 +57,7 @@ _PROJECT_CHUNK = 8192
 
 
 class EvaluationError(DiffatrError):
-    """An evaluation that cannot run as asked (bad knob, features that do not fit the model)."""
+    """An evaluation that cannot run as asked (features that do not fit the model, no seed ...)."""
 
 
 # ----------------------------------------------------------------------------- features
@@ -124,63 +124,11 @@ def _check_widths(model: Any, audio: Tensor, text: Tensor) -> None:
         raise EvaluationError("; ".join(problems) + ": compute the features with this checkpoint's backbones")
 
 
-# ----------------------------------------------------------------------------- knobs
-
-
-def resolve_knobs(model: Any, knobs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The inference knobs: the model's ``config.retrieval`` defaults, overridden by ``knobs``.
-
-    Args:
-        model: a DiffATR (or anything with ``config.retrieval`` and ``config.diffusion``).
-        knobs: any of top_k, num_inference_steps, alpha, temperature, seed (None = default),
-            and batch_size (queries per denoiser batch; speed only, not recorded as a knob).
-
-    Returns:
-        {"top_k", "num_inference_steps", "alpha", "temperature", "seed"} (+ "batch_size" if given).
-
-    Raises:
-        EvaluationError: an unknown knob or a value out of range (steps outside 1..T ...).
-    """
-    knobs = dict(knobs or {})
-    unknown = sorted(set(knobs) - set(KNOBS) - {"batch_size"})
-    if unknown:
-        raise EvaluationError(f"unknown evaluation knobs {unknown}; known: {list(KNOBS)} and batch_size")
-    config = getattr(model, "config", None)
-    defaults = dataclasses.asdict(config.retrieval) if config is not None else {}
-    out: dict[str, Any] = {
-        "top_k": 32, "num_inference_steps": 50, "alpha": 1.0, "temperature": 1.0, "seed": 0, "fusion": "paper"}
-    out.update({k: v for k, v in defaults.items() if k in KNOBS})
-    out.update({k: v for k, v in knobs.items() if v is not None})
-    for name in ("top_k", "num_inference_steps", "seed") + (("batch_size",) if "batch_size" in out else ()):
-        value = out[name]
-        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        if isinstance(value, bool) or not whole:
-            raise EvaluationError(f"{name} must be an integer, got {value!r}")
-        out[name] = int(value)
-    out["alpha"], out["temperature"] = float(out["alpha"]), float(out["temperature"])
-    if out["top_k"] < 1:
-        raise EvaluationError(f"top_k must be at least 1, got {out['top_k']}")
-    if not out["temperature"] > 0 or not math.isfinite(out["temperature"]):
-        raise EvaluationError(f"temperature must be a positive number, got {out['temperature']}")
-    if not math.isfinite(out["alpha"]):
-        raise EvaluationError(f"alpha must be a finite number, got {out['alpha']}")
-    if out["fusion"] not in FUSIONS:
-        raise EvaluationError(f"fusion must be one of {', '.join(FUSIONS)}, got {out['fusion']!r}")
-    if out.get("batch_size", 1) < 1:
-        raise EvaluationError(f"batch_size must be at least 1, got {out['batch_size']}")
-    num_train = config.diffusion.num_train_timesteps if config is not None else None
-    steps = out["num_inference_steps"]
-    if steps < 1 or (num_train is not None and steps > num_train):
-        raise EvaluationError(f"num_inference_steps (--steps) must lie in 1..{num_train or 'T'} "
-                              f"(the checkpoint's diffusion steps T), got {steps}")
-    return out
-
-
 # ----------------------------------------------------------------------------- scoring (pure tensors)
 
 
-def _direction_scores(model: Any, direction: str, prepared: "_Prepared", knobs: Mapping[str, Any],
-                      scorers: Sequence[str]) -> dict[str, Tensor]:
+def _direction_scores(model: Any, direction: str, prepared: "_Prepared", config: RetrievalConfig,
+                      scorers: Sequence[str], batch_size: int) -> dict[str, Tensor]:
     """The requested scorers' (Q, C) matrices for one direction."""
     if direction == "text_to_audio":
         queries, candidates, cosine = prepared.text_embeds, prepared.audio_embeds, prepared.cosine_t2a
@@ -192,24 +140,14 @@ def _direction_scores(model: Any, direction: str, prepared: "_Prepared", knobs: 
     if not ({"gen", "gen+dis"} & set(scorers)):
         return out  # cosine only: no denoiser is touched
     denoiser = model.denoisers[direction]
-    cache = prepared.cache(direction, model)
-    scheduler = model.make_scheduler()
-    k = min(int(knobs["top_k"]), candidates.shape[0])
-    # One matrix gives both the top-K and the untouched entries, so they agree exactly.
-    top_scores, top_indices = stable_topk(cosine, k)  # (Q, K), cosine order
     factorised = hasattr(denoiser, "forward_cached")
-    result = rerank_topk(
-        queries, candidates, top_scores, top_indices, denoiser, scheduler,
-        num_inference_steps=knobs["num_inference_steps"], alpha=knobs["alpha"],
-        temperature=knobs["temperature"], seed=knobs["seed"], fusion=knobs["fusion"],
-        candidate_cache=cache if factorised else None,
-        factorised=factorised, batch_size=int(knobs.get("batch_size", 256)))
+    full = full_rerank(queries, candidates, denoiser, model.make_scheduler(), config, scores=cosine,
+                       candidate_cache=prepared.cache(direction, model) if factorised else None,
+                       factorised=factorised, batch_size=batch_size)
     if "gen+dis" in scorers:
-        out["gen+dis"] = cosine.scatter(1, result.indices, result.fused)  # S + alpha * softmax(x0/temp) on top-K
+        out["gen+dis"] = full.fused  # S + alpha * softmax(x0 / temperature) on the top K
     if "gen" in scorers:
-        # Diffusion alone inside the top-K (rerank.gen_rank_scores: rank-encoded, ties in cosine order).
-        diffusion = torch.empty_like(result.diffusion).scatter_(1, result.cosine_rank, result.diffusion)  # cosine order
-        out["gen"] = gen_rank_scores(cosine, top_indices, diffusion)
+        out["gen"] = full.generated  # the diffusion term alone orders the top K
     return out
 
 
@@ -218,9 +156,10 @@ def score_matrices(
     model: Any,
     audio_features: Tensor,
     text_features: Tensor,
-    knobs: Mapping[str, Any] | None = None,
+    config: RetrievalConfig,
     scorers: Sequence[str] = SCORERS,
     *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     _prepared: "_Prepared | None" = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Score matrices of the three scorers in both directions (docs/method.md "Inference").
@@ -232,17 +171,19 @@ def score_matrices(
       ranking is meaningful (what the metrics use).
     - "gen+dis": S + alpha * softmax(x0 / temperature) on the top-K, S elsewhere.
     Each direction uses its own denoiser and candidate cache; the DDIM start noise x_T comes
-    from ``knobs["seed"]`` and is shared by every query (results do not depend on query order).
-    Gen and Gen+Dis come from one DDIM run per direction.
+    from ``config.seed`` and is shared by every query (results do not depend on query order).
+    Gen and Gen+Dis come from one DDIM run per direction (``diffatr.retrieval.rerank.full_rerank``).
 
     Args:
         model: a DiffATR (``project_text``, ``project_audio``, ``denoisers``, ``make_scheduler``);
             computation follows its device. Call ``model.eval()`` first.
         audio_features: (N, Da) audio backbone features.
         text_features: (M, Dt) text backbone features.
-        knobs: top_k, num_inference_steps, alpha, temperature, seed, batch_size; missing ones
-            come from ``model.config.retrieval`` (see ``resolve_knobs``).
+        config: the re-rank's settings, as the entry point built them (e.g.
+            ``model.config.with_retrieval(seed=1)``); ``num_results`` is not used.
         scorers: which of "dis", "gen", "gen+dis" to compute ("dis" alone runs no diffusion).
+        batch_size: queries per denoiser batch (speed only).
+        allow_seen: score clips the checkpoint was trained on (the result is marked).
 
     Returns:
         {"text_to_audio": {scorer: (M, N)}, "audio_to_text": {scorer: (N, M)}}, float32 on the
@@ -251,9 +192,9 @@ def score_matrices(
     bad = sorted(set(scorers) - set(SCORERS))
     if bad or not scorers:
         raise EvaluationError(f"scorers must be a non-empty subset of {list(SCORERS)}, got {list(scorers)}")
-    knobs = resolve_knobs(model, knobs)
     prepared = _prepared or _Prepared.build(model, audio_features, text_features)
-    return {direction: _direction_scores(model, direction, prepared, knobs, scorers) for direction in DIRECTIONS}
+    return {direction: _direction_scores(model, direction, prepared, config, scorers, batch_size)
+            for direction in DIRECTIONS}
 
 
 @dataclass
@@ -457,18 +398,63 @@ def with_source_sha256(info: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class SeenDataError(EvaluationError):
+    """The evaluation clips include clips the checkpoint was trained on."""
+
+
+def seen_clips(extra: Mapping[str, Any] | None) -> set[str] | None:
+    """The clip ids a checkpoint's weights were fit on (both phases), or None when the
+    checkpoint does not record them (saved by an older diffatr)."""
+    ids = (extra or {}).get("seen_clips")
+    return None if ids is None else {str(i) for i in ids}
+
+
+def data_clip_ids(data: Any) -> list[str] | None:
+    """The clip ids of split data or a FeatureSet (None for bare tensors)."""
+    if hasattr(data, "records"):
+        return [str(r.clip_id) for r in data.records]
+    ids = getattr(data, "clip_ids", None)
+    return None if ids is None else [str(i) for i in ids]
+
+
+def check_unseen(model: Any, label: str | None, clip_ids: list[str] | None, allow_seen: bool) -> dict[str, Any]:
+    """What a checkpoint saw of the evaluation clips: ``{"seen": n, "of": N}`` (``seen`` None
+    when either side is unknown).
+
+    Raises:
+        SeenDataError: some clips were in the checkpoint's training data and ``allow_seen`` is off.
+    """
+    seen = seen_clips(getattr(model, "checkpoint_extra", None))
+    if seen is None or clip_ids is None:
+        return {"seen": None, "of": None if clip_ids is None else len(clip_ids)}
+    overlap = [c for c in clip_ids if c in seen]
+    if overlap and not allow_seen:
+        names = ", ".join(overlap[:3]) + (", ..." if len(overlap) > 3 else "")
+        raise SeenDataError(
+            f"checkpoint {label or '(model)'} was trained on {len(overlap)} of these {len(clip_ids)} clips ({names}): "
+            "its scores on them say nothing about unseen sounds. Evaluate a checkpoint trained without them (the "
+            "README gives the train-only recipe), or pass --allow-seen (allow_seen=True) to score them anyway, "
+            "marked as seen data")
+    return {"seen": len(overlap), "of": len(clip_ids)}
+
+
 def evaluate_model(
     checkpoint_or_model: Any,
     split_data_or_features: Any,
-    knobs: Mapping[str, Any] | None = None,
+    config: RetrievalConfig,
     seeds: Sequence[int] | None = None,
     *,
     scorers: Sequence[str] = SCORERS,
     data_info: Mapping[str, Any] | None = None,
     features_fn: Callable[[Any, Any], Any] | None = None,
     device: torch.device | str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    allow_seen: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one or several checkpoints on one split: three scorers, both directions.
+
+    Seen data: clips a checkpoint was trained on (``extra["seen_clips"]``) raise ``SeenDataError``
+    unless ``allow_seen``; the result says how many were seen (``seen_data``, per checkpoint).
 
     Out of domain: evaluating a checkpoint trained on one dataset (say Clotho) on another (say
     AudioCaps) is simply an evaluation on that data; the result records the checkpoint's
@@ -490,14 +476,16 @@ def evaluate_model(
             (M, Dt), caption_to_clip (M,), e.g. diffatr.features.FeatureSet), or split data
             (diffatr.data.datasets.SplitData) turned into features per checkpoint by
             ``features_fn(model, split_data)`` (default: ``diffatr.features``).
-        knobs: top_k, num_inference_steps, alpha, temperature (and batch_size); missing ones
-            come from each checkpoint's ``config.retrieval``; ``seed`` is used when ``seeds`` is None.
-        seeds: DDIM start-noise seeds (None: the knob's seed).
+        config: the re-rank's settings for every checkpoint, as the entry point built them
+            (``ModelConfig.with_retrieval``); ``config.seed`` is used when ``seeds`` is None.
+        seeds: DDIM start-noise seeds (None: the config's seed).
         scorers: a subset of ("dis", "gen", "gen+dis").
         data_info: what the evaluation data is ({"source", "kind", "split"} or {"name"}); taken
             from the split data's attributes when not given.
         features_fn: how to turn split data into features for a model.
         device: move models here (default: where they are; checkpoints load on the CPU).
+        batch_size: queries per denoiser batch (speed only).
+        allow_seen: score clips the checkpoint was trained on (the result is marked).
 
     Returns:
         A JSON-able dict: {"scorers": {"dis": {"text_to_audio/R@1": mean, ...}, "gen": ...,
@@ -507,66 +495,63 @@ def evaluate_model(
         "data", "train_data", "out_of_domain", "runs": [{"checkpoint", "seed", "scorers"}]}.
     """
     items = list(checkpoint_or_model) if isinstance(checkpoint_or_model, (list, tuple)) else [checkpoint_or_model]
-    if not items:
-        raise EvaluationError("no checkpoint to evaluate")
+    run_seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
+    if not items or not run_seeds:
+        raise EvaluationError("give at least one checkpoint and one seed")
     info = _data_info(split_data_or_features, data_info)
-    is_features = _looks_like_features(split_data_or_features)
-    runs: list[dict[str, Any]] = []
-    per_checkpoint: list[dict[str, dict[str, float]]] = []
-    checkpoints: list[dict[str, Any]] = []
-    resolved_knobs: dict[str, Any] | None = None
-    counts: tuple[int, int] | None = None
-    for item in items:
-        model, label = _load(item, device)
-        if hasattr(model, "eval"):
-            model.eval()
-        knobs_i = resolve_knobs(model, knobs)
-        recorded = {k: knobs_i[k] for k in KNOBS}
-        run_seeds = [int(s) for s in (seeds if seeds is not None else [knobs_i["seed"]])]
-        if not run_seeds:
-            raise EvaluationError("give at least one seed")
-        if resolved_knobs is None:
-            resolved_knobs = recorded
-        elif _without_seed(recorded) != _without_seed(resolved_knobs):
-            raise EvaluationError(
-                f"the checkpoints have different default knobs ({resolved_knobs} vs {recorded}); mean and "
-                "std over them would mix settings: give --top-k, --steps, --alpha and --temperature explicitly")
-        if is_features:
-            raw = split_data_or_features
-        else:
-            raw = (features_fn or _default_features_fn)(model, split_data_or_features)
-        if hasattr(raw, "check_encoders") and getattr(model, "config", None) is not None:
-            raw.check_encoders(model.config)  # a FeatureSet knows which backbones made it
-        audio, text, labels = _as_features(raw)
-        _check_widths(model, audio, text)
-        shape = (audio.shape[0], text.shape[0])
-        if counts is not None and shape != counts:
-            raise EvaluationError(f"checkpoints saw different numbers of clips/captions {counts} vs {shape}")
-        counts = shape
-        prepared = _Prepared.build(model, audio, text)
-        labels = labels.to(prepared.cosine_t2a.device)
-        seed_metrics = []
-        dis_metrics = None
-        for seed in run_seeds:
-            wanted = [s for s in scorers if s != "dis" or dis_metrics is None]
-            metrics = {}
-            if wanted:
-                matrices = score_matrices(model, audio, text, {**knobs_i, "seed": seed},
-                                          wanted, _prepared=prepared)
-                metrics = scorer_metrics(matrices, labels)
-            if "dis" in scorers:
-                dis_metrics = metrics.get("dis", dis_metrics)  # cosine does not depend on the seed
-                metrics["dis"] = dis_metrics
-            metrics = {s: metrics[s] for s in SCORERS if s in metrics}
-            seed_metrics.append(metrics)
-            runs.append({"checkpoint": label, "seed": seed, "scorers": metrics})
-        mean, _ = _aggregate(seed_metrics)
-        per_checkpoint.append(mean)
-        extra = getattr(model, "checkpoint_extra", None)
-        train = training_data(extra)
-        checkpoints.append({"checkpoint": label, "train_data": train,
-                            "out_of_domain": is_out_of_domain(train, info)})
+    clip_ids = data_clip_ids(split_data_or_features)
+    loaded = [_load(item, device) for item in items]
+    seen = [check_unseen(model, label, clip_ids, allow_seen) for model, label in loaded]  # before any work
+    runs, per_checkpoint, checkpoints, counts = [], [], [], None
+    for (model, label), seen_info in zip(loaded, seen):
+        model = model.eval() if hasattr(model, "eval") else model
+        audio, text, labels = _features_for(model, split_data_or_features, features_fn)
+        if counts is not None and (audio.shape[0], text.shape[0]) != counts:
+            raise EvaluationError(f"checkpoints saw different numbers of clips/captions {counts} vs "
+                                  f"{(audio.shape[0], text.shape[0])}")
+        counts = (audio.shape[0], text.shape[0])
+        seed_metrics = _seed_metrics(model, audio, text, labels, config, run_seeds, scorers, batch_size)
+        runs += [{"checkpoint": label, "seed": seed, "scorers": m} for seed, m in zip(run_seeds, seed_metrics)]
+        per_checkpoint.append(_aggregate(seed_metrics)[0])
+        train = training_data(getattr(model, "checkpoint_extra", None))
+        checkpoints.append({"checkpoint": label, "train_data": train, "out_of_domain": is_out_of_domain(train, info),
+                            "seen_clips": seen_info})
+    return _summary(items, runs, per_checkpoint, checkpoints, counts, config, info)
 
+
+def _features_for(model: Any, data: Any, features_fn: Callable[[Any, Any], Any] | None) -> tuple[Tensor, Tensor, Tensor]:
+    """audio (N, Da), text (M, Dt), caption_to_clip (M,) of ``data`` for ``model``'s backbones."""
+    raw = data if _looks_like_features(data) else (features_fn or _default_features_fn)(model, data)
+    if hasattr(raw, "check_encoders") and getattr(model, "config", None) is not None:
+        raw.check_encoders(model.config)  # a FeatureSet knows which backbones made it
+    audio, text, labels = _as_features(raw)
+    _check_widths(model, audio, text)
+    return audio, text, labels
+
+
+def _seed_metrics(model: Any, audio: Tensor, text: Tensor, labels: Tensor, config: RetrievalConfig,
+                  seeds: Sequence[int], scorers: Sequence[str], batch_size: int) -> list[dict[str, dict[str, float]]]:
+    """One model's metrics per seed (Dis is computed once: it does not depend on the seed)."""
+    prepared = _Prepared.build(model, audio, text)
+    labels = labels.to(prepared.cosine_t2a.device)
+    out, dis_metrics = [], None
+    for seed in seeds:
+        wanted = [s for s in scorers if s != "dis" or dis_metrics is None]
+        metrics = {}
+        if wanted:
+            matrices = score_matrices(model, audio, text, dataclasses.replace(config, seed=seed), wanted,
+                                      batch_size=batch_size, _prepared=prepared)
+            metrics = scorer_metrics(matrices, labels)
+        if "dis" in scorers:
+            dis_metrics = metrics.get("dis", dis_metrics)
+            metrics["dis"] = dis_metrics
+        out.append({s: metrics[s] for s in SCORERS if s in metrics})
+    return out
+
+
+def _summary(items: list, runs: list[dict[str, Any]], per_checkpoint: list, checkpoints: list[dict[str, Any]],
+             counts: tuple[int, int], config: RetrievalConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate_model``'s result from its runs."""
     if len(items) > 1:
         means, stds = _aggregate(per_checkpoint)
         std_over = "checkpoints"
@@ -583,19 +568,16 @@ def evaluate_model(
         "num_runs": len(runs),
         "num_clips": counts[0],
         "num_captions": counts[1],
-        "knobs": resolved_knobs,
+        "knobs": {name: getattr(config, name) for name in KNOBS},
         "seeds": list(dict.fromkeys(r["seed"] for r in runs)),
         "checkpoint": checkpoints[0]["checkpoint"] if len(items) == 1 else [c["checkpoint"] for c in checkpoints],
         "checkpoints": checkpoints,
         "data": info,
         "train_data": trains[0] if len(items) == 1 or all(t == trains[0] for t in trains) else trains,
         "out_of_domain": flags.pop() if len(flags) == 1 else None,
+        "seen_data": any((c["seen_clips"].get("seen") or 0) > 0 for c in checkpoints),
         "runs": runs,
     }
-
-
-def _without_seed(knobs: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in knobs.items() if k != "seed"}
 
 
 def _looks_like_features(data: Any) -> bool:
@@ -619,20 +601,26 @@ def _default_features_fn(model: Any, split: Any) -> Any:
 def sweep(
     model: Any,
     features: Any,
-    steps: Iterable[int] = (1, 5, 10, 50),
-    top_ks: Iterable[int] = (8, 16, 32),
-    knobs: Mapping[str, Any] | None = None,
+    config: RetrievalConfig,
+    steps: Iterable[int],
+    top_ks: Iterable[int],
     seeds: Sequence[int] | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[dict[str, Any]]:
     """R@1/5/10 of Gen+Dis for every (DDIM steps, K), both directions.
 
     Args:
         model: a DiffATR in eval mode.
         features: audio (N, Da), text (M, Dt), caption_to_clip (M,) (as for ``evaluate_model``).
+        config: the other settings (alpha, temperature, fusion, seed); the grid sets top_k and
+            num_inference_steps.
         steps: DDIM step counts (each in 1..T).
         top_ks: K values (clamped to the corpus size of each direction).
-        knobs: alpha, temperature, seed, batch_size (top_k and steps come from the grid).
-        seeds: DDIM seeds; several give the mean (and "std", sample std) per point.
+        seeds: DDIM seeds; several give the mean (and "std", sample std) per point (None: the
+            config's seed).
+        batch_size: queries per denoiser batch (speed only).
+        allow_seen: score clips the checkpoint was trained on (the result is marked).
 
     Returns:
         One dict per (steps, K), steps-major: {"num_inference_steps", "top_k",
@@ -640,32 +628,28 @@ def sweep(
     """
     audio, text, labels = _as_features(features)
     _check_widths(model, audio, text)
-    base = resolve_knobs(model, knobs)
     steps, top_ks = [int(s) for s in steps], [int(k) for k in top_ks]
     if not steps or not top_ks:
         raise EvaluationError("the sweep needs at least one step count and one K")
-    for s in steps:  # validate the whole grid before spending time on it
-        resolve_knobs(model, {**base, "num_inference_steps": s})
-    for k in top_ks:
-        resolve_knobs(model, {**base, "top_k": k})
-    run_seeds = [int(s) for s in (seeds if seeds is not None else [base["seed"]])]
+    # The whole grid is checked (steps <= T included) before any time is spent on it.
+    model_config = getattr(model, "config", None)
+    point = model_config.with_retrieval if model_config is not None else RetrievalConfig
+    grid = [[point(**{**dataclasses.asdict(config), "num_inference_steps": s, "top_k": k}) for k in top_ks]
+            for s in steps]
+    run_seeds = [int(s) for s in (seeds if seeds is not None else [config.seed])]
     prepared = _Prepared.build(model, audio, text)
     labels = labels.to(prepared.cosine_t2a.device)
     keys = [f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)]
     rows = []
-    for s in steps:
-        for k in top_ks:
-            per_seed = []
-            for seed in run_seeds:
-                point = {**base, "num_inference_steps": s, "top_k": k, "seed": seed}
-                matrices = score_matrices(model, audio, text, point, ("gen+dis",),
-                                          _prepared=prepared)
-                per_seed.append(scorer_metrics(matrices, labels))
-            mean, std = _aggregate(per_seed)
-            row: dict[str, Any] = {"num_inference_steps": s, "top_k": k}
-            row.update({key: mean["gen+dis"][key] for key in keys})
-            row["std"] = {key: std["gen+dis"][key] for key in keys}
-            rows.append(row)
+    for cell in (c for row in grid for c in row):
+        per_seed = [scorer_metrics(score_matrices(model, audio, text, dataclasses.replace(cell, seed=seed),
+                                                  ("gen+dis",), batch_size=batch_size, _prepared=prepared), labels)
+                    for seed in run_seeds]
+        mean, std = _aggregate(per_seed)
+        row: dict[str, Any] = {"num_inference_steps": cell.num_inference_steps, "top_k": cell.top_k}
+        row.update({key: mean["gen+dis"][key] for key in keys})
+        row["std"] = {key: std["gen+dis"][key] for key in keys}
+        rows.append(row)
     return rows
 
 
@@ -697,6 +681,10 @@ def format_results(result: Mapping[str, Any]) -> str:
     if multi:
         n = len(result["checkpoints"]) if result["std_over"] == "checkpoints" else result["num_runs"]
         lines.append(f"mean ± std over {n} {result['std_over']} (sample std, ddof=1)")
+    if result.get("seen_data"):
+        seen = max((c["seen_clips"]["seen"] or 0) for c in result["checkpoints"])
+        lines.append(f"SEEN DATA: the checkpoint was trained on {seen} of these {result['num_clips']} clips "
+                     "(--allow-seen); these numbers are not a held-out score")
     if result.get("out_of_domain"):
         train = result.get("train_data")
         lines.append(f"out of domain: trained on {dataset_identity(train) if isinstance(train, Mapping) else train}, "

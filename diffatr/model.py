@@ -17,18 +17,36 @@ from torch import nn
 from diffatr.config import ModelConfig
 from diffatr.contrastive import LogitScale
 from diffatr.diffusion.denoiser import Denoiser
-from diffatr.diffusion.scheduler import DDIMScheduler
+from diffatr.diffusion.ddim import DDIMScheduler
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")
+
+
+class ResidualAdapter(nn.Module):
+    """x + MLP(x), the MLP's last layer zero at the start: a locked tower's own space with a
+    small learned correction (it starts exactly as ``identity``, and weight decay keeps the
+    correction small, so unseen wording keeps the text encoder's geometry)."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.dropout(x))
 
 
 def projection_head(in_dim: int, out_dim: int, hidden_dim: int | None, kind: str = "linear",
                     dropout: float = 0.0) -> nn.Module:
     """Linear, or Linear -> ReLU -> Linear (the baseline's 2048 -> 2048 -> 1024 style head), or
-    ``kind="identity"``: no parameters (a locked tower). ``dropout`` acts on the input while
-    training."""
+    ``kind="identity"``: no parameters (a locked tower), or ``kind="residual"``: the identity
+    plus a learned correction (``ResidualAdapter``). ``dropout`` acts on the input while training."""
     if kind == "identity":
         return nn.Identity()
+    if kind == "residual":
+        return ResidualAdapter(in_dim, hidden_dim or in_dim, dropout)
     if hidden_dim is None:
         head = nn.Linear(in_dim, out_dim)
     else:

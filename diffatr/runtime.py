@@ -27,6 +27,12 @@ import torch
 from diffatr.errors import DiffatrError
 
 DATA_ENV = "DIFFATR_DATA"
+CHECKPOINT_ENV = "DIFFATR_DEFAULT_CHECKPOINT"  # the checkpoint used when none is given
+INDEX_ENV = "DIFFATR_DEFAULT_INDEX"  # the index searched when none is given
+# Environment variables renamed so that no two names differ by a letter: new name -> old name.
+# The old names still work, with a FutureWarning, for one release (0.x -> removed in the next).
+RENAMED_ENV = {"DIFFATR_DEFAULT_CHECKPOINT": "DIFFATR_CHECKPOINT", "DIFFATR_DEFAULT_INDEX": "DIFFATR_INDEX",
+               "DIFFATR_WEIGHTS_DIR": "DIFFATR_CHECKPOINTS", "DIFFATR_APP_INDEX": "DIFFATR_DEMO_INDEX"}
 _CHECKOUT = Path(__file__).resolve().parents[1]
 # kind -> its place in a checkout (and under $DIFFATR_DATA); in the package: _shipped/<kind>
 _LAYOUT = {"checkpoints": ("checkpoints",), "corpus": ("assets", "corpus")}
@@ -79,13 +85,38 @@ def shipped(kind: str) -> Path:
     return next((c for c in candidates if c.is_dir()), candidates[-1])
 
 
+def env_setting(name: str) -> str | None:
+    """``$name`` if set (and not empty), else its old spelling (``RENAMED_ENV``) with a
+    FutureWarning, else None."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    old = RENAMED_ENV.get(name)
+    if old and os.environ.get(old):
+        warnings.warn(f"${old} is now ${name}; the old name will stop working in the next release",
+                      FutureWarning, stacklevel=2)
+        return os.environ[old]
+    return None
+
+
+def portable_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """``path`` as a file meant for other machines (a checkpoint, a results file) records it:
+    relative to ``root`` (default: the current folder, e.g. the checkout a run starts in) when
+    it lies inside, else its name alone. Never an absolute path of this machine."""
+    full = Path(path).expanduser().resolve()
+    try:
+        return full.relative_to(Path(root or Path.cwd()).resolve()).as_posix()
+    except ValueError:
+        return full.name
+
+
 def default_checkpoint_dir() -> Path:
-    """The shipped checkpoint, or ``$DIFFATR_CHECKPOINT``."""
-    env = os.environ.get("DIFFATR_CHECKPOINT")
+    """The shipped checkpoint, or ``$DIFFATR_DEFAULT_CHECKPOINT``."""
+    env = env_setting(CHECKPOINT_ENV)
     return Path(env) if env else shipped("checkpoints") / "default"
 
 
 def default_index_dir() -> Path:
-    """The index of the built-in corpus's demo clips, or ``$DIFFATR_INDEX``."""
-    env = os.environ.get("DIFFATR_INDEX")
+    """The index of the built-in corpus's demo clips, or ``$DIFFATR_DEFAULT_INDEX``."""
+    env = env_setting(INDEX_ENV)
     return Path(env) if env else shipped("corpus") / "demo_index"

@@ -31,33 +31,23 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class UploadQuotas:
-    """Limits of the upload path. Each field can be set as ``$DIFFATR_QUOTA_<FIELD>`` (upper case).
+    """Limits of the upload path. Each field can be set as ``$DIFFATR_QUOTA_<FIELD>`` (upper case)."""
 
-    Attributes:
-        session_mb: MB one session may write over its life (files it uploads, copied into its
-            folder, and zip members), counted on what is written, kept or not.
-        total_mb: MB all sessions' files may hold on disk at once.
-        session_clips: audio files one session may hold at once (counted as they are written;
-            an undecodable one is deleted at once and no longer counts).
-        total_clips: audio files all live sessions may hold at once.
-        zip_members: files one zip may list.
-        zip_ratio: largest unpacked / packed size of a zip member (and of a whole zip); members
-            under 64 KB are exempt (headers compress well).
-        caption_kb: largest ``NAME.txt`` caption file read (it is read into memory).
-        session_ttl_s: a session idle this long is forgotten and its files deleted.
-        cache_sweep_s: how often Gradio's upload cache is swept (files older than
-            ``session_ttl_s`` go).
-    """
-
+    # MB one session may write over its life (files it uploads, copied into its folder, and zip
+    # members), counted on what is written, kept or not.
     session_mb: float = 200.0
-    total_mb: float = 2000.0
+    total_mb: float = 2000.0  # MB all sessions' files may hold on disk at once
+    # Audio files one session may hold at once (counted as they are written; an undecodable one
+    # is deleted at once and no longer counts).
     session_clips: int = 200
-    total_clips: int = 4000
-    zip_members: int = 500
+    total_clips: int = 4000  # audio files all live sessions may hold at once
+    zip_members: int = 500  # files one zip may list
+    # Largest unpacked / packed size of a zip member (and of a whole zip); members under 64 KB
+    # are exempt (headers compress well).
     zip_ratio: float = 50.0
-    caption_kb: float = 64.0
-    session_ttl_s: float = 3600.0
-    cache_sweep_s: float = 600.0
+    caption_kb: float = 64.0  # largest NAME.txt caption file read (it is read into memory)
+    session_ttl_s: float = 3600.0  # a session idle this long is forgotten and its files deleted
+    cache_sweep_s: float = 600.0  # how often Gradio's upload cache drops files older than session_ttl_s
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -141,8 +131,8 @@ class UploadStore:
 
     Args:
         quotas: the limits.
-        root: the parent of the runs' folders (``upload_root()``); at start-up the folders of
-            runs whose process is gone are deleted, and this run's is deleted at exit.
+        root: the parent of the runs' folders (``upload_root()``); ``start`` deletes the folders
+            of runs whose process is gone, and this run's at exit.
         clock: seconds (for the time-to-live; tests pass a fake).
     """
 
@@ -150,16 +140,25 @@ class UploadStore:
                  clock: Any = time.monotonic) -> None:
         self.quotas = quotas or UploadQuotas()
         self.root = Path(root) if root is not None else upload_root()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.removed_at_start = self.remove_leftovers()
         self.run_dir = self.root / f"{RUN_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.run_dir.mkdir()
+        self.removed_at_start: list[str] = []
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, _Usage] = {}
         self._disk = 0  # bytes of all sessions' files (and writes in flight) on disk now
         self._clips = 0  # audio files of all sessions on disk now
-        atexit.register(self.close)
+        self._started = False
+
+    def start(self) -> UploadStore:
+        """Take up the disk: delete earlier runs' leftovers, make this run's folder, and delete it
+        at exit. A server calls this once, when it starts (constructing a store touches nothing)."""
+        if not self._started:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.removed_at_start = self.remove_leftovers()
+            self.run_dir.mkdir(exist_ok=True)
+            atexit.register(self.close)
+            self._started = True
+        return self
 
     # ------------------------------------------------------------------ leftovers
 
@@ -321,10 +320,6 @@ class UploadStore:
             self._free(session_id, written, int(clip))
             raise QuotaExceeded("this session ended while its upload was written")
         return final
-
-    def unadmit_clip(self, session_id: str) -> None:
-        """Give back a clip admitted by ``admit_clip`` but not written."""
-        self._free(session_id, 0, 1)
 
     def discard(self, session_id: str, path: str | os.PathLike) -> None:
         """Delete one of the session's files now (e.g. an undecodable clip); its disk is freed."""

@@ -2,22 +2,27 @@
 
 UI only: builds the Gradio components, calls ``diffatr.demo`` (the logic, tested without a
 browser) and ``diffatr.plots`` (figures), and converts types between them (Gradio's values
-through ``diffatr.webapp_io``). Everything is
-loaded from disk once at start-up; nothing is downloaded. Run ``python app.py`` in a checkout
-(or on Hugging Face Spaces), or ``diffatr-demo`` after ``pip install "diffatr[app]"``.
+through ``diffatr.webapp_io``). Importing this module does nothing: ``main()`` sets the
+offline environment and torch's threads, loads the app (``DemoApp.load().start()``) and
+serves ``build_demo(app)``. Run ``python app.py`` in a checkout (or on Hugging Face Spaces), or
+``diffatr-demo`` after ``pip install "diffatr[app]"``. Gradio itself is imported on first use,
+after the offline environment is set (its import reads the hub's settings).
 
-Named API endpoints (``gradio_client``): search_text, search_audio, trajectory,
+Named API endpoints (``gradio_client``): search_text, search_audio, search_similar, trajectory,
 index_uploads, clear_uploads.
 
-Settings from the environment: ``$DIFFATR_ANIMATION_SECONDS`` (how long an animation lasts,
-3 s) or ``$DIFFATR_FRAME_SECONDS`` (a fixed pause per frame instead),
-``$DIFFATR_ANIMATIONS`` (animations streamed at once), ``$DIFFATR_UPLOAD_WORKERS`` (uploads
-indexed at once), ``$DIFFATR_QUOTA_*`` (the upload quotas: ``diffatr.uploads.UploadQuotas``),
-``$DIFFATR_UPLOAD_DIR`` (where uploads are written).
+Settings from the environment (``ServerSettings.from_env``): ``$DIFFATR_ANIMATION_SECONDS``
+(how long an animation lasts, 3 s) or ``$DIFFATR_FRAME_SECONDS`` (a fixed pause per frame
+instead), ``$DIFFATR_SEARCH_WORKERS``, ``$DIFFATR_ANIMATIONS`` (animations streamed at once),
+``$DIFFATR_UPLOAD_WORKERS`` (uploads indexed at once), ``$DIFFATR_TORCH_THREADS``,
+``$DIFFATR_QUEUE_STATUS_SECONDS``, ``$DIFFATR_HEAP_TRIM_SECONDS``, ``$DIFFATR_QUOTA_*`` (the
+upload quotas: ``diffatr.uploads.UploadQuotas``), ``$DIFFATR_UPLOAD_DIR`` (where uploads are
+written), ``$DIFFATR_APP_INDEX`` (the corpus searched).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -25,24 +30,16 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable
 
-# Offline by design: no usage analytics, no hub look-ups from transformers.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import gradio as gr  # noqa: E402
-import torch  # noqa: E402
-from gradio.components.plot import PlotData  # noqa: E402
-
-from diffatr import plots  # noqa: E402
-from diffatr.demo import (  # noqa: E402
-    ALPHA_MAX,
+from diffatr import plots
+from diffatr.config import knob_fields
+from diffatr.demo import (
     MAX_RESULTS,
     PLACEHOLDER_QUERY,
-    TEMPERATURE_MAX,
-    TEMPERATURE_MIN,
+    SEED_MAX,
     TOP_K_MAX,
     DemoApp,
     DemoError,
@@ -52,50 +49,68 @@ from diffatr.demo import (  # noqa: E402
     hit_markdown,
     hits_table,
     iter_steps,
+    last_trajectory,
     md_escape,
     notices_of,
+    similar_markdown,
+    similar_status,
     skipped_table,
     status_line,
     upload_status,
 )
-from diffatr.serving import start_heap_trimmer  # noqa: E402
-from diffatr.webapp_io import audio_query, upload_paths  # noqa: E402
+from diffatr.webapp_io import audio_query, upload_paths
 
 log = logging.getLogger("diffatr.app")
 
-# Animation pace (diffatr.demo.frame_pause): about 3 s from x_T to x_0 whatever the DDIM steps;
-# $DIFFATR_FRAME_SECONDS fixes the pause per frame instead.
-ANIMATION_SECONDS = float(os.environ.get("DIFFATR_ANIMATION_SECONDS", "3"))
-FRAME_SECONDS = float(os.environ["DIFFATR_FRAME_SECONDS"]) if os.environ.get("DIFFATR_FRAME_SECONDS") else None
-# Fair sharing of the CPU. Each kind of event has its own queue (a Gradio concurrency group),
-# so that animations never hold up a search and one user's zip never holds up another's upload:
-SEARCH_WORKERS = int(os.environ.get("DIFFATR_SEARCH_WORKERS", "4"))  # text searches at once (about 25 ms each)
-AUDIO_SEARCH_WORKERS = 2  # audio searches at once (a decode + the audio encoder)
-UPLOAD_WORKERS = int(os.environ.get("DIFFATR_UPLOAD_WORKERS", "4"))  # uploads indexed at once
-ANIMATIONS = int(os.environ.get("DIFFATR_ANIMATIONS", "4"))  # animations streamed at once (the rest wait)
-VIEW_WORKERS = 8  # drawing the results of a search (cards, first frame, heatmap)
-# One torch thread per request ($DIFFATR_TORCH_THREADS overrides): the workers above already run
-# requests side by side, and a single search is faster on one thread than on two (22 vs 35 ms
-# here); under load it kept the API p95 under 1 s beside 8 animations (benchmarks/load.py).
-TORCH_THREADS = int(os.environ.get("DIFFATR_TORCH_THREADS", "1"))
-# How often queued users hear their place in the queue, in seconds. Gradio's default ("auto")
-# tells every waiting user at every job start: with 32 waiting API clients that was ~450
-# messages a second, all written on the event loop ($DIFFATR_QUEUE_STATUS_SECONDS overrides).
-QUEUE_STATUS_SECONDS = os.environ.get("DIFFATR_QUEUE_STATUS_SECONDS", "1")
+# Offline by design: no usage analytics, no hub look-ups from huggingface_hub or transformers.
+OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+KNOBS = {f.name: f for f in knob_fields()}
 
-# Freed C heap goes back to the OS every so often ($DIFFATR_HEAP_TRIM_SECONDS; 0 = never): see
-# diffatr.serving.start_heap_trimmer for what it fixed.
-HEAP_TRIM_SECONDS = float(os.environ.get("DIFFATR_HEAP_TRIM_SECONDS", "10"))
 
-torch.set_num_threads(TORCH_THREADS)
-APP = DemoApp.load()
-QUOTAS = APP.quotas
-# An upload larger than the session's quota could never be indexed: Gradio refuses it at once.
-MAX_FILE_SIZE = f"{max(1, int(QUOTAS.session_mb))}mb"
-# The players get Gradio's cache copies (GRADIO_TEMP_DIR/<content hash>/<name>, made on first
-# view: the corpus is 17 MB), never the corpus's own files: a file served in place shows the
-# page its absolute path, i.e. where the package is installed.
-log.info("upload quotas: %s", QUOTAS.describe())
+def _gradio() -> Any:
+    """The gradio module, imported on first use (after ``main`` set the offline environment)."""
+    import gradio
+
+    return gradio
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server shares its CPU and paces animations (docs/pitfalls.md, "Serving the demo").
+
+    Each kind of event has its own queue (a Gradio concurrency group), so that animations never
+    hold up a search and one user's zip never holds up another's upload.
+    """
+
+    animation_seconds: float = 3.0  # an animation from x_T to x_0 lasts this long, whatever the steps ...
+    frame_seconds: float | None = None  # ... or each frame this long (None: from animation_seconds)
+    search_workers: int = 4  # text searches at once
+    audio_search_workers: int = 2  # audio searches at once (a decode and the audio encoder each)
+    upload_workers: int = 4  # uploads indexed at once
+    animations: int = 4  # animations streamed at once (the rest wait)
+    view_workers: int = 8  # drawing the results of a search (cards, first frame, heatmap)
+    # Torch threads per process: the workers above already run requests side by side, and one
+    # search is faster on one thread than on two.
+    torch_threads: int = 1
+    # How often queued users hear their place in the queue, in seconds ("auto": Gradio's
+    # default, at every job start, which floods the event loop under load).
+    queue_status_seconds: str = "1"
+    heap_trim_seconds: float = 10.0  # freed C heap goes back to the OS this often (0 = never)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        """The defaults, with ``$DIFFATR_<FIELD>`` values where set (``DIFFATR_ANIMATIONS`` ...)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get("DIFFATR_" + f.name.upper())
+            if raw:
+                kind = {"int": int, "str": str}.get(f.type, float)
+                try:
+                    values[f.name] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"$DIFFATR_{f.name.upper()} must be a {kind.__name__}, got {raw!r}") from None
+        return cls(**values)
 
 
 # ----------------------------------------------------------------------------- glue
@@ -105,17 +120,13 @@ def _session(session: DemoSession | None) -> DemoSession:
     return session if isinstance(session, DemoSession) else DemoSession()
 
 
-def _forget_session(session: Any) -> None:
-    if isinstance(session, DemoSession):
-        APP.forget(session)
-
-
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """DemoError -> a red toast with its message (and an error for API clients); anything
     unexpected is logged and reported in one line, so the next request still works."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        gr = _gradio()
         try:
             return fn(*args, **kwargs)
         except DemoError as err:
@@ -134,118 +145,25 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _show_notices(response: dict[str, Any]) -> None:
+    gr = _gradio()
     for notice in notices_of(response):
         (gr.Warning if notice.level == "warning" else gr.Info)(notice.text)
 
 
-def named(component: Any, setting: str) -> Any:
-    """``component`` whose range errors name ``setting``: Gradio checks a slider's range before
-    the handler runs, with a message that does not say which setting was out of range ("Value 0
-    is less than minimum value 1."). The instance's own check is wrapped (a subclass of a
-    Gradio component would make Gradio write a stub file beside this one)."""
-    check = component.preprocess
-
-    def preprocess(payload: Any) -> Any:
-        try:
-            return check(payload)
-        except gr.Error as err:
-            raise gr.Error(f"{setting}: {err.message}", title="Cannot do that", print_exception=False) from None
-
-    component.preprocess = preprocess
-    return component
-
-
-def _settings(k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any, temperature: Any):
-    return APP.parse_settings(k=k, num_inference_steps=steps, top_k=top_k, alpha=alpha, seed=seed,
-                              temperature=temperature)
-
-
-# ----------------------------------------------------------------------------- handlers
-
-
-@_user_errors
-def search_text(caption: str, k: float, steps: float, top_k: float, alpha: float, seed: float,
-                temperature: float, session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
-    """Text -> audio: the k best clips for a caption, re-ranked by the diffusion model."""
-    session = _session(session)
-    response = APP.search_text(caption, _settings(k, steps, top_k, alpha, seed, temperature), session)
-    _show_notices(response)
-    return response, session
-
-
-@_user_errors
-def search_audio(audio: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
-                 temperature: float, session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
-    """Audio -> text: the k best captions for a sound file or a recording."""
-    session = _session(session)
-    audio, sample_rate = audio_query(audio)
-    response = APP.search_audio(audio, _settings(k, steps, top_k, alpha, seed, temperature), session,
-                                sample_rate=sample_rate)
-    _show_notices(response)
-    return response, session
-
-
-@_user_errors
-def trajectory(session: DemoSession | None) -> dict[str, Any]:
-    """The last search's DDIM trajectory in this session (x_t per step over the K candidates)."""
-    return APP.trajectory(session)
-
-
-@_user_errors
-def index_uploads(files: list[str] | None, session: DemoSession | None,
-                  progress: gr.Progress = gr.Progress()) -> tuple[dict[str, Any], DemoSession]:  # noqa: B008
-    """Index your own sounds (files or zips) for this session only; bad files are listed."""
-    session = _session(session)
-    progress(0, desc="Indexing your sounds")
-
-    def on_progress(done: int, total: int) -> None:
-        progress((done, total), desc="Indexing your sounds", unit="files")
-
-    report = APP.index_uploads(upload_paths(files), session, on_progress=on_progress)
-    _show_notices(report)
-    if report["indexed"]:
-        gr.Info(f"Indexed {report['indexed']} of your sounds: search for them in the other tabs.")
-    return report, session
-
-
-@_user_errors
-def clear_uploads(session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
-    """Forget this session's uploaded sounds."""
-    session = _session(session)
-    return APP.clear_uploads(session), session
-
-
-# ----------------------------------------------------------------------------- views (UI only)
-
-
-def _step_plot(view: dict[str, Any], step: int) -> PlotData:
+def _step_plot(view: dict[str, Any], step: int) -> Any:
     """One DDIM step for ``gr.Plot``: the figure's plotly JSON built from plain lists (no Figure
     object, no validation), so an animation frame costs about what a search does."""
+    from gradio.components.plot import PlotData
+
     return PlotData(type="plotly", plot=json.dumps(plots.trajectory_step_spec(view, step)))
 
 
 def _trajectory_views(session: DemoSession | None) -> tuple[Any, Any, Any]:
+    gr = _gradio()
     view = session.trajectory if isinstance(session, DemoSession) else None
     if view is None:
         return plots.empty_figure(), plots.empty_figure(""), gr.Slider(value=0, maximum=1)
-    s = plots.num_steps(view)
-    return (_step_plot(view, 0), plots.trajectory_heatmap(view),
-            gr.Slider(value=0, maximum=s))
-
-
-def show_text_results(response: dict[str, Any], session: DemoSession | None) -> list[Any]:
-    hits = response.get("results", [])
-    cards, players, groups = [], [], []
-    for i in range(MAX_RESULTS):
-        if i < len(hits):
-            groups.append(gr.Group(visible=True))
-            cards.append(hit_markdown(hits[i]))
-            players.append(APP.audio_file(hits[i]["clip_id"], session))
-        else:
-            groups.append(gr.Group(visible=False))
-            cards.append("")
-            players.append(None)
-    return [status_line(response), *groups, *cards, *players, *_trajectory_views(session)]
+    return _step_plot(view, 0), plots.trajectory_heatmap(view), gr.Slider(value=0, maximum=plots.num_steps(view))
 
 
 def _failed(what: str) -> str:
@@ -259,61 +177,236 @@ def _quoted(caption: Any) -> str:
     return f"“{text}”" if text else "an empty caption"
 
 
-def stale_text_results(caption: Any) -> list[Any]:
-    """After a failed text search: clear the cards and the plots of the previous query, and say
-    which query failed (the results of the last good query must not look like this one's)."""
-    hidden = [gr.Group(visible=False) for _ in range(MAX_RESULTS)]
-    return [_failed(_quoted(caption)), *hidden, *[""] * MAX_RESULTS, *[None] * MAX_RESULTS,
-            *_trajectory_views(None)]
+# ----------------------------------------------------------------------------- handlers
 
 
-def stale_audio_results(audio: Any) -> list[Any]:
-    """After a failed audio search: clear the caption table and the plots, name the query."""
-    audio, _ = audio_query(audio)
-    name = os.path.basename(str(audio)) if isinstance(audio, (str, os.PathLike)) and audio else "this sound"
-    return [_failed(md_escape(name)), [], *_trajectory_views(None)]
+class Handlers:
+    """The page's event handlers over one ``DemoApp``: plain values in, JSON-able values out;
+    a user's mistake becomes a red toast (and an error for API clients).
+
+    The search handlers' parameter names are the API's (``caption, k, steps, top_k, alpha,
+    seed, temperature, one_per_sound``); their values are read into one ``RetrievalConfig`` by
+    ``DemoApp.parse_settings``.
+    """
+
+    def __init__(self, app: DemoApp, server: ServerSettings) -> None:
+        self.app = app
+        self.server = server
+
+    def _settings(self, k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any, temperature: Any,
+                  one_per_sound: Any) -> Any:
+        return self.app.parse_settings(num_results=k, num_inference_steps=steps, top_k=top_k, alpha=alpha,
+                                       seed=seed, temperature=temperature, one_per_sound=one_per_sound)
+
+    def _answer(self, session: DemoSession | None, knobs: tuple[Any, ...],
+                search: Callable[[Any, DemoSession], dict[str, Any]]) -> tuple[dict[str, Any], DemoSession]:
+        """Run ``search(settings, session)`` with the page's knobs read once; its notices become toasts."""
+        session = _session(session)
+        response = search(self._settings(*knobs), session)
+        _show_notices(response)
+        return response, session
+
+    @_user_errors
+    def search_text(self, caption: str, k: float, steps: float, top_k: float, alpha: float, seed: float,
+                    temperature: float, one_per_sound: bool,
+                    session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+        """Text -> audio: the k best clips for a caption, re-ranked by the diffusion model."""
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_text(caption, settings, s))
+
+    @_user_errors
+    def search_audio(self, audio: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
+                     temperature: float, one_per_sound: bool,
+                     session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+        """Audio -> text: the k best captions for a sound file or a recording, and the clips that
+        sound most like it ("similar")."""
+        audio, rate = audio_query(audio)
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_audio(audio, settings, s, sample_rate=rate))
+
+    @_user_errors
+    def search_similar(self, clip_id: str | None, audio: str | None, k: float, steps: float, top_k: float,
+                       alpha: float, seed: float, temperature: float, one_per_sound: bool,
+                       session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+        """Audio -> audio: the k clips that sound most like a clip of the library (its id: a result's
+        clip_id, your own sounds included) or like a sound file; never the clip itself."""
+        query, rate = (str(clip_id).strip(), None) if clip_id and str(clip_id).strip() else audio_query(audio)
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_similar(query, settings, s, sample_rate=rate))
+
+    @_user_errors
+    def more_like_this(self, clip_id: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
+                       temperature: float, one_per_sound: bool,
+                       session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+        """A result's clip as the sound query: its ranked captions and the clips that sound like it."""
+        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+                            lambda settings, s: self.app.searcher.search_like(clip_id, settings, s))
+
+    @_user_errors
+    def trajectory(self, session: DemoSession | None) -> dict[str, Any]:
+        """The last search's DDIM trajectory in this session (x_t per step over the K candidates)."""
+        return last_trajectory(session)
+
+    @_user_errors
+    def index_uploads(self, files: list[str] | None, session: DemoSession | None,
+                      progress: Callable[..., Any]) -> tuple[dict[str, Any], DemoSession]:
+        """Index your own sounds (files or zips) for this session only; bad files are listed."""
+        session = _session(session)
+        progress(0, desc="Indexing your sounds")
+
+        def on_progress(done: int, total: int) -> None:
+            progress((done, total), desc="Indexing your sounds", unit="files")
+
+        report = self.app.user_sounds.index_uploads(upload_paths(files), session, on_progress)
+        _show_notices(report)
+        if report["indexed"]:
+            _gradio().Info(f"Indexed {report['indexed']} of your sounds: search for them in the other tabs.")
+        return report, session
+
+    @_user_errors
+    def clear_uploads(self, session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
+        """Forget this session's uploaded sounds."""
+        session = _session(session)
+        return self.app.user_sounds.clear_uploads(session), session
+
+    def forget_session(self, session: Any) -> None:
+        if isinstance(session, DemoSession):
+            self.app.sessions.forget(session)
+
+    # ------------------------------------------------------------------ views (UI only)
+
+    def show_text_results(self, response: dict[str, Any], session: DemoSession | None) -> list[Any]:
+        return [status_line(response), *self.cards(response.get("results", []), hit_markdown, session),
+                *_trajectory_views(session)]
+
+    def cards(self, hits: list[dict[str, Any]], markdown: Callable[[dict[str, Any]], str],
+              session: DemoSession | None) -> list[Any]:
+        """The values of ``MAX_RESULTS`` result cards (``_result_cards``): groups, texts, players and
+        clip ids ("More like this" reads them)."""
+        # The players get Gradio's cache copies of the clips, never the corpus's own files: a file
+        # served in place shows the page its absolute path (where the package is installed).
+        gr = _gradio()
+        shown = range(min(len(hits), MAX_RESULTS))
+        groups = [gr.Group(visible=i in shown) for i in range(MAX_RESULTS)]
+        texts = [markdown(hits[i]) if i in shown else "" for i in range(MAX_RESULTS)]
+        players = [self.app.audio_file(hits[i]["clip_id"], session) if i in shown else None
+                   for i in range(MAX_RESULTS)]
+        clips = [hits[i]["clip_id"] if i in shown else "" for i in range(MAX_RESULTS)]
+        return [*groups, *texts, *players, *clips]
+
+    @staticmethod
+    def no_cards() -> list[Any]:
+        hidden = [_gradio().Group(visible=False) for _ in range(MAX_RESULTS)]
+        return [*hidden, *[""] * MAX_RESULTS, *[None] * MAX_RESULTS, *[""] * MAX_RESULTS]
+
+    def stale_text_results(self, caption: Any) -> list[Any]:
+        """After a failed text search: clear the cards and the plots of the previous query, and say
+        which query failed (the results of the last good query must not look like this one's)."""
+        return [_failed(_quoted(caption)), *self.no_cards(), *_trajectory_views(None)]
+
+    def stale_audio_results(self, audio: Any) -> list[Any]:
+        """After a failed audio search: clear the caption table, the similar sounds and the plots,
+        and name the query."""
+        audio, _ = audio_query(audio)
+        name = os.path.basename(str(audio)) if isinstance(audio, (str, os.PathLike)) and audio else "this sound"
+        return [_failed(md_escape(name)), [], "", *self.no_cards(), *_trajectory_views(None)]
+
+    def stale_like_results(self, clip_id: Any) -> list[Any]:
+        """After a failed "More like this": as a failed audio search, naming the clip."""
+        return [_failed(md_escape(str(clip_id or "this clip"))), [], "", *self.no_cards(), *_trajectory_views(None)]
+
+    def show_audio_results(self, response: dict[str, Any], session: DemoSession | None) -> list[Any]:
+        similar = response.get("similar", [])
+        return [status_line(response), hits_table(response), similar_status(response, "similar"),
+                *self.cards(similar, similar_markdown, session), *_trajectory_views(session)]
+
+    def show_like_results(self, response: dict[str, Any], session: DemoSession | None) -> list[Any]:
+        """"More like this": the audio tab, its query player holding the clip, its results."""
+        clip = self.app.audio_file(response["query_clip"], session)
+        return [_gradio().Tabs(selected="audio"), clip, *self.show_audio_results(response, session)]
+
+    def show_upload(self, report: dict[str, Any], session: DemoSession | None) -> list[Any]:
+        if "indexed" in report:
+            status = upload_status(report)
+        else:
+            status = f"Removed {report.get('removed', 0)} of your clips. Searching now: {report['corpus']}."
+        return [status, skipped_table(report), self.corpus_line(session)]
+
+    def corpus_line(self, session: DemoSession | None) -> str:
+        note = getattr(self.app.model, "checkpoint_extra", {}).get("trained_on", "")
+        return "Searching: " + self.app.corpus.summary(session) + (f" · checkpoint: {note}" if note else "")
+
+    @staticmethod
+    def draw_step(session: DemoSession | None, step: float) -> Any:
+        view = session.trajectory if isinstance(session, DemoSession) else None
+        if view is None:
+            return plots.empty_figure()
+        return _step_plot(view, int(step))
+
+    def play(self, session: DemoSession | None, start: float = 0):
+        """Stream one figure per DDIM step, x_T -> x_0 (a generator: the plot updates live)."""
+        view = session.trajectory if isinstance(session, DemoSession) else None
+        if view is None:
+            yield plots.empty_figure(), 0
+            return
+        pause = frame_pause(len(view["x_t"]), self.server.animation_seconds, self.server.frame_seconds)
+        for step in iter_steps(view, int(start or 0)):
+            if session.trajectory is not view:
+                return  # a newer search in this session took over the plot
+            yield _step_plot(view, step), step
+            time.sleep(pause)
+
+    def play_from_start(self, session: DemoSession | None):
+        yield from self.play(session, 0)
 
 
-def show_audio_results(response: dict[str, Any], session: DemoSession | None) -> list[Any]:
-    return [status_line(response), hits_table(response), *_trajectory_views(session)]
+# ----------------------------------------------------------------------------- controls
 
 
-def show_upload(report: dict[str, Any], session: DemoSession | None) -> list[Any]:
-    if "indexed" in report:
-        status = upload_status(report)
-    else:
-        status = f"Removed {report.get('removed', 0)} of your clips. Searching now: {report['corpus']}."
-    return [status, skipped_table(report), _corpus_line(session)]
+def named(component: Any, setting: str, high: float | None = None, why: str = "") -> Any:
+    """``component`` whose range errors are the library's (``diffatr.config.check_knob``): Gradio
+    checks a slider's range before the handler runs, with a message that does not say which
+    setting was out of range ("Value 0 is less than minimum value 1."). The instance's own check
+    is wrapped (a subclass of a Gradio component would make Gradio write a stub file beside
+    this one)."""
+    from diffatr.config import ConfigError, check_knob
+
+    gr = _gradio()
+    check = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return check(payload)
+        except gr.Error as err:
+            message = f"{KNOBS[setting].metadata['label']} ({setting}): {err.message}"
+            try:
+                check_knob(setting, payload, high=high, why=why)
+            except ConfigError as bad:
+                message = str(bad)
+            raise gr.Error(message, title="Cannot do that", print_exception=False) from None
+
+    component.preprocess = preprocess
+    return component
 
 
-def _corpus_line(session: DemoSession | None) -> str:
-    note = getattr(APP.model, "checkpoint_extra", {}).get("trained_on", "")
-    return "Searching: " + APP.corpus_summary(session) + (f" · checkpoint: {note}" if note else "")
-
-
-def draw_step(session: DemoSession | None, step: float) -> Any:
-    view = session.trajectory if isinstance(session, DemoSession) else None
-    if view is None:
-        return plots.empty_figure()
-    return _step_plot(view, int(step))
-
-
-def play(session: DemoSession | None, start: float = 0):
-    """Stream one figure per DDIM step, x_T -> x_0 (a generator: the plot updates live)."""
-    view = session.trajectory if isinstance(session, DemoSession) else None
-    if view is None:
-        yield plots.empty_figure(), 0
-        return
-    pause = frame_pause(len(view["x_t"]), ANIMATION_SECONDS, FRAME_SECONDS)
-    for step in iter_steps(view, int(start or 0)):
-        if session.trajectory is not view:
-            return  # a newer search in this session took over the plot
-        yield _step_plot(view, step), step
-        time.sleep(pause)
-
-
-def play_from_start(session: DemoSession | None):
-    yield from play(session, 0)
+def knob_control(name: str, value: Any, elem_id: str, *, high: float | None = None, why: str = "",
+                 info: str | None = None) -> Any:
+    """A slider (or, for the seed, a number box; for a switch, a checkbox) for one
+    ``RetrievalConfig`` field, its label, notation and bounds taken from the field's metadata;
+    ``high`` narrows the upper bound."""
+    gr = _gradio()
+    meta = KNOBS[name].metadata
+    label, info = meta["label"], info or meta["info"]
+    if KNOBS[name].type == "bool":
+        return gr.Checkbox(value=value, label=label, info=info, elem_id=elem_id)
+    if name == "seed":
+        box = gr.Number(value=value, precision=0, minimum=meta["low"], label=label, info=info, elem_id=elem_id)
+        return named(box, name, high, why)
+    integer = KNOBS[name].type == "int"
+    top = high if high is not None else meta["high"]
+    slider = gr.Slider(meta["low"], top, value=value, step=1 if integer else meta["step"], label=label, info=info,
+                       elem_id=elem_id)
+    return named(slider, name, high, why)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -327,176 +420,315 @@ a distribution over them (x_0). The final score is `cosine + α · softmax(x_0)`
 Watch it happen on the right.
 """
 
+TRAJECTORY_HELP = (
+    "### Watch the diffusion\nBars: the distribution the model generates over the query's K candidates "
+    "(top = most similar by cosine), from the start noise (step 0) to x_0 (last step): softmax(x̂0 × CE scale), "
+    "the sharpness it was trained at. Orange = the final top results, with their fused rank and the diffusion's "
+    "own (Gen) rank. The final score fuses cosine + α · softmax(x̂0 / T) with the fusion temperature T of the "
+    "settings (1 by default, where this distribution is nearly flat: on the shipped model the diffusion then "
+    "rarely changes the cosine order; see the README). Press Play, or drag the slider to any step (no "
+    "recomputation).")
+
 CSS = """
 #trajectory-plot, #trajectory-heatmap {min-height: 420px;}
 .result-card {padding: 4px 8px;}
+.more-like-this {max-width: 11em;}
 """
 
-# System fonts only: the page must render offline (no web-font downloads).
-THEME = gr.themes.Default(font=[gr.themes.Font("system-ui"), "sans-serif"],
-                          font_mono=[gr.themes.Font("ui-monospace"), "monospace"])
 
-defaults = APP.defaults
+def _theme() -> Any:
+    """System fonts only: the page must render offline (no web-font downloads)."""
+    gr = _gradio()
+    return gr.themes.Default(font=[gr.themes.Font("system-ui"), "sans-serif"],
+                             font_mono=[gr.themes.Font("ui-monospace"), "monospace"])
 
-# Gradio's upload cache is swept as often as the quotas say; files older than a session's
-# time-to-live go (and the whole cache at a restart).
-with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
-               delete_cache=(int(QUOTAS.cache_sweep_s), int(QUOTAS.session_ttl_s))) as demo:
-    # A session idle for the time-to-live is deleted, and with it its uploaded files.
-    session_state = gr.State(None, time_to_live=QUOTAS.session_ttl_s, delete_callback=_forget_session)
-    gr.Markdown(INTRO)
-    corpus_line = gr.Markdown(_corpus_line(None), elem_id="corpus-line")
 
-    with gr.Accordion("Search settings", open=True):
+def _settings_row(app: DemoApp) -> list[Any]:
+    """The search settings, in the order of the search handlers' parameters."""
+    gr = _gradio()
+    d, t = app.defaults, app.num_train_timesteps
+    with gr.Accordion("Search settings", open=True), gr.Row():
+        return [
+            knob_control("num_results", d.num_results, "k-slider", high=MAX_RESULTS, why="the result slots on the page"),
+            knob_control("num_inference_steps", d.num_inference_steps, "steps-slider", high=t,
+                         why=f"T = {t}, the diffusion steps the checkpoint was trained with",
+                         info=f"{KNOBS['num_inference_steps'].metadata['info']} (T = {t})"),
+            knob_control("top_k", d.top_k, "top-k-slider", high=TOP_K_MAX, why="the demo's limit"),
+            knob_control("alpha", d.alpha, "alpha-slider"),
+            knob_control("seed", d.seed, "seed-box", high=SEED_MAX, why="the browser's number box"),
+            knob_control("temperature", d.temperature, "temperature-slider",
+                         info=f"{KNOBS['temperature'].metadata['info']} "
+                              f"(here 1 / CE scale = {1 / app.model.config.diffusion.ce_scale:g})"),
+            knob_control("one_per_sound", d.one_per_sound, "one-per-sound-box"),
+        ]
+
+
+def _result_cards(prefix: str) -> dict[str, list[Any]]:
+    """``MAX_RESULTS`` hidden result cards: a text, a player, a "More like this" button and the
+    clip's id (hidden; the button's input), as ``Handlers.cards`` fills them."""
+    gr = _gradio()
+    cards: dict[str, list[Any]] = {"groups": [], "cards": [], "players": [], "clips": [], "like": []}
+    for i in range(MAX_RESULTS):
+        with gr.Group(visible=False, elem_classes=["result-card"]) as group:
+            cards["cards"].append(gr.Markdown(elem_id=f"{prefix}-card-{i}"))
+            with gr.Row(equal_height=True):
+                cards["players"].append(gr.Audio(interactive=False, show_label=False, elem_id=f"{prefix}-audio-{i}",
+                                                 scale=4))
+                cards["like"].append(gr.Button("More like this", size="sm", scale=1, min_width=100,
+                                               elem_id=f"{prefix}-like-{i}", elem_classes=["more-like-this"]))
+            cards["clips"].append(gr.Textbox(visible=False, elem_id=f"{prefix}-clip-{i}"))
+        cards["groups"].append(group)
+    return cards
+
+
+def _text_tab(app: DemoApp) -> dict[str, Any]:
+    gr = _gradio()
+    with gr.Tab("Text → audio", id="text"):
         with gr.Row():
-            k_in = named(gr.Slider(1, MAX_RESULTS, value=defaults.k, step=1, label="Results shown (k)",
-                                       elem_id="k-slider"), "k (results shown)")
-            steps_in = named(gr.Slider(1, APP.num_train_timesteps, value=defaults.num_inference_steps, step=1,
-                                           label="DDIM steps", info=f"1..T = {APP.num_train_timesteps}",
-                                           elem_id="steps-slider"), "steps (DDIM steps)")
-            top_k_in = named(gr.Slider(1, TOP_K_MAX, value=defaults.top_k, step=1, label="K: candidates re-ranked",
-                                           info="clamped to the corpus size", elem_id="top-k-slider"),
-                             "top_k (K, candidates re-ranked)")
-            alpha_in = named(gr.Slider(0, ALPHA_MAX, value=defaults.alpha, step=0.05,
-                                           label="α: weight of the diffusion score", elem_id="alpha-slider"), "alpha")
-            seed_in = named(gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed of x_T",
-                                          info="same seed, same trajectory", elem_id="seed-box"), "seed")
-            temperature_in = named(gr.Slider(
-                TEMPERATURE_MIN, TEMPERATURE_MAX, value=defaults.temperature, step=0.001, label="Fusion temperature",
-                elem_id="temperature-slider", info=f"softmax(x̂0 / T) in the fused score; 1/CE scale = "
-                                                   f"{1 / APP.model.config.diffusion.ce_scale:g} is the trained sharpness"),
-                "temperature")
-    knobs = [k_in, steps_in, top_k_in, alpha_in, seed_in, temperature_in]
+            caption = gr.Textbox(label="Describe a sound", placeholder=f"e.g. {PLACEHOLDER_QUERY}", scale=5,
+                                 max_lines=3, elem_id="caption-box")
+            button = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
+        gr.Examples(app.corpus.example_queries(), inputs=[caption], label="Try")
+        status = gr.Markdown(elem_id="text-status")
+        cards = _result_cards("result")
+    return {"caption": caption, "button": button, "status": status, **cards}
 
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=5):
-            with gr.Tabs():
-                with gr.Tab("Text → audio", id="text"):
-                    with gr.Row():
-                        caption_in = gr.Textbox(label="Describe a sound", placeholder=f"e.g. {PLACEHOLDER_QUERY}",
-                                                scale=5, max_lines=3, elem_id="caption-box")
-                        text_btn = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
-                    gr.Examples(APP.example_queries(), inputs=[caption_in], label="Try")
-                    text_status = gr.Markdown(elem_id="text-status")
-                    groups, cards, players = [], [], []
-                    for i in range(MAX_RESULTS):
-                        with gr.Group(visible=False, elem_classes=["result-card"]) as group:
-                            cards.append(gr.Markdown(elem_id=f"result-card-{i}"))
-                            players.append(gr.Audio(interactive=False, show_label=False, elem_id=f"result-audio-{i}"))
-                        groups.append(group)
 
-                with gr.Tab("Audio → text", id="audio"):
-                    audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                        label="A sound to search with (upload or record)", elem_id="audio-query")
-                    audio_btn = gr.Button("Search", variant="primary", elem_id="audio-search")
-                    gr.Examples([[p] for p in APP.example_audio()], inputs=[audio_in], label="Try a corpus clip")
-                    audio_status = gr.Markdown(elem_id="audio-status")
-                    captions_out = gr.Dataframe(
-                        headers=["#", "caption", "clip", "fused", "cosine", "diffusion", "moved"],
-                        label="Ranked captions (fused = cosine + α · diffusion; moved = places gained)",
-                        interactive=False, elem_id="caption-table", wrap=True,
-                        column_widths=["6%", "27%", "10%", "12%", "14%", "18%", "13%"])
+def _audio_tab(app: DemoApp) -> dict[str, Any]:
+    gr = _gradio()
+    with gr.Tab("Audio → text & similar sounds", id="audio"):
+        audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
+                         label="A sound to search with (upload or record)", elem_id="audio-query")
+        button = gr.Button("Search", variant="primary", elem_id="audio-search")
+        gr.Examples([[p] for p in app.corpus.example_audio()], inputs=[audio], label="Try a corpus clip")
+        status = gr.Markdown(elem_id="audio-status")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                table = gr.Dataframe(
+                    headers=["#", "caption", "clip", "fused", "cosine", "diffusion", "moved"],
+                    label="Ranked captions (fused = cosine + α · diffusion; moved = places gained)",
+                    interactive=False, elem_id="caption-table", wrap=True,
+                    column_widths=["6%", "27%", "10%", "12%", "14%", "18%", "13%"])
+            with gr.Column(scale=1):
+                similar_status = gr.Markdown(elem_id="similar-status")
+                similar = _result_cards("similar")
+        # The search_similar endpoint's clip id (API clients; the page uses the cards' buttons).
+        like_clip = gr.Textbox(visible=False, elem_id="similar-query-clip")
+        like_button = gr.Button(visible=False, elem_id="similar-search")
+    return {"audio": audio, "button": button, "status": status, "table": table, "similar_status": similar_status,
+            "similar": similar, "like_clip": like_clip, "like_button": like_button}
 
-                with gr.Tab("Your sounds", id="uploads"):
-                    gr.Markdown("Add your own sounds: several audio files, or a `.zip` of them (a `NAME.txt` beside "
-                                "`NAME.wav` gives its captions, one per line). They are searchable **in this "
-                                "session only**; the shipped corpus is not changed. Limits: "
-                                + md_escape(QUOTAS.describe()) + ".")
-                    files_in = gr.File(file_count="multiple", label="Audio files or a .zip", elem_id="upload-files")
-                    with gr.Row():
-                        index_btn = gr.Button("Index my sounds", variant="primary", elem_id="index-button")
-                        clear_btn = gr.Button("Forget my sounds", elem_id="clear-button")
-                    upload_status_out = gr.Markdown(elem_id="upload-status")
-                    skipped_out = gr.Dataframe(headers=["file", "why it was skipped"],
-                                               label="Files that could not be used", interactive=False, wrap=True,
-                                               column_widths=["30%", "70%"], elem_id="skipped-table")
-                    with gr.Accordion("Upload report (JSON, as the API returns it)", open=False):
-                        upload_json = gr.JSON(label="report")
 
-        with gr.Column(scale=6):
-            gr.Markdown("### Watch the diffusion\nBars: the distribution the model generates over the "
-                        "query's K candidates (top = most similar by cosine), from the start noise (step 0) "
-                        "to x_0 (last step): softmax(x̂0 × CE scale), the sharpness it was trained at. "
-                        "Orange = the final top results, with their fused rank and the diffusion's own (Gen) "
-                        "rank. The final score fuses cosine + α · softmax(x̂0 / T) with the fusion temperature "
-                        "T of the settings (1 by default, where this distribution is nearly flat: on the "
-                        "shipped model the diffusion then rarely changes the cosine order; see the README). "
-                        "Press Play, or drag the slider to any step (no recomputation).")
-            step_plot = gr.Plot(plots.empty_figure(), label="The distribution over the candidates, step by step", elem_id="trajectory-plot")
-            with gr.Row():
-                play_btn = gr.Button("▶ Play", elem_id="play-button", scale=1, min_width=80)
-                pause_btn = gr.Button("❚❚ Pause", elem_id="pause-button", scale=1, min_width=80)
-                step_in = gr.Slider(0, 1, value=0, step=1, label="DDIM step (0 = x_T noise … last = x_0)",
-                                    elem_id="step-slider", scale=4)
-            heatmap = gr.Plot(plots.empty_figure(""), label="Whole trajectory", elem_id="trajectory-heatmap")
-    with gr.Accordion("Search response and trajectory (JSON, as the API returns them)", open=False):
-        response_json = gr.JSON(label="response")
-        traj_btn = gr.Button("Show the trajectory data", size="sm")
-        traj_json = gr.JSON(label="trajectory")
+def _uploads_tab(app: DemoApp) -> dict[str, Any]:
+    gr = _gradio()
+    with gr.Tab("Your sounds", id="uploads"):
+        gr.Markdown("Add your own sounds: several audio files, or a `.zip` of them (a `NAME.txt` beside "
+                    "`NAME.wav` gives its captions, one per line). They are searchable **in this "
+                    "session only**; the shipped corpus is not changed. Limits: "
+                    + md_escape(app.quotas.describe()) + ".")
+        files = gr.File(file_count="multiple", label="Audio files or a .zip", elem_id="upload-files")
+        with gr.Row():
+            index_button = gr.Button("Index my sounds", variant="primary", elem_id="index-button")
+            clear_button = gr.Button("Forget my sounds", elem_id="clear-button")
+        status = gr.Markdown(elem_id="upload-status")
+        skipped = gr.Dataframe(headers=["file", "why it was skipped"], label="Files that could not be used",
+                               interactive=False, wrap=True, column_widths=["30%", "70%"], elem_id="skipped-table")
+        with gr.Accordion("Upload report (JSON, as the API returns it)", open=False):
+            report = gr.JSON(label="report")
+    return {"files": files, "index": index_button, "clear": clear_button, "status": status, "skipped": skipped,
+            "report": report}
 
-    traj_outputs = [step_plot, heatmap, step_in]
-    animation = [step_plot, step_in]
 
-    # Concurrency groups (see SEARCH_WORKERS ...): each queue below waits only for its own kind.
-    views = dict(concurrency_limit=VIEW_WORKERS, concurrency_id="views")
-    animated = dict(concurrency_limit=ANIMATIONS, concurrency_id="animation")
+def _trajectory_column() -> dict[str, Any]:
+    gr = _gradio()
+    gr.Markdown(TRAJECTORY_HELP)
+    step_plot = gr.Plot(plots.empty_figure(), label="The distribution over the candidates, step by step",
+                        elem_id="trajectory-plot")
+    with gr.Row():
+        play = gr.Button("▶ Play", elem_id="play-button", scale=1, min_width=80)
+        pause = gr.Button("❚❚ Pause", elem_id="pause-button", scale=1, min_width=80)
+        step = gr.Slider(0, 1, value=0, step=1, label="DDIM step (0 = x_T noise … last = x_0)",
+                         elem_id="step-slider", scale=4)
+    heatmap = gr.Plot(plots.empty_figure(""), label="Whole trajectory", elem_id="trajectory-heatmap")
+    return {"plot": step_plot, "play": play, "pause": pause, "step": step, "heatmap": heatmap}
 
-    text_search = gr.on([text_btn.click, caption_in.submit], search_text,
-                        inputs=[caption_in, *knobs, session_state], outputs=[response_json, session_state],
-                        api_name="search_text", concurrency_limit=SEARCH_WORKERS, concurrency_id="search_text")
-    text_shown = text_search.success(show_text_results, [response_json, session_state],
-                                     [text_status, *groups, *cards, *players, *traj_outputs],
-                                     api_visibility="private", show_progress="hidden", **views)
-    text_played = text_shown.success(play_from_start, [session_state], animation, api_visibility="private",
-                                     show_progress="hidden", **animated)
-    text_search.failure(stale_text_results, [caption_in], [text_status, *groups, *cards, *players, *traj_outputs],
-                        api_visibility="private", show_progress="hidden", **views)
 
-    audio_search = audio_btn.click(search_audio, inputs=[audio_in, *knobs, session_state],
-                                   outputs=[response_json, session_state], api_name="search_audio",
-                                   concurrency_limit=AUDIO_SEARCH_WORKERS, concurrency_id="search_audio")
-    audio_shown = audio_search.success(show_audio_results, [response_json, session_state],
-                                       [audio_status, captions_out, *traj_outputs], api_visibility="private",
-                                       show_progress="hidden", **views)
-    audio_played = audio_shown.success(play_from_start, [session_state], animation, api_visibility="private",
-                                       show_progress="hidden", **animated)
-    audio_search.failure(stale_audio_results, [audio_in], [audio_status, captions_out, *traj_outputs],
-                         api_visibility="private", show_progress="hidden", **views)
+def build_demo(app: DemoApp, server: ServerSettings | None = None) -> Any:
+    """The page over a loaded (and started) ``DemoApp``: components and events, not launched.
 
-    replay = play_btn.click(play, [session_state, step_in], animation, api_visibility="private",
-                            show_progress="hidden", **animated)
-    pause_btn.click(None, cancels=[replay, text_played, audio_played])
+    Args:
+        app: the loaded app (``DemoApp.load().start()``).
+        server: the workers and pace (default ``ServerSettings.from_env()``).
+
+    Returns:
+        The ``gr.Blocks``, queued.
+    """
+    gr = _gradio()
+    server = server or ServerSettings.from_env()
+    handlers = Handlers(app, server)
+    quotas = app.quotas
+    # Gradio's upload cache is swept as often as the quotas say; files older than a session's
+    # time-to-live go (and the whole cache at a restart).
+    with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
+                   delete_cache=(int(quotas.cache_sweep_s), int(quotas.session_ttl_s))) as demo:
+        # A session idle for the time-to-live is deleted, and with it its uploaded files.
+        page = {"session": gr.State(None, time_to_live=quotas.session_ttl_s,
+                                    delete_callback=handlers.forget_session)}
+        gr.Markdown(INTRO)
+        page["corpus_line"] = gr.Markdown(handlers.corpus_line(None), elem_id="corpus-line")
+        page["knobs"] = _settings_row(app)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5), gr.Tabs(elem_id="tabs") as page["tabs"]:
+                page["text"], page["audio"], page["uploads"] = _text_tab(app), _audio_tab(app), _uploads_tab(app)
+            with gr.Column(scale=6):
+                page["trajectory"] = _trajectory_column()
+        with gr.Accordion("Search response and trajectory (JSON, as the API returns them)", open=False):
+            page["response"] = gr.JSON(label="response")
+            page["trajectory_button"] = gr.Button("Show the trajectory data", size="sm")
+            page["trajectory_json"] = gr.JSON(label="trajectory")
+        _wire_searches(handlers, page, server)
+        _wire_similar(handlers, page, server)
+        _wire_player_and_uploads(handlers, page, server)
+    status_rate = server.queue_status_seconds
+    return demo.queue(status_update_rate=status_rate if status_rate == "auto" else float(status_rate))
+
+
+def _wire_searches(handlers: Handlers, page: dict[str, Any], server: ServerSettings) -> None:
+    """The search events: search, then show, then animate; a failed search clears the old results."""
+    gr = _gradio()
+    text, audio, traj, session = page["text"], page["audio"], page["trajectory"], page["session"]
+    traj_outputs = [traj["plot"], traj["heatmap"], traj["step"]]
+    animation = [traj["plot"], traj["step"]]
+    views = dict(concurrency_limit=server.view_workers, concurrency_id="views", api_visibility="private",
+                 show_progress="hidden")
+    animated = dict(concurrency_limit=server.animations, concurrency_id="animation", api_visibility="private",
+                    show_progress="hidden")
+    text_cards = [text["status"], *_card_outputs(text), *traj_outputs]
+    text_search = gr.on([text["button"].click, text["caption"].submit], handlers.search_text,
+                        inputs=[text["caption"], *page["knobs"], session], outputs=[page["response"], session],
+                        api_name="search_text", concurrency_limit=server.search_workers, concurrency_id="search_text")
+    text_shown = text_search.success(handlers.show_text_results, [page["response"], session], text_cards, **views)
+    page["played"] = [text_shown.success(handlers.play_from_start, [session], animation, **animated)]
+    text_search.failure(handlers.stale_text_results, [text["caption"]], text_cards, **views)
+
+    audio_outputs = _audio_outputs(page)
+    audio_search = audio["button"].click(handlers.search_audio, inputs=[audio["audio"], *page["knobs"], session],
+                                         outputs=[page["response"], session], api_name="search_audio",
+                                         concurrency_limit=server.audio_search_workers, concurrency_id="search_audio")
+    audio_shown = audio_search.success(handlers.show_audio_results, [page["response"], session], audio_outputs,
+                                       **views)
+    page["played"].append(audio_shown.success(handlers.play_from_start, [session], animation, **animated))
+    audio_search.failure(handlers.stale_audio_results, [audio["audio"]], audio_outputs, **views)
+
+
+def _card_outputs(cards: dict[str, list[Any]]) -> list[Any]:
+    return [*cards["groups"], *cards["cards"], *cards["players"], *cards["clips"]]
+
+
+def _audio_outputs(page: dict[str, Any]) -> list[Any]:
+    """What an audio search shows: status, captions, similar sounds, the trajectory's plots."""
+    audio, traj = page["audio"], page["trajectory"]
+    return [audio["status"], audio["table"], audio["similar_status"], *_card_outputs(audio["similar"]),
+            traj["plot"], traj["heatmap"], traj["step"]]
+
+
+def _wire_similar(handlers: Handlers, page: dict[str, Any], server: ServerSettings) -> None:
+    """"More like this" on every result card (the clip becomes the audio tab's query: its captions
+    and the sounds like it), and the search_similar endpoint."""
+    audio, session, traj = page["audio"], page["session"], page["trajectory"]
+    searching = dict(concurrency_limit=server.audio_search_workers, concurrency_id="search_audio")
+    views = dict(concurrency_limit=server.view_workers, concurrency_id="views", api_visibility="private",
+                 show_progress="hidden")
+    animated = dict(concurrency_limit=server.animations, concurrency_id="animation", api_visibility="private",
+                    show_progress="hidden")
+    shown_outputs = [page["tabs"], audio["audio"], *_audio_outputs(page)]
+    for cards in (page["text"], audio["similar"]):
+        for clip, button in zip(cards["clips"], cards["like"]):
+            liked = button.click(handlers.more_like_this, inputs=[clip, *page["knobs"], session],
+                                 outputs=[page["response"], session], api_visibility="private", **searching)
+            shown = liked.success(handlers.show_like_results, [page["response"], session], shown_outputs, **views)
+            page["played"].append(shown.success(handlers.play_from_start, [session], [traj["plot"], traj["step"]],
+                                                **animated))
+            liked.failure(handlers.stale_like_results, [clip], _audio_outputs(page), **views)
+    audio["like_button"].click(handlers.search_similar, inputs=[audio["like_clip"], audio["audio"], *page["knobs"],
+                                                                session],
+                               outputs=[page["response"], session], api_name="search_similar", **searching)
+
+
+def _wire_player_and_uploads(handlers: Handlers, page: dict[str, Any], server: ServerSettings) -> None:
+    """Play / pause / the step slider, the trajectory endpoint, and the upload events."""
+    gr = _gradio()
+    traj, uploads, session = page["trajectory"], page["uploads"], page["session"]
+    animation = [traj["plot"], traj["step"]]
+    views = dict(concurrency_limit=server.view_workers, concurrency_id="views")
+    private = dict(api_visibility="private", show_progress="hidden")
+    replay = traj["play"].click(handlers.play, [session, traj["step"]], animation, concurrency_limit=server.animations,
+                                concurrency_id="animation", **private)
+    traj["pause"].click(None, cancels=[replay, *page["played"]])
     # Only the user's own moves redraw (programmatic updates from Play do not fire these).
-    step_in.release(draw_step, [session_state, step_in], step_plot, api_visibility="private",
-                    concurrency_limit=None, show_progress="hidden", trigger_mode="always_last")
-    step_in.input(draw_step, [session_state, step_in], step_plot, api_visibility="private",
-                  concurrency_limit=None, show_progress="hidden", trigger_mode="always_last")
-    traj_btn.click(trajectory, [session_state], traj_json, api_name="trajectory", **views)
+    for event in (traj["step"].release, traj["step"].input):
+        event(handlers.draw_step, [session, traj["step"]], traj["plot"], concurrency_limit=None,
+              trigger_mode="always_last", **private)
+    page["trajectory_button"].click(handlers.trajectory, [session], page["trajectory_json"], api_name="trajectory",
+                                    **views)
 
-    # Uploads of different sessions run side by side (up to UPLOAD_WORKERS); one session's
-    # uploads run one after the other (DemoApp.index_uploads locks the session).
-    indexed = index_btn.click(index_uploads, [files_in, session_state], [upload_json, session_state],
-                              api_name="index_uploads", concurrency_limit=UPLOAD_WORKERS, concurrency_id="uploads")
-    indexed.success(show_upload, [upload_json, session_state], [upload_status_out, skipped_out, corpus_line],
-                    api_visibility="private", show_progress="hidden", **views)
-    cleared = clear_btn.click(clear_uploads, [session_state], [upload_json, session_state], api_name="clear_uploads",
-                              concurrency_limit=None)
-    cleared.success(show_upload, [upload_json, session_state], [upload_status_out, skipped_out, corpus_line],
-                    api_visibility="private", show_progress="hidden", **views)
+    def index_uploads(files: list[str] | None, session: DemoSession | None,
+                      progress: Any = gr.Progress()) -> tuple[dict[str, Any], DemoSession]:  # noqa: B008
+        """Index your own sounds (files or zips) for this session only; bad files are listed."""
+        return handlers.index_uploads(files, session, progress)
 
-demo.queue(status_update_rate=QUEUE_STATUS_SECONDS if QUEUE_STATUS_SECONDS == "auto" else float(QUEUE_STATUS_SECONDS))
+    # Uploads of different sessions run side by side (up to upload_workers); one session's
+    # uploads run one after the other (UserSounds.index_uploads locks the session).
+    shown = [uploads["status"], uploads["skipped"], page["corpus_line"]]
+    indexed = uploads["index"].click(index_uploads, [uploads["files"], session], [uploads["report"], session],
+                                     api_name="index_uploads", concurrency_limit=server.upload_workers,
+                                     concurrency_id="uploads")
+    indexed.success(handlers.show_upload, [uploads["report"], session], shown, **views, **private)
+    cleared = uploads["clear"].click(handlers.clear_uploads, [session], [uploads["report"], session],
+                                     api_name="clear_uploads", concurrency_limit=None)
+    cleared.success(handlers.show_upload, [uploads["report"], session], shown, **views, **private)
+
+
+# ----------------------------------------------------------------------------- start
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     sys.exit(0)  # a normal exit, so that atexit deletes this run's uploads (a Space stops with SIGTERM)
 
 
+def prepare(server: ServerSettings | None = None) -> tuple[Any, DemoApp, ServerSettings]:
+    """Everything ``main`` does before serving: the offline environment, torch's threads, the
+    app loaded and started (the upload folder taken up, one warm-up query), the page built.
+
+    Returns:
+        (the queued ``gr.Blocks``, the app, the server settings).
+    """
+    for name, value in OFFLINE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    server = server or ServerSettings.from_env()
+    import torch
+
+    torch.set_num_threads(server.torch_threads)
+    app = DemoApp.load().start()
+    log.info("upload quotas: %s", app.quotas.describe())
+    return build_demo(app, server), app, server
+
+
 def main() -> None:
     """Serve the demo (``python app.py``, or the ``diffatr-demo`` command)."""
+    from diffatr.serving import start_heap_trimmer
+
+    demo, app, server = prepare()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    start_heap_trimmer(HEAP_TRIM_SECONDS)
-    demo.launch(theme=THEME, css=CSS, max_file_size=MAX_FILE_SIZE)
+    start_heap_trimmer(server.heap_trim_seconds)
+    # An upload larger than the session's quota could never be indexed: Gradio refuses it at once.
+    demo.launch(theme=_theme(), css=CSS, max_file_size=f"{max(1, int(app.quotas.session_mb))}mb")
 
 
-if __name__ == "__main__":
-    main()
+def __getattr__(name: str) -> Any:
+    """``demo``, built on first access: Gradio's reload mode (``gradio app.py``) looks for it."""
+    if name == "demo":
+        demo = prepare()[0]
+        globals()["demo"] = demo
+        return demo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,7 @@ def _file_path(value: Any) -> Any:
 
 
 def audio_query(value: Any) -> tuple[Any, int | None]:
-    """An audio input's value as ``(audio, sample_rate)`` for ``DemoApp.search_audio``.
+    """An audio input's value as ``(audio, sample_rate)`` for ``Searcher.search_audio``.
 
     Args:
         value: what ``gr.Audio`` gives: a file path (``type="filepath"``), a FileData dict,
@@ -47,7 +47,7 @@ def audio_query(value: Any) -> tuple[Any, int | None]:
 
 def upload_paths(files: Any) -> list[str]:
     """The server paths of a ``gr.File`` value (one file or several; paths, FileData dicts or
-    tempfile wrappers), for ``DemoApp.index_uploads``; None gives []."""
+    tempfile wrappers), for ``UserSounds.index_uploads``; None gives []."""
     if files is None:
         return []
     if isinstance(files, (str, os.PathLike, Mapping)):

@@ -38,7 +38,7 @@ def running_app(log_path: Path, extra_env: dict[str, str] | None = None) -> Iter
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               DIFFATR_DEMO_INDEX=str(EXAMPLES / "index"), PYTHONUNBUFFERED="1",
+               DIFFATR_APP_INDEX=str(EXAMPLES / "index"), PYTHONUNBUFFERED="1",
                # A slower animation than the default 0.06 s a step, so that a loaded CI machine
                # still shows the browser tests several steps and time to press Pause mid-way.
                DIFFATR_FRAME_SECONDS="0.15", **(extra_env or {}))
@@ -72,15 +72,34 @@ def running_app(log_path: Path, extra_env: dict[str, str] | None = None) -> Iter
             proc.wait(timeout=15)
 
 
-def library_top(query: str, k: int, steps: int, top_k: int, alpha: float, seed: int) -> list[list[str]]:
+def library_top(query: str, k: int, steps: int, top_k: int, alpha: float, seed: int,
+                one_per_sound: bool = True) -> list[list[str]]:
     """The top ``k`` clips (id, captions) the library's engine gives ``query`` on the pinned
-    corpus with the shipped checkpoint: the oracle the app's answers are checked against."""
-    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+    corpus with the shipped checkpoint: the oracle the app's answers are checked against (one
+    result per sound, as the page shows by default)."""
+    from diffatr.checkpoint import load_checkpoint
     from diffatr.encoders.text import TextEncoder
     from diffatr.retrieval.engine import SearchEngine
     from diffatr.retrieval.index import RetrievalIndex
+    from diffatr.runtime import default_checkpoint_dir
 
     model = load_checkpoint(default_checkpoint_dir()).eval()
     engine = SearchEngine(model, RetrievalIndex.load(EXAMPLES / "index"), text_encoder=TextEncoder(model.config.text))
-    hits = engine.search_text(query, k=k, top_k=top_k, num_inference_steps=steps, alpha=alpha, seed=seed)[0]
+    settings = model.config.with_retrieval(num_results=k, top_k=top_k, num_inference_steps=steps, alpha=alpha, seed=seed,
+                                           one_per_sound=one_per_sound)
+    hits = engine.search_text(query, settings)[0]
     return [[h.clip_id, *h.captions] for h in hits]
+
+
+def library_similar(clip_id: str, k: int, one_per_sound: bool = True) -> list[str]:
+    """The ``k`` clips the library's engine finds most like ``clip_id`` on the pinned corpus with
+    the shipped checkpoint (the oracle of the app's search_similar)."""
+    from diffatr.checkpoint import load_checkpoint
+    from diffatr.retrieval.engine import SearchEngine
+    from diffatr.retrieval.index import RetrievalIndex
+    from diffatr.runtime import default_checkpoint_dir
+
+    model = load_checkpoint(default_checkpoint_dir()).eval()
+    engine = SearchEngine(model, RetrievalIndex.load(EXAMPLES / "index"))
+    settings = model.config.with_retrieval(num_results=k, one_per_sound=one_per_sound)
+    return [h.clip_id for h in engine.search_similar(clip_id, settings)[0]]

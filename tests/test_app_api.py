@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app_server import EXAMPLES, library_top, running_app
+from app_server import EXAMPLES, library_similar, library_top, running_app
 from conftest import write_tone
 
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
@@ -20,8 +20,8 @@ client_module = pytest.importorskip("gradio_client")
 Client, handle_file = client_module.Client, client_module.handle_file
 from gradio_client.exceptions import AppError  # noqa: E402
 
-ENDPOINTS = {"/search_text", "/search_audio", "/trajectory", "/index_uploads", "/clear_uploads"}
-FAST = dict(k=3, steps=10, top_k=8, alpha=1.0, seed=0)
+ENDPOINTS = {"/search_text", "/search_audio", "/search_similar", "/trajectory", "/index_uploads", "/clear_uploads"}
+FAST = dict(k=3, steps=10, top_k=8, alpha=1.0, seed=0, one_per_sound=True)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,25 @@ def test_named_endpoints(url: str) -> None:
     info = _client(url).view_api(return_format="dict", print_info=False)
     assert ENDPOINTS <= set(info["named_endpoints"])
     params = [p["parameter_name"] for p in info["named_endpoints"]["/search_text"]["parameters"]]
-    assert params == ["caption", "k", "steps", "top_k", "alpha", "seed", "temperature"]  # the session state is hidden
+    assert params == ["caption", "k", "steps", "top_k", "alpha", "seed", "temperature", "one_per_sound"]  # no session
+    params = [p["parameter_name"] for p in info["named_endpoints"]["/search_similar"]["parameters"]]
+    assert params[:2] == ["clip_id", "audio"] and params[-1] == "one_per_sound"
+
+
+def test_sounds_like_a_clip_or_a_file(url: str) -> None:
+    client = _client(url)
+    response = client.predict(clip_id="dog", audio=None, k=4, api_name="/search_similar")
+    assert response["direction"] == "audio_to_audio" and response["query_clip"] == "dog"
+    ids = [h["clip_id"] for h in response["results"]]
+    assert ids == library_similar("dog", 4) and "dog" not in ids  # the library's engine is the oracle
+    by_file = client.predict(clip_id="", audio=handle_file(str(EXAMPLES / "dog.mp3")), k=4, api_name="/search_similar")
+    assert [h["clip_id"] for h in by_file["results"]] == ids
+    with pytest.raises(AppError, match="No clip 'wolf' in the library"):
+        client.predict(clip_id="wolf", audio=None, api_name="/search_similar")
+    with pytest.raises(AppError, match="No audio yet"):
+        client.predict(clip_id="", audio=None, api_name="/search_similar")
+    audio = client.predict(handle_file(str(EXAMPLES / "dog.mp3")), **FAST, api_name="/search_audio")
+    assert [h["clip_id"] for h in audio["similar"]] == library_similar("dog", FAST["k"])
 
 
 def test_text_search_and_its_trajectory(url: str) -> None:
@@ -66,15 +84,16 @@ def test_bad_input_gives_a_message_and_the_next_query_works(url: str, tmp_path: 
         client.predict("   ", **FAST, api_name="/search_text")
     long = client.predict("a cat meowing " * 800, **FAST, api_name="/search_text")  # 11,200 characters
     assert long["results"] and long["notices"]
-    with pytest.raises(AppError, match=r"^k \(results shown\): .*minimum"):  # Gradio checks the range, the
-        client.predict("a cat", **{**FAST, "k": 0}, api_name="/search_text")  # message names the setting
-    with pytest.raises(AppError, match=r"^steps \(DDIM steps\): .*maximum"):
+    # Gradio checks a slider's range, the app the rest; both answer in the library's words
+    with pytest.raises(AppError, match=r"^Results shown \(num_results\) must be between 1 and 10 .*got 0"):
+        client.predict("a cat", **{**FAST, "k": 0}, api_name="/search_text")
+    with pytest.raises(AppError, match=r"^Diffusion steps \(num_inference_steps\) must be between 1 and \d+ \(T"):
         client.predict("a cat", **{**FAST, "steps": 10_000}, api_name="/search_text")
-    with pytest.raises(AppError, match="seed"):  # and the app checks what Gradio does not
+    with pytest.raises(AppError, match=r"^Seed of the start noise \(seed\) must be between 0 and 2147483647"):
         client.predict("a cat", **{**FAST, "seed": 2**40}, api_name="/search_text")
-    with pytest.raises(AppError, match="^temperature: .*minimum value 0.001"):  # the library's bounds, once
+    with pytest.raises(AppError, match=r"^Fusion temperature \(temperature\) must be between 0.001 and 10.0, got 0"):
         client.predict("a cat", **{**FAST, "temperature": 0}, api_name="/search_text")
-    with pytest.raises(AppError, match=r"^alpha: .*maximum value 10"):
+    with pytest.raises(AppError, match=r"^Weight of the diffusion \(alpha\) must be between 0.0 and 10.0, got 10.5"):
         client.predict("a cat", **{**FAST, "alpha": 10.5}, api_name="/search_text")
 
     corrupt = tmp_path / "corrupt.wav"

@@ -17,7 +17,7 @@ import pytest
 
 from app_server import EXAMPLES, ROOT, library_top, running_app
 
-from diffatr.config import DEFAULT_RESULTS
+from diffatr.config import RetrievalConfig
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -135,7 +135,7 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
     # no server path reaches the page: the players play Gradio's cache copies, not the corpus files
     assert str(ROOT / "assets") not in driver.page_source and "site-packages" not in driver.page_source
     shown = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[id^=result-card-]") if c.is_displayed()]
-    assert len(shown) == DEFAULT_RESULTS, shown  # k = DEFAULT_RESULTS (10) by default: here all ten clips
+    assert len(shown) == RetrievalConfig.num_results, shown  # 10 results by default: here all ten clips
     assert "CC0-1.0" in shown[0] and "fused" in shown[0]
     # the cards show the library's top results for these knobs, in order
     expected = library_top("a dog barking", k=2, steps=STEPS, top_k=32, alpha=1.0, seed=0)
@@ -213,6 +213,11 @@ def test_audio_search_tab(page, tmp_path: Path) -> None:
     _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith(LAST) and "cat.mp3" in s["title"],
           "the audio query's diffusion")
     assert len(_plot(driver)["labels"]) == 20  # the candidates are the 20 captions
+    # beside the captions: the clips that sound like it, playable, never the query's own clip
+    similar = _wait(driver, lambda d: _shown_cards(d, "similar"), "the similar sounds")
+    assert len(similar) == 9 and not any(card.startswith("#1 · cat") for card in similar)  # 10 clips less the cat
+    assert "similarity" in similar[0] and "like “cat.mp3”" in _text(driver, "#similar-status")
+    assert _players(driver, "similar")
 
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(_screenshot_dir(tmp_path) / "audio_to_text.png"))
@@ -235,6 +240,63 @@ def test_audio_search_tab(page, tmp_path: Path) -> None:
     driver.find_element(By.CSS_SELECTOR, "#text-search").click()
     _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith(LAST) and "owl" in s["title"],
           "the next query after an error")
+
+
+def _shown_cards(driver, prefix: str) -> list[str]:
+    return [c.text for c in driver.find_elements(By.CSS_SELECTOR, f"[id^={prefix}-card-]") if c.is_displayed()]
+
+
+def _players(driver, prefix: str) -> list:
+    return (driver.find_elements(By.CSS_SELECTOR, f"[id^={prefix}-audio-] audio")
+            or driver.find_elements(By.CSS_SELECTOR, f"[id^={prefix}-audio-] [data-testid=waveform-controls]"))
+
+
+def _card_clip(card: str) -> str:
+    """The clip id of a result card's text ("#1 · horse (+2 variants): a horse neighs ...")."""
+    return card.split("·")[1].split(":")[0].split("(")[0].strip()
+
+
+def _text(driver, selector: str) -> str:
+    """An element's text whether or not the browser has painted it yet (``.text`` is only the
+    painted text, and a loaded machine paints late)."""
+    return driver.find_element(By.CSS_SELECTOR, selector).get_attribute("textContent") or ""
+
+
+def _click(driver, selector: str) -> None:
+    """Click a button once it is shown and enabled, in view (a card that is still being drawn
+    can swallow the click)."""
+    button = _wait(driver, lambda d: (b := d.find_element(By.CSS_SELECTOR, selector)) and b.is_displayed()
+                   and b.is_enabled() and b, selector)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
+
+
+def test_more_like_this_from_a_text_result_and_from_a_similar_sound(page) -> None:
+    driver = page
+    _wait(driver, lambda d: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Text')]"), "the tabs").click()
+    box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("a horse neighing")
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+    clip = library_top("a horse neighing", k=1, steps=STEPS, top_k=32, alpha=1.0, seed=0)[0][0]
+    _wait(driver, lambda d: (c := _shown_cards(d, "result")) and _card_clip(c[0]) == clip, "the text results")
+    _wait(driver, lambda d: _players(d, "result"), "the results' players")  # the cards are drawn
+    _click(driver, "#result-like-0")
+    # the audio tab opens with that clip as its query: its captions and the sounds like it
+    status = _wait(driver, lambda d: f"like “{clip}”" in (t := _text(d, "#similar-status")) and t,
+                   "the sounds like the clip")
+    similar = _wait(driver, lambda d: _shown_cards(d, "similar"), "the similar sounds' cards")
+    assert clip not in [_card_clip(card) for card in similar], (status, similar)
+    assert driver.find_element(By.CSS_SELECTOR, "#caption-table").is_displayed()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#audio-query audio")
+          or d.find_elements(By.CSS_SELECTOR, "#audio-query [data-testid=waveform-controls]"), "the clip as the query")
+    # ... and from a similar sound, again
+    second = _card_clip(similar[0])
+    _click(driver, "#similar-like-0")
+    _wait(driver, lambda d: f"like “{second}”" in _text(d, "#similar-status"), "the sounds like the similar sound")
+    again = _wait(driver, lambda d: (c := _shown_cards(d, "similar")) and second not in map(_card_clip, c) and c,
+                  "new similar cards")
+    assert clip in map(_card_clip, again)  # the first clip is like the second one again
 
 
 def test_upload_tab_indexes_good_files_and_lists_bad_ones(page, tmp_path: Path) -> None:

@@ -28,10 +28,11 @@ from diffatr.demo import (  # noqa: E402
     DemoApp,
     DemoError,
     DemoSession,
-    Settings,
     frame_pause,
     iter_steps,
+    last_trajectory,
 )
+from diffatr.config import RetrievalConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"
@@ -39,12 +40,12 @@ EXAMPLES = ROOT / "assets" / "examples"
 
 @pytest.fixture(scope="module")
 def app() -> DemoApp:
-    return DemoApp.load(index_dir=EXAMPLES / "index", warm_up=False)
+    return DemoApp.load(index_dir=EXAMPLES / "index").start(warm_up=False)
 
 
 @pytest.fixture
-def fast(app: DemoApp) -> Settings:
-    return app.parse_settings(k=3, num_inference_steps=10, top_k=8, alpha=1.0, seed=0)
+def fast(app: DemoApp) -> RetrievalConfig:
+    return app.parse_settings(num_results=3, num_inference_steps=10, top_k=8, alpha=1.0, seed=0)
 
 
 def _softmax(values: list[float]) -> np.ndarray:
@@ -58,24 +59,33 @@ def _softmax(values: list[float]) -> np.ndarray:
 
 def test_settings_defaults_coercion_and_ranges(app: DemoApp) -> None:
     d = app.parse_settings()
-    assert d == app.defaults
-    s = app.parse_settings(k=5.0, num_inference_steps="20", top_k=8.0, alpha=0.5, seed=3.0)
-    assert (s.k, s.num_inference_steps, s.top_k, s.alpha, s.seed) == (5, 20, 8, 0.5, 3)
-    for bad in [dict(k=0), dict(k=11), dict(k=2.5), dict(num_inference_steps=app.num_train_timesteps + 1),
-                dict(top_k=0), dict(alpha=-1), dict(alpha=float("nan")), dict(seed=-1), dict(seed="abc"),
-                dict(k=True)]:
-        with pytest.raises(DemoError):
+    assert d == app.defaults and isinstance(d, RetrievalConfig)
+    s = app.parse_settings(num_results=5.0, num_inference_steps="20", top_k=8.0, alpha=0.5, seed=3.0, fusion="zscore")
+    assert (s.num_results, s.num_inference_steps, s.top_k, s.alpha, s.seed, s.fusion) == (5, 20, 8, 0.5, 3, "zscore")
+    assert type(s.num_inference_steps) is int
+    T = app.num_train_timesteps
+    for bad, words in [(dict(num_results=0), r"Results shown \(num_results\) must be between 1 and 10"),
+                       (dict(num_results=11), r"between 1 and 10 \(the result slots on the page\), got 11"),
+                       (dict(num_results=2.5), "must be an integer"),
+                       (dict(num_inference_steps=T + 1), rf"between 1 and {T} \(T, "),
+                       (dict(top_k=0), r"\(top_k\) must be"), (dict(top_k=65), r"between 1 and 64 \(the demo's limit\)"),
+                       (dict(alpha=-1), r"\(alpha\) must be between 0.0 and 10.0"),
+                       (dict(alpha=float("nan")), "must be a number"), (dict(seed=-1), r"\(seed\) must be"),
+                       (dict(seed=2**31), "the browser's number box"), (dict(seed="abc"), "must be an integer, got 'abc'"),
+                       (dict(num_results=True), "must be an integer, got True"), (dict(fusion="max"), "one of paper, zscore"),
+                       (dict(k=3), "unknown settings")]:
+        with pytest.raises(DemoError, match=words):
             app.parse_settings(**bad)
 
 
 # ----------------------------------------------------------------------------- text -> audio
 
 
-def test_the_fusion_temperature_reaches_the_engine(app: DemoApp, fast: Settings) -> None:
+def test_the_fusion_temperature_reaches_the_engine(app: DemoApp, fast: RetrievalConfig) -> None:
     sharp = app.parse_settings(**{**dataclasses.asdict(fast), "temperature": 0.01})
-    assert sharp.temperature == 0.01 and sharp.knobs()["temperature"] == 0.01
-    default_run = app.search_text("a rooster crowing", fast, DemoSession())["results"]
-    sharp_run = app.search_text("a rooster crowing", sharp, DemoSession())["results"]
+    assert sharp.temperature == 0.01
+    default_run = app.searcher.search_text("a rooster crowing", fast, DemoSession())["results"]
+    sharp_run = app.searcher.search_text("a rooster crowing", sharp, DemoSession())["results"]
     # the same x0, read at another temperature: the diffusion terms spread further apart
     spread = lambda hits: max(h["diffusion"] for h in hits) - min(h["diffusion"] for h in hits)  # noqa: E731
     assert spread(sharp_run) > spread(default_run)
@@ -84,9 +94,9 @@ def test_the_fusion_temperature_reaches_the_engine(app: DemoApp, fast: Settings)
             app.parse_settings(temperature=bad)
 
 
-def test_text_search_results_and_trajectory(app: DemoApp, fast: Settings) -> None:
+def test_text_search_results_and_trajectory(app: DemoApp, fast: RetrievalConfig) -> None:
     session = DemoSession()
-    response = app.search_text("a dog barking", fast, session)
+    response = app.searcher.search_text("a dog barking", fast, session)
     json.dumps(response)  # the API returns it as JSON
     hits = response["results"]
     assert len(hits) == 3
@@ -104,7 +114,7 @@ def test_text_search_results_and_trajectory(app: DemoApp, fast: Settings) -> Non
         assert math.isclose(h["fused"], h["cosine"] + fast.alpha * h["diffusion"], rel_tol=1e-5)
         assert h["yours"] is False
     view = session.trajectory
-    assert view is app.trajectory(session)
+    assert view is last_trajectory(session)
     assert len(view["x_t"]) == fast.num_inference_steps + 1
     assert len(view["pred_x0"]) == len(view["timesteps"]) == fast.num_inference_steps
     assert all(len(row) == fast.top_k for row in view["x_t"])
@@ -113,81 +123,84 @@ def test_text_search_results_and_trajectory(app: DemoApp, fast: Settings) -> Non
     np.testing.assert_allclose(_softmax(view["x_t"][-1]), view["diffusion"], atol=1e-4)
     # the candidates are in cosine order
     assert view["cosine"] == sorted(view["cosine"], reverse=True)
-    top = {view["labels"][i] for i, r in enumerate(view["final_rank"]) if r < fast.k}
+    top = {view["labels"][i] for i, r in enumerate(view["final_rank"]) if r < fast.num_results}
     assert top == {h["clip_id"] for h in hits}
 
 
-def test_the_trajectory_view_is_built_on_first_read_only(app: DemoApp, fast: Settings, monkeypatch) -> None:
+def test_the_trajectory_view_is_built_on_first_read_only(app: DemoApp, fast: RetrievalConfig, monkeypatch) -> None:
     """API clients never read the view: a search must not build it; the first read builds it once."""
-    import diffatr.demo.search as search_module
+    from diffatr.retrieval.engine import SearchEngine
 
     built = []
-    real = search_module.trajectory_view
+    real = SearchEngine.trajectory_view
 
-    def counting(*args, **kwargs):
+    def counting(self, *args, **kwargs):
         built.append(1)
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(search_module, "trajectory_view", counting)
+    monkeypatch.setattr(SearchEngine, "trajectory_view", counting)
     session = DemoSession()
-    app.search_text("rain on a roof", fast, session)
+    app.searcher.search_text("rain on a roof", fast, session)
     assert built == []
     view = session.trajectory
     assert built == [1] and view["query"] == "rain on a roof"
-    assert session.trajectory is view and app.trajectory(session) is view and built == [1]
-    app.search_text("a dog barking", fast, session)  # a new search replaces the old view
+    assert session.trajectory is view and last_trajectory(session) is view and built == [1]
+    app.searcher.search_text("a dog barking", fast, session)  # a new search replaces the old view
     assert session.trajectory["query"] == "a dog barking" and built == [1, 1]
 
 
-def test_searches_run_without_autograd_bookkeeping(app: DemoApp, fast: Settings, monkeypatch) -> None:
-    """The demo never trains: its searches run in inference mode (cheaper per op), text and audio."""
+def test_searches_run_without_autograd_bookkeeping(app: DemoApp, fast: RetrievalConfig, monkeypatch) -> None:
+    """The demo never trains: its searches run in inference mode (cheaper per op), text, audio
+    (its captions and its similar sounds) and sounds like a clip."""
     import torch
 
     engine = app.sessions.engine
     seen = []
-    real = engine.rerank_features
+    real = engine.rank
 
     def recording(*args, **kwargs):
         seen.append(torch.is_inference_mode_enabled())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "rerank_features", recording)
-    app.search_text("a dog barking", fast, DemoSession())
-    app.search_audio(str(EXAMPLES / "cat.mp3"), fast, DemoSession())
-    assert seen == [True, True] and not torch.is_inference_mode_enabled()
+    monkeypatch.setattr(engine, "rank", recording)
+    app.searcher.search_text("a dog barking", fast, DemoSession())
+    app.searcher.search_audio(str(EXAMPLES / "cat.mp3"), fast, DemoSession())
+    app.searcher.search_similar("dog", fast, DemoSession())
+    app.searcher.search_like("dog", fast, DemoSession())
+    assert seen == [True] * 6 and not torch.is_inference_mode_enabled()
 
 
-def test_same_seed_same_trajectory_other_seed_other_noise(app: DemoApp, fast: Settings) -> None:
+def test_same_seed_same_trajectory_other_seed_other_noise(app: DemoApp, fast: RetrievalConfig) -> None:
     a, b, c = DemoSession(), DemoSession(), DemoSession()
-    app.search_text("ducks quacking", fast, a)
-    app.search_text("ducks quacking", fast, b)
-    app.search_text("ducks quacking", Settings(**{**fast.__dict__, "seed": 7}), c)
+    app.searcher.search_text("ducks quacking", fast, a)
+    app.searcher.search_text("ducks quacking", fast, b)
+    app.searcher.search_text("ducks quacking", dataclasses.replace(fast, seed=7), c)
     assert a.trajectory["x_t"] == b.trajectory["x_t"]
     assert a.trajectory["x_t"][0] != c.trajectory["x_t"][0]
 
 
 def test_k_larger_than_corpus_is_clamped(app: DemoApp) -> None:
     session = DemoSession()
-    response = app.search_text("a horse", app.parse_settings(k=10, top_k=64, num_inference_steps=5), session)
+    response = app.searcher.search_text("a horse", app.parse_settings(num_results=10, top_k=64, num_inference_steps=5), session)
     assert response["settings"]["top_k_used"] == len(app.index)
     assert len(response["results"]) == len(app.index)
 
 
 @pytest.mark.parametrize("query", ["", "   \n\t ", None])
-def test_empty_caption_is_a_clear_error_and_the_next_query_works(app: DemoApp, fast: Settings, query) -> None:
+def test_empty_caption_is_a_clear_error_and_the_next_query_works(app: DemoApp, fast: RetrievalConfig, query) -> None:
     session = DemoSession()
     with pytest.raises(DemoError, match="empty"):
-        app.search_text(query, fast, session)
-    assert app.search_text("a cat", fast, session)["results"]
+        app.searcher.search_text(query, fast, session)
+    assert app.searcher.search_text("a cat", fast, session)["results"]
 
 
-def test_non_text_caption(app: DemoApp, fast: Settings) -> None:
+def test_non_text_caption(app: DemoApp, fast: RetrievalConfig) -> None:
     with pytest.raises(DemoError, match="text"):
-        app.search_text(12345, fast, DemoSession())
+        app.searcher.search_text(12345, fast, DemoSession())
 
 
-def test_ten_thousand_character_caption_is_cut_with_a_notice(app: DemoApp, fast: Settings) -> None:
-    response = app.search_text("a dog barking loudly " * 500, fast, DemoSession())  # 10,500 characters
+def test_ten_thousand_character_caption_is_cut_with_a_notice(app: DemoApp, fast: RetrievalConfig) -> None:
+    response = app.searcher.search_text("a dog barking loudly " * 500, fast, DemoSession())  # 10,500 characters
     assert len(response["query"]) <= MAX_QUERY_CHARS
     assert response["results"]
     assert any(n["level"] == "warning" and "characters" in n["text"] for n in response["notices"])
@@ -196,28 +209,28 @@ def test_ten_thousand_character_caption_is_cut_with_a_notice(app: DemoApp, fast:
 # ----------------------------------------------------------------------------- audio -> text
 
 
-def test_audio_search_by_file(app: DemoApp, fast: Settings) -> None:
+def test_audio_search_by_file(app: DemoApp, fast: RetrievalConfig) -> None:
     session = DemoSession()
-    response = app.search_audio(str(EXAMPLES / "cat.mp3"), fast, session)
+    response = app.searcher.search_audio(str(EXAMPLES / "cat.mp3"), fast, session)
     assert response["direction"] == "audio_to_text"
     assert any("cat" in h["caption"] for h in response["results"][:2])
     assert session.trajectory["direction"] == "audio_to_text"
     assert len(session.trajectory["labels"]) == fast.top_k  # captions
 
 
-def test_audio_search_by_recording_odd_rate_and_channels(app: DemoApp, fast: Settings) -> None:
+def test_audio_search_by_recording_odd_rate_and_channels(app: DemoApp, fast: RetrievalConfig) -> None:
     rng = np.random.default_rng(0)
     t = np.arange(11025 * 2) / 11025
     mono = 0.3 * np.sin(2 * np.pi * 600 * t) + 0.01 * rng.standard_normal(t.shape)
     six = (np.stack([mono] * 6, axis=1) * 32767).astype(np.int16)  # (S, 6) int16 at 11,025 Hz
-    response = app.search_audio(six, fast, DemoSession(), sample_rate=11025)
-    assert len(response["results"]) == fast.k
-    channels_first = app.search_audio(six.T.astype(np.float32) / 32767, fast, DemoSession(), sample_rate=11025)
-    assert len(channels_first["results"]) == fast.k
+    response = app.searcher.search_audio(six, fast, DemoSession(), sample_rate=11025)
+    assert len(response["results"]) == fast.num_results
+    channels_first = app.searcher.search_audio(six.T.astype(np.float32) / 32767, fast, DemoSession(), sample_rate=11025)
+    assert len(channels_first["results"]) == fast.num_results
     with pytest.raises(DemoError, match="sample rate"):
-        app.search_audio(mono, fast, DemoSession())  # a waveform without its rate
+        app.searcher.search_audio(mono, fast, DemoSession())  # a waveform without its rate
     with pytest.raises(DemoError, match="Unsupported"):
-        app.search_audio((11025, six), fast, DemoSession())  # Gradio's pair: webapp_io converts it
+        app.searcher.search_audio((11025, six), fast, DemoSession())  # Gradio's pair: webapp_io converts it
 
 
 def test_the_engine_takes_paths_or_waveforms_with_their_rate_not_gradio_pairs(app: DemoApp) -> None:
@@ -225,24 +238,25 @@ def test_the_engine_takes_paths_or_waveforms_with_their_rate_not_gradio_pairs(ap
 
     rate = 16000
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32)
-    by_wave = app.engine.search_audio(tone, k=2, sample_rate=rate, num_inference_steps=2)[0]
-    by_list = app.engine.search_audio([tone, tone], k=2, sample_rate=rate, num_inference_steps=2)
+    two = app.model.config.with_retrieval(num_results=2, num_inference_steps=2)
+    by_wave = app.engine.search_audio(tone, two, sample_rate=rate)[0]
+    by_list = app.engine.search_audio([tone, tone], two, sample_rate=rate)
     assert [h.clip_id for h in by_list[1]] == [h.clip_id for h in by_wave]
-    assert app.engine.search_audio(str(EXAMPLES / "cat.mp3"), k=2, num_inference_steps=2)[0]
+    assert app.engine.search_audio(str(EXAMPLES / "cat.mp3"), two)[0]
     for pair in [(rate, tone), (tone, rate)]:
         with pytest.raises(SearchError, match="sample_rate="):
-            app.engine.search_audio(pair, k=2)
+            app.engine.search_audio(pair, two)
     with pytest.raises(SearchError, match="sample_rate="):
-        app.engine.search_audio(tone, k=2)
+        app.engine.search_audio(tone, two)
 
 
-def test_odd_file_formats_work(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+def test_odd_file_formats_work(app: DemoApp, fast: RetrievalConfig, tmp_path: Path) -> None:
     for name, sr, channels in [("a.flac", 8000, 2), ("b.wav", 96000, 3), ("c.ogg", 22050, 1)]:
         path = write_tone(tmp_path / name, freq=700, seconds=1.5, sr=sr, channels=channels)
-        assert app.search_audio(str(path), fast, DemoSession())["results"]
+        assert app.searcher.search_audio(str(path), fast, DemoSession())["results"]
 
 
-def test_bad_audio_files_give_clear_errors_and_the_next_query_works(app: DemoApp, fast: Settings,
+def test_bad_audio_files_give_clear_errors_and_the_next_query_works(app: DemoApp, fast: RetrievalConfig,
                                                                     tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
@@ -253,37 +267,37 @@ def test_bad_audio_files_give_clear_errors_and_the_next_query_works(app: DemoApp
     session = DemoSession()
     for path in (corrupt, text, empty, tmp_path / "missing.wav"):
         with pytest.raises(DemoError) as info:
-            app.search_audio(str(path), fast, session)
+            app.searcher.search_audio(str(path), fast, session)
         message = str(info.value)
         assert path.name in message and str(tmp_path) not in message  # names the file, hides the server path
     for bad in [None, "", 42, {"path": str(EXAMPLES / "dog.mp3")}]:
         with pytest.raises(DemoError):
-            app.search_audio(bad, fast, session)
+            app.searcher.search_audio(bad, fast, session)
     for rate, bad in [(0, np.zeros(100)), (16000, np.zeros((2, 2, 2))), (16000, np.full(1000, np.nan)),
                       (16000, np.zeros(0))]:
         with pytest.raises(DemoError):
-            app.search_audio(bad, fast, session, sample_rate=rate)
-    assert app.search_audio(str(EXAMPLES / "dog.mp3"), fast, session)["results"]
+            app.searcher.search_audio(bad, fast, session, sample_rate=rate)
+    assert app.searcher.search_audio(str(EXAMPLES / "dog.mp3"), fast, session)["results"]
 
 
-def test_silent_audio_is_refused_with_a_message(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+def test_silent_audio_is_refused_with_a_message(app: DemoApp, fast: RetrievalConfig, tmp_path: Path) -> None:
     silent = tmp_path / "silence.wav"
     sf.write(str(silent), np.zeros(16000, dtype=np.float32), 16000)
     with pytest.raises(DemoError, match="silent"):
-        app.search_audio(str(silent), fast, DemoSession())
+        app.searcher.search_audio(str(silent), fast, DemoSession())
     with pytest.raises(DemoError, match="silent"):
-        app.search_audio(np.zeros(16000, dtype=np.int16), fast, DemoSession(), sample_rate=16000)
+        app.searcher.search_audio(np.zeros(16000, dtype=np.int16), fast, DemoSession(), sample_rate=16000)
 
 
-def test_hour_long_file_is_cut_with_a_notice(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+def test_hour_long_file_is_cut_with_a_notice(app: DemoApp, fast: RetrievalConfig, tmp_path: Path) -> None:
     path = tmp_path / "hour.wav"
     rng = np.random.default_rng(1)
     sf.write(str(path), (rng.standard_normal(3600 * 1000) * 3000).astype(np.int16), 1000)  # 1 h at 1 kHz
-    response = app.search_audio(str(path), fast, DemoSession())
+    response = app.searcher.search_audio(str(path), fast, DemoSession())
     assert response["results"]
     assert any(n["level"] == "warning" and f"{AUDIO_MAX_SECONDS:g} s" in n["text"] for n in response["notices"])
     long_mic = (rng.standard_normal(8000 * 45) * 0.1).astype(np.float32)  # 45 s recording
-    response = app.search_audio(long_mic, fast, DemoSession(), sample_rate=8000)
+    response = app.searcher.search_audio(long_mic, fast, DemoSession(), sample_rate=8000)
     assert any("longer than" in n["text"] for n in response["notices"])
 
 
@@ -304,11 +318,11 @@ def _beep_files(folder: Path) -> list[str]:
     return [str(p) for p in (beep, folder / "beep.txt", hum, broken, silence, notes)]
 
 
-def test_uploads_indexed_for_this_session_only(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+def test_uploads_indexed_for_this_session_only(app: DemoApp, fast: RetrievalConfig, tmp_path: Path) -> None:
     n_shipped = len(app.index)
     mine, other = DemoSession(), DemoSession()
     calls: list[tuple[int, int]] = []
-    report = app.index_uploads(_beep_files(tmp_path / "up"), mine, on_progress=lambda d, t: calls.append((d, t)))
+    report = app.user_sounds.index_uploads(_beep_files(tmp_path / "up"), mine, on_progress=lambda d, t: calls.append((d, t)))
     json.dumps(report)
     assert report["indexed"] == 2 and report["your_clips"] == 2
     skipped = {s["file"]: s["reason"] for s in report["skipped"]}
@@ -318,26 +332,26 @@ def test_uploads_indexed_for_this_session_only(app: DemoApp, fast: Settings, tmp
     assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert len(app.index) == n_shipped  # the shipped index is untouched
 
-    everything = app.parse_settings(k=10, top_k=64, num_inference_steps=5)
-    app.search_text("a high electronic beep", everything, mine)
+    everything = app.parse_settings(num_results=10, top_k=64, num_inference_steps=5)
+    app.searcher.search_text("a high electronic beep", everything, mine)
     assert "yours/beep" in mine.trajectory["labels"]
     assert len(mine.trajectory["labels"]) == n_shipped + 2
-    app.search_text("a high electronic beep", everything, other)
+    app.searcher.search_text("a high electronic beep", everything, other)
     assert not any(label.startswith("yours/") for label in other.trajectory["labels"])
     # The uploaded caption is searchable audio -> text in this session (and only here).
-    app.search_audio(str(tmp_path / "up" / "beep.wav"), everything, mine)
+    app.searcher.search_audio(str(tmp_path / "up" / "beep.wav"), everything, mine)
     assert "a high electronic beep" in mine.trajectory["labels"]
-    app.search_audio(str(tmp_path / "up" / "beep.wav"), everything, other)
+    app.searcher.search_audio(str(tmp_path / "up" / "beep.wav"), everything, other)
     assert "a high electronic beep" not in other.trajectory["labels"]
-    hits = app.search_text("a high electronic beep", app.parse_settings(k=10, top_k=64), mine)["results"]
+    hits = app.searcher.search_text("a high electronic beep", app.parse_settings(num_results=10, top_k=64), mine)["results"]
     assert any(h["yours"] and h["clip_id"] == "yours/beep" for h in hits)
 
     # A second upload of the same name gets a new id; clearing forgets both.
-    again = app.index_uploads([str(tmp_path / "up" / "beep.wav")], mine)
+    again = app.user_sounds.index_uploads([str(tmp_path / "up" / "beep.wav")], mine)
     assert again["clips"] == ["yours/beep-2"] and again["your_clips"] == 3
-    cleared = app.clear_uploads(mine)
+    cleared = app.user_sounds.clear_uploads(mine)
     assert cleared["removed"] == 3 and mine.user_index is None
-    app.search_text("a high electronic beep", everything, mine)
+    app.searcher.search_text("a high electronic beep", everything, mine)
     assert len(mine.trajectory["labels"]) == n_shipped
 
 
@@ -354,7 +368,7 @@ def test_zip_upload_is_unpacked_safely(app: DemoApp, tmp_path: Path) -> None:
     bad_zip = tmp_path / "broken.zip"
     bad_zip.write_bytes(b"PK\x03\x04 this is not really a zip")
     session = DemoSession()
-    report = app.index_uploads([str(archive), str(bad_zip)], session)
+    report = app.user_sounds.index_uploads([str(archive), str(bad_zip)], session)
     assert report["indexed"] == 2
     assert set(report["clips"]) == {"yours/beep", "yours/escape"}
     reasons = {s["file"]: s["reason"] for s in report["skipped"]}
@@ -365,7 +379,7 @@ def test_zip_upload_is_unpacked_safely(app: DemoApp, tmp_path: Path) -> None:
     assert all(upload_dir in Path(p).parents for p in session.user_index.paths)
     ix = session.user_index
     assert ix.captions[ix.clip_ids.index("yours/beep")] == ["a high electronic beep"]
-    app.forget(session)
+    app.sessions.forget(session)
     assert not upload_dir.exists()
 
 
@@ -373,34 +387,34 @@ def test_upload_errors(app: DemoApp, tmp_path: Path, monkeypatch: pytest.MonkeyP
     session = DemoSession()
     for nothing in (None, [], ""):
         with pytest.raises(DemoError, match="Choose"):
-            app.index_uploads(nothing, session)
+            app.user_sounds.index_uploads(nothing, session)
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"junk")
-    report = app.index_uploads([str(broken)], session)  # nothing usable: listed, not raised
+    report = app.user_sounds.index_uploads([str(broken)], session)  # nothing usable: listed, not raised
     assert report["indexed"] == 0 and report["skipped"][0]["file"] == "broken.wav"
     assert report["notices"] and session.user_index is None
     monkeypatch.setattr(app, "quotas", dataclasses.replace(app.quotas, session_clips=1))
     monkeypatch.setattr(app.uploads, "quotas", app.quotas)
     files = [str(write_tone(tmp_path / f"t{i}.wav", freq=300 + 100 * i)) for i in range(2)]
-    report = app.index_uploads(files, session)
+    report = app.user_sounds.index_uploads(files, session)
     assert report["indexed"] == 1 and "limit" in report["skipped"][0]["reason"]
     with pytest.raises(DemoError, match="limit"):
-        app.index_uploads(files[:1], session)
+        app.user_sounds.index_uploads(files[:1], session)
 
 
 def test_trajectory_before_any_search(app: DemoApp) -> None:
     with pytest.raises(DemoError, match="search"):
-        app.trajectory(DemoSession())
+        last_trajectory(DemoSession())
     with pytest.raises(DemoError):
-        app.trajectory(None)
+        last_trajectory(None)
 
 
 # ----------------------------------------------------------------------------- plots
 
 
-def test_step_figure_follows_the_trajectory(app: DemoApp, fast: Settings) -> None:
+def test_step_figure_follows_the_trajectory(app: DemoApp, fast: RetrievalConfig) -> None:
     session = DemoSession()
-    app.search_text("a rooster crowing", fast, session)
+    app.searcher.search_text("a rooster crowing", fast, session)
     view = session.trajectory
     s = plots.num_steps(view)
     first, last = plots.trajectory_step_figure(view, 0), plots.trajectory_step_figure(view, s)
@@ -414,7 +428,7 @@ def test_step_figure_follows_the_trajectory(app: DemoApp, fast: Settings) -> Non
     assert list(first.data[0].x) != list(last.data[0].x)
     assert first.data[0].orientation == "h" and list(first.data[0].y) == list(last.data[0].y)  # labels on y
     colours = list(last.data[0].marker.color)
-    assert colours.count(plots.TOP_COLOUR) == fast.k
+    assert colours.count(plots.TOP_COLOUR) == fast.num_results
     # the diffusion's own ranking: by the final x0, ties in cosine order
     assert sorted(view["gen_rank"]) == list(range(len(view["gen_rank"])))
     assert np.argsort(-x_t[-1], kind="stable").tolist() == np.argsort(view["gen_rank"]).tolist()
@@ -484,24 +498,24 @@ def test_gitattributes_sends_every_binary_file_through_lfs() -> None:
 
 
 @pytest.mark.parametrize("query", ["\x00", "🐶🐶🐶", "!!!"])
-def test_a_query_without_words_gets_a_message_not_a_ranking(app: DemoApp, fast: Settings, query: str) -> None:
+def test_a_query_without_words_gets_a_message_not_a_ranking(app: DemoApp, fast: RetrievalConfig, query: str) -> None:
     session = DemoSession()
     with pytest.raises(DemoError, match="letters or digits|empty"):
-        app.search_text(query, fast, session)
+        app.searcher.search_text(query, fast, session)
     assert session.trajectory is None  # nothing was ranked
 
 
-def test_an_audio_query_shorter_than_50_ms_gets_a_message(app: DemoApp, fast: Settings, tmp_path: Path) -> None:
+def test_an_audio_query_shorter_than_50_ms_gets_a_message(app: DemoApp, fast: RetrievalConfig, tmp_path: Path) -> None:
     one_sample = tmp_path / "click.wav"
     sf.write(one_sample, np.array([0.5], dtype=np.float32), 16000)
     with pytest.raises(DemoError, match="^The file click.wav is only 0 ms long.*at least 50 ms"):
-        app.search_audio(str(one_sample), fast, DemoSession())
+        app.searcher.search_audio(str(one_sample), fast, DemoSession())
     lower = tmp_path / "dog.WAV"  # the user's own spelling comes back, not "Dog.WAV"
     sf.write(lower, np.array([0.5, -0.5], dtype=np.float32), 16000)
     with pytest.raises(DemoError, match="^The file dog.WAV is only"):
-        app.search_audio(str(lower), fast, DemoSession())
+        app.searcher.search_audio(str(lower), fast, DemoSession())
     with pytest.raises(DemoError, match="ms long"):
-        app.search_audio(np.full(400, 0.3, dtype=np.float32), fast, DemoSession(), sample_rate=16000)  # 25 ms
+        app.searcher.search_audio(np.full(400, 0.3, dtype=np.float32), fast, DemoSession(), sample_rate=16000)  # 25 ms
     rate = 16000
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(0.06 * rate)) / rate).astype(np.float32)  # 60 ms
-    assert app.search_audio(tone, fast, DemoSession(), sample_rate=rate)["results"]
+    assert app.searcher.search_audio(tone, fast, DemoSession(), sample_rate=rate)["results"]

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from diffatr.audio.io import AudioError, AudioTruncatedWarning, load_audio, split_windows
 from diffatr.config import AISFX_LOGMEL, PANNS_LOGMEL, AudioEncoderConfig
 from diffatr.encoders.audio import (
-    CHECKPOINTS_ENV,
+    WEIGHTS_ENV,
     AisfxCNN9,
     AudioEncoderError,
     aisfx_block_starts,
@@ -283,7 +283,7 @@ def save_tiny_weights(encoder, path, **metadata):
 def test_weights_roundtrip_and_env_lookup(tiny, tmp_path, monkeypatch):
     trained = build_audio_encoder(tiny.config, generator=torch.Generator().manual_seed(7))
     save_tiny_weights(trained, tmp_path / "tiny.safetensors", arch="tiny-cnn")
-    monkeypatch.setenv(CHECKPOINTS_ENV, str(tmp_path))
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
     config = dataclasses.replace(tiny.config, weights="tiny.safetensors")
     assert resolve_weights(config) == tmp_path / "tiny.safetensors"
     loaded = build_audio_encoder(config)

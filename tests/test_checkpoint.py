@@ -82,9 +82,30 @@ def test_pickles_are_refused_without_unpickling(tmp_path):
 def test_loading_a_checkpoint_leaves_the_global_rng_alone():
     import torch
 
-    from diffatr.checkpoint import default_checkpoint_dir, load_checkpoint
+    from diffatr.checkpoint import load_checkpoint
+    from diffatr.runtime import default_checkpoint_dir
 
     torch.manual_seed(5)
     state = torch.random.get_rng_state()
     load_checkpoint(default_checkpoint_dir())
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_residual_text_head_starts_as_the_locked_tower_and_learns_a_correction():
+    import dataclasses
+
+    from diffatr.config import ConfigError, load_model_config
+    from diffatr.model import DiffATR
+
+    config = load_model_config("tiny")
+    config = dataclasses.replace(config, text_head="residual", embed_dim=config.text.embed_dim,
+                                 denoiser=dataclasses.replace(config.denoiser, embed_dim=config.text.embed_dim),
+                                 head_hidden_dim=8, head_dropout=0.1)
+    model = DiffATR(config).eval()
+    text = torch.randn(5, config.text.embed_dim, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(model.project_text(text), torch.nn.functional.normalize(text, dim=-1))
+    loss = (model.project_text(text) * torch.randn_like(text)).sum()
+    loss.backward()
+    assert model.text_head.mlp[2].weight.grad.abs().sum() > 0  # the correction is trained
+    with pytest.raises(ConfigError, match="keeps the text encoder's space"):
+        dataclasses.replace(config, embed_dim=config.text.embed_dim + 1)

@@ -41,8 +41,9 @@ from diffatr.corpus.mixtures import (
     render_recipe,
     write_recipes,
 )
-from diffatr.corpus.sources import OUT_OF_DOMAIN_SOURCES, SOURCES, get_source
+from diffatr.corpus.sources import OUT_OF_DOMAIN_SOURCES, SOURCES, SOURCES_BY_KEY, get_source
 from diffatr.corpus.splits import (
+    SPLITS,
     SplitError,
     SplitItem,
     assign_splits,
@@ -195,6 +196,39 @@ def test_wad_and_dmx_lump():
     np.testing.assert_allclose(audio, [0.0, 127 / 128, -1.0, 0.0])
     with pytest.raises(ContainerError):
         containers.dmx_sound_to_pcm(struct.pack("<HHI", 2, 11025, 40) + b"\0" * 40)
+
+
+def _sf2(samples: list[tuple[str, np.ndarray, int]], corrupt_end: bool = False) -> bytes:
+    """A minimal SoundFont 2 bank: sample data and sample headers (what read_sf2 reads)."""
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return tag + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+
+    pcm, headers, cursor = b"", b"", 0
+    for name, audio, rate in samples:
+        end = cursor + len(audio) + (1000 if corrupt_end else 0)
+        headers += struct.pack("<20sIIIIIBbHH", name.encode(), cursor, end, cursor, end, rate, 60, 0, 0, 1)
+        pcm += audio.astype("<i2").tobytes() + b"\0\0" * 46  # the spec's 46 zero samples after each
+        cursor += len(audio) + 46
+    headers += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    sdta = chunk(b"LIST", b"sdta" + chunk(b"smpl", pcm))
+    pdta = chunk(b"LIST", b"pdta" + chunk(b"shdr", headers))
+    info = chunk(b"LIST", b"INFO" + chunk(b"INAM", b"test bank\0"))
+    return chunk(b"RIFF", b"sfbk" + info + sdta + pdta)
+
+
+def test_sf2_samples_become_wav_members():
+    violin = (np.sin(np.linspace(0, 60, 800)) * 20000).astype(np.int16)
+    drum = np.array([0, 30000, -30000, 5, 0], dtype=np.int16)
+    members = containers.read_sf2(_sf2([("Violin A3", violin, 22050), ("Violin A3", drum, 44100)]))
+    assert list(members) == ["0000-Violin A3.wav", "0001-Violin A3.wav"]  # repeated names stay apart
+    audio, rate = soundfile.read(io.BytesIO(members["0000-Violin A3.wav"]), dtype="int16")
+    assert rate == 22050 and np.array_equal(audio, violin)
+    audio, rate = soundfile.read(io.BytesIO(members["0001-Violin A3.wav"]), dtype="int16")
+    assert rate == 44100 and np.array_equal(audio, drum)
+    with pytest.raises(ContainerError, match="outside the sample data"):
+        containers.read_sf2(_sf2([("Bad", violin, 22050)], corrupt_end=True))
+    with pytest.raises(ContainerError, match="sfbk"):
+        containers.read_sf2(b"RIFF\0\0\0\0WAVE")
 
 
 def test_zip_members_missing_member():
@@ -351,7 +385,8 @@ def test_scout_paths_map_to_catalog_paths():
     assert scout_to_catalog_path("deb:ufoai-sound:extracted/sound/misc/breakwood02.ogg") == "ufoai:misc/breakwood02.ogg"
     assert scout_to_catalog_path("npm:supersonic-scsynth-samples@0.84.2:package/samples/tabla_tun2.flac") == \
         "sonicpi:tabla_tun2.flac"
-    assert scout_to_catalog_path("deb:lincity-ng-data:usr/share/games/lincity-ng/sounds/Tip2.wav") is None
+    assert scout_to_catalog_path("deb:lincity-ng-data:usr/share/games/lincity-ng/sounds/Tip2.wav") == "lincity:Tip2.wav"
+    assert scout_to_catalog_path("deb:pingus-data:usr/share/games/pingus/data/sounds/ohno.wav") is None
 
 
 # ----------------------------------------------------------------------------- splits
@@ -392,6 +427,39 @@ def test_thinning_keeps_one_clip_per_unit_in_evaluation_splits():
         groups = [i.group for i in kept if splits[i.clip_id] == split]
         assert len(groups) == len(set(groups))
     assert not any(splits[c] == "train" for c in dropped)
+
+
+def test_pinned_clips_keep_their_split_and_only_new_units_are_dealt():
+    items = _items()
+    old = assign_splits(items, ["held"], seed=3)
+    grown = items + [SplitItem(f"new-{g}-{v}", f"new-g{g}", "animals" if g % 2 else "vehicles", "in")
+                     for g in range(40) for v in range(2)]
+    # A new clip that is a near-duplicate of an old one joins the old one's split.
+    linked_to = next(i.clip_id for i in items if old[i.clip_id] == "test")
+    links = [(linked_to, "new-0-0")]
+    splits = assign_splits(grown, ["held"], links=links, seed=3, pinned=old)
+    assert all(splits[i.clip_id] == old[i.clip_id] for i in items)
+    assert splits["new-0-0"] == splits["new-0-1"] == "test"
+    new_splits = {splits[i.clip_id] for i in grown[len(items):] if i.group != "new-g0"}
+    assert new_splits == {"train", "test_new", "val"}
+    dealt = [g for g in range(1, 40) if splits[f"new-{g}-0"] == "test_new"]
+    assert 4 <= len(dealt) <= 8  # about 15 % of the new units, per category
+    with pytest.raises(SplitError, match="pinned to different splits"):
+        a = next(i.clip_id for i in items if old[i.clip_id] == "train")
+        b = next(i.clip_id for i in items if old[i.clip_id] == "val")
+        assign_splits(grown, ["held"], links=[(a, "new-5-0"), ("new-5-1", b)], pinned=old)
+
+
+def test_pinned_splits_file_reads_and_rejects_bad_lines(tmp_path):
+    from diffatr.corpus.splits import read_pinned_splits
+
+    good = tmp_path / "pinned.tsv"
+    good.write_text("# comment\nclip_id\tsplit\na\ttrain\nb\ttest\n")
+    assert read_pinned_splits(good) == {"a": "train", "b": "test"}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("clip_id\tsplit\na\tholdout\n")
+    with pytest.raises(SplitError, match="line 2"):
+        read_pinned_splits(bad)
 
 
 def test_split_refuses_unit_across_held_out_boundary():
@@ -474,7 +542,7 @@ def test_manifest_reads_and_files_exist(manifest_rows):
     assert len(records) == len(manifest_rows) >= 1000
     assert all(Path(r.path).is_file() for r in records)
     assert all(len(r.captions) >= 2 for r in records)
-    assert all(r.split in ("train", "val", "test", "ood") for r in records)
+    assert all(r.split in SPLITS for r in records)
     total = sum(Path(r.path).stat().st_size for r in records)
     assert total < 40e6
     assert 150 <= sum(int(r["demo"]) for r in manifest_rows) <= 250
@@ -524,16 +592,31 @@ def test_groups_recordings_and_duplicates_never_cross_splits(manifest_rows):
     for link in report["near_duplicate_links"]:
         if link["a"] in split_by_id and link["b"] in split_by_id:
             assert split_by_id[link["a"]] == split_by_id[link["b"]], link
-    assert {row["split"] for row in manifest_rows if row["source_package"] in ("ufoai-sound", "minetest-data")} == {"ood"}
+    held_out = {SOURCES_BY_KEY[key].package for key in OUT_OF_DOMAIN_SOURCES}
+    assert {row["split"] for row in manifest_rows if row["source_package"] in held_out} == {"ood"}
 
 
 @shipped
 def test_evaluation_splits_hold_one_clip_per_group(manifest_rows):
-    for split in ("val", "test", "ood"):
+    from diffatr.corpus.splits import EVAL_SPLITS
+
+    for split in EVAL_SPLITS:
         groups = [row["label_group"] for row in manifest_rows if row["split"] == split]
         assert len(groups) == len(set(groups)), split
         captions = [row["caption_1"] for row in manifest_rows if row["split"] == split]
         assert len(captions) == len(set(captions)), split  # every query has one right answer
+
+
+@shipped
+def test_shipped_corpus_keeps_the_first_release_splits(manifest_rows):
+    from diffatr.corpus.splits import read_pinned_splits
+
+    pinned = read_pinned_splits()
+    by_id = {row["clip_id"]: row["split"] for row in manifest_rows}
+    missing = sorted(set(pinned) - set(by_id))
+    assert not missing, f"first-release clips missing from the corpus: {missing[:5]}"
+    moved = {c: (pinned[c], by_id[c]) for c in pinned if pinned[c] != by_id[c]}
+    assert not moved, list(moved.items())[:5]
 
 
 @shipped

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffatr.config import DiffusionConfig
-from diffatr.diffusion.scheduler import DDIMScheduler
+from diffatr.diffusion.ddim import DDIMScheduler
 
 
 def _sched(**kw) -> DDIMScheduler:

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffatr.checkpoint import save_checkpoint
-from diffatr.config import load_model_config
-from diffatr.diffusion.scheduler import DDIMScheduler
+from diffatr.config import ConfigError, load_model_config
+from diffatr.diffusion.ddim import DDIMScheduler
 from diffatr.evaluate import (
     DIRECTIONS,
     METRICS,
@@ -27,15 +27,20 @@ from diffatr.evaluate import (
     format_sweep,
     is_out_of_domain,
     with_source_sha256,
-    resolve_knobs,
     score_matrices,
     sweep,
     training_data,
 )
 from diffatr.model import DiffATR
-from diffatr.retrieval.engine import full_fused_scores
+from diffatr.retrieval.rerank import full_fused_scores
 
 # ----------------------------------------------------------------------------- fixtures
+
+
+def knobs(model=None, **values):
+    """The settings an entry point would build: the model's (or the tiny config's) defaults with ``values``."""
+    config = model.config if model is not None else load_model_config("tiny")
+    return config.with_retrieval(**values)
 
 
 class CoordinateDenoiser(nn.Module):
@@ -126,8 +131,8 @@ def hand_case():
 def test_hand_made_rankings_of_the_three_scorers():
     audio, text = hand_case()
     model = HandModel(3)
-    m = score_matrices(model, audio, text, {"top_k": 3, "alpha": 1.0, "temperature": 1.0,
-                                            "num_inference_steps": 5})["text_to_audio"]
+    m = score_matrices(model, audio, text, knobs(model, **{"top_k": 3, "alpha": 1.0, "temperature": 1.0,
+                                            "num_inference_steps": 5}))["text_to_audio"]
     assert order(m["dis"][0]) == [0, 1, 2, 3]
     # Diffusion alone over the top 3 (x0 = 0, .6, -.8): clip 1, clip 0, clip 2; clip 3 (x0 = 1,
     # the best diffusion value) is outside the top 3 and stays last.
@@ -143,9 +148,9 @@ def test_hand_made_rankings_of_the_three_scorers():
     assert torch.equal(m["dis"], text @ audio.T)
 
     # A small alpha keeps the cosine order; a larger K lets clip 3 in, and Gen puts it first.
-    m = score_matrices(model, audio, text, {"top_k": 3, "alpha": 0.1, "num_inference_steps": 5})["text_to_audio"]
+    m = score_matrices(model, audio, text, knobs(model, **{"top_k": 3, "alpha": 0.1, "num_inference_steps": 5}))["text_to_audio"]
     assert order(m["gen+dis"][0]) == [0, 1, 2, 3]
-    m = score_matrices(model, audio, text, {"top_k": 4, "num_inference_steps": 5})["text_to_audio"]
+    m = score_matrices(model, audio, text, knobs(model, **{"top_k": 4, "num_inference_steps": 5}))["text_to_audio"]
     assert order(m["gen"][0]) == [3, 1, 0, 2]
 
 
@@ -154,7 +159,7 @@ def test_gen_breaks_diffusion_ties_by_cosine_order():
     # index or by the metrics' pessimistic tie rule.
     audio = torch.tensor([[0.6, 0.0, 0.8], [1.0, 0.0, 0.0], [0.8, 0.0, 0.6]])  # cosine .6, 1, .8
     text = torch.tensor([[1.0, 0.0, 0.0]])
-    m = score_matrices(HandModel(3), audio, text, {"top_k": 3, "num_inference_steps": 3})["text_to_audio"]
+    m = score_matrices(HandModel(3), audio, text, knobs(HandModel(3), **{"top_k": 3, "num_inference_steps": 3}))["text_to_audio"]
     assert order(m["gen"][0]) == [1, 2, 0]
 
 
@@ -164,8 +169,8 @@ def test_scorers_match_a_slow_reference_in_both_directions(top_k, alpha, tempera
     audio = torch.randn(9, 5, generator=g)
     text = torch.randn(14, 5, generator=g)
     model = HandModel(5, t2a_coordinate=1, a2t_coordinate=3)
-    knobs = {"top_k": top_k, "alpha": alpha, "temperature": temperature, "num_inference_steps": 4}
-    got = score_matrices(model, audio, text, knobs)
+    got = score_matrices(model, audio, text, knobs(model, top_k=top_k, alpha=alpha, temperature=temperature,
+                                                   num_inference_steps=4))
     for direction, queries, candidates, coordinate in [("text_to_audio", text, audio, 1),
                                                        ("audio_to_text", audio, text, 3)]:
         ref = reference_rankings(queries, candidates, coordinate, min(top_k, candidates.shape[0]), alpha, temperature)
@@ -179,7 +184,7 @@ def test_gen_reorders_only_within_the_top_k():
     model = tiny_model()
     feats = random_features()
     k = 4
-    m = score_matrices(model, feats["audio"], feats["text"], {"top_k": k, "num_inference_steps": 5})
+    m = score_matrices(model, feats["audio"], feats["text"], knobs(model, **{"top_k": k, "num_inference_steps": 5}))
     for direction in DIRECTIONS:
         dis, gen = m[direction]["dis"], m[direction]["gen"]
         for d_row, g_row in zip(dis, gen):
@@ -191,7 +196,7 @@ def test_gen_reorders_only_within_the_top_k():
 def test_alpha_zero_makes_gen_dis_equal_dis():
     model = tiny_model()
     feats = random_features()
-    m = score_matrices(model, feats["audio"], feats["text"], {"alpha": 0.0, "top_k": 5})
+    m = score_matrices(model, feats["audio"], feats["text"], knobs(model, **{"alpha": 0.0, "top_k": 5}))
     for direction in DIRECTIONS:
         assert torch.equal(m[direction]["gen+dis"], m[direction]["dis"])
         assert not torch.equal(m[direction]["gen"], m[direction]["dis"])
@@ -200,18 +205,18 @@ def test_alpha_zero_makes_gen_dis_equal_dis():
 def test_each_direction_uses_its_own_denoiser():
     model = tiny_model()
     feats = random_features()
-    knobs = {"top_k": 6, "num_inference_steps": 7, "alpha": 2.0, "temperature": 0.5, "seed": 3}
-    m = score_matrices(model, feats["audio"], feats["text"], knobs)
+    settings = knobs(model, top_k=6, num_inference_steps=7, alpha=2.0, temperature=0.5, seed=3)
+    m = score_matrices(model, feats["audio"], feats["text"], settings)
     with torch.no_grad():
         a = model.project_audio(feats["audio"])
         t = model.project_text(feats["text"])
     sched = model.make_scheduler()
     # The plain (non-factorised) path of the engine as an independent check of the wiring.
-    t2a = full_fused_scores(t, a, model.denoisers["text_to_audio"], sched, factorised=False, **knobs)
-    a2t = full_fused_scores(a, t, model.denoisers["audio_to_text"], sched, factorised=False, **knobs)
+    t2a = full_fused_scores(t, a, model.denoisers["text_to_audio"], sched, settings, factorised=False)
+    a2t = full_fused_scores(a, t, model.denoisers["audio_to_text"], sched, settings, factorised=False)
     torch.testing.assert_close(m["text_to_audio"]["gen+dis"], t2a, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(m["audio_to_text"]["gen+dis"], a2t, atol=1e-5, rtol=1e-5)
-    wrong = full_fused_scores(a, t, model.denoisers["text_to_audio"], sched, factorised=False, **knobs)
+    wrong = full_fused_scores(a, t, model.denoisers["text_to_audio"], sched, settings, factorised=False)
     assert not torch.allclose(m["audio_to_text"]["gen+dis"], wrong, atol=1e-5)
 
 
@@ -219,7 +224,7 @@ def test_dis_only_runs_no_diffusion():
     model = tiny_model()
     model.denoisers = None  # any use of a denoiser would fail
     feats = random_features()
-    m = score_matrices(model, feats["audio"], feats["text"], None, ("dis",))
+    m = score_matrices(model, feats["audio"], feats["text"], model.config.retrieval, ("dis",))
     assert set(m["text_to_audio"]) == {"dis"} and set(m["audio_to_text"]) == {"dis"}
     torch.testing.assert_close(m["audio_to_text"]["dis"], m["text_to_audio"]["dis"].T)
 
@@ -227,33 +232,28 @@ def test_dis_only_runs_no_diffusion():
 # ----------------------------------------------------------------------------- knobs
 
 
-def test_knobs_default_to_the_model_config_and_are_validated():
+def test_evaluation_takes_the_settings_as_they_are():
+    """No defaults and no second check below the entry point: the config is required, and a bad
+    setting is the config's own error (steps above T: the scheduler's, in the same words)."""
     model = tiny_model()
-    r = model.config.retrieval
-    assert resolve_knobs(model) == {"top_k": r.top_k, "num_inference_steps": r.num_inference_steps,
-                                    "alpha": r.alpha, "temperature": r.temperature, "seed": r.seed,
-                                    "fusion": r.fusion}
-    with pytest.raises(EvaluationError, match="fusion"):
-        resolve_knobs(model, {"fusion": "magic"})
-    assert resolve_knobs(model, {"top_k": 3, "alpha": None})["top_k"] == 3
-    with pytest.raises(EvaluationError, match="unknown"):
-        resolve_knobs(model, {"topk": 3})
-    with pytest.raises(EvaluationError, match="1..50"):
-        resolve_knobs(model, {"num_inference_steps": 51})
-    with pytest.raises(EvaluationError, match="temperature"):
-        resolve_knobs(model, {"temperature": 0.0})
-    with pytest.raises(EvaluationError, match="top_k"):
-        resolve_knobs(model, {"top_k": 0})
-    with pytest.raises(EvaluationError, match="integer"):
-        resolve_knobs(model, {"top_k": 2.5})
+    feats = random_features()
+    with pytest.raises(TypeError):
+        score_matrices(model, feats["audio"], feats["text"])
+    with pytest.raises(TypeError):
+        evaluate_model(model, feats)
+    too_many = dataclasses.replace(model.config.retrieval, num_inference_steps=51)  # T = 50
+    with pytest.raises(ConfigError, match=r"Diffusion steps \(num_inference_steps\) must be between 1 and 50"):
+        score_matrices(model, feats["audio"], feats["text"], too_many)
+    with pytest.raises(ConfigError, match=r"between 1 and 50"):  # the whole sweep grid is checked first
+        sweep(model, feats, model.config.retrieval, steps=(1, 51), top_ks=(2,))
 
 
 def test_features_that_do_not_fit_the_model_are_a_clear_error():
     feats = random_features(dt=32)
     with pytest.raises(EvaluationError, match="text features are 32-d"):
-        evaluate_model(tiny_model(), feats)
+        evaluate_model(tiny_model(), feats, knobs())
     with pytest.raises(EvaluationError, match="caption_to_clip"):
-        evaluate_model(tiny_model(), {"audio": feats["audio"], "text": feats["text"]})
+        evaluate_model(tiny_model(), {"audio": feats["audio"], "text": feats["text"]}, knobs())
 
 
 # ----------------------------------------------------------------------------- evaluate_model
@@ -261,7 +261,7 @@ def test_features_that_do_not_fit_the_model_are_a_clear_error():
 
 def test_result_has_every_metric_for_every_scorer_and_direction():
     feats = random_features()
-    result = evaluate_model(tiny_model(), feats, {"top_k": 4})
+    result = evaluate_model(tiny_model(), feats, knobs(**{"top_k": 4}))
     assert set(result["scorers"]) == set(SCORERS)
     expected = {f"{d}/{m}" for d in DIRECTIONS for m in METRICS}
     for scorer in SCORERS:
@@ -281,7 +281,7 @@ def test_result_has_every_metric_for_every_scorer_and_direction():
 def test_mean_and_std_over_seeds():
     feats = random_features()
     model = tiny_model()
-    result = evaluate_model(model, feats, {"top_k": 6, "num_inference_steps": 3}, seeds=[0, 1, 2, 3])
+    result = evaluate_model(model, feats, knobs(**{"top_k": 6, "num_inference_steps": 3}), seeds=[0, 1, 2, 3])
     assert result["std_over"] == "seeds" and result["num_runs"] == 4 and result["seeds"] == [0, 1, 2, 3]
     key = "text_to_audio/mean_rank"
     values = [run["scorers"]["gen"][key] for run in result["runs"]]
@@ -292,7 +292,7 @@ def test_mean_and_std_over_seeds():
     assert all(v == 0.0 for v in result["std"]["dis"].values())
     assert "±" in format_results(result)
     # Diffusion switched off in the fusion (alpha = 0): Gen+Dis == Dis, std 0.
-    off = evaluate_model(model, feats, {"top_k": 6, "num_inference_steps": 3, "alpha": 0.0}, seeds=[0, 1, 2])
+    off = evaluate_model(model, feats, knobs(**{"top_k": 6, "num_inference_steps": 3, "alpha": 0.0}), seeds=[0, 1, 2])
     assert off["scorers"]["gen+dis"] == off["scorers"]["dis"]
     assert all(v == 0.0 for v in off["std"]["gen+dis"].values())
 
@@ -300,13 +300,13 @@ def test_mean_and_std_over_seeds():
 def test_same_seed_same_result_and_caption_order_does_not_matter():
     feats = random_features()
     model = tiny_model()
-    knobs = {"top_k": 5, "num_inference_steps": 4}
-    a = evaluate_model(model, feats, knobs)
-    b = evaluate_model(model, feats, knobs)
+    settings = knobs(top_k=5, num_inference_steps=4)
+    a = evaluate_model(model, feats, settings)
+    b = evaluate_model(model, feats, settings)
     assert a["scorers"] == b["scorers"]
     perm = torch.randperm(feats["text"].shape[0], generator=torch.Generator().manual_seed(1))
     shuffled = {"audio": feats["audio"], "text": feats["text"][perm], "caption_to_clip": feats["caption_to_clip"][perm]}
-    c = evaluate_model(model, shuffled, knobs)
+    c = evaluate_model(model, shuffled, settings)
     for scorer in SCORERS:
         for key, value in a["scorers"][scorer].items():
             assert c["scorers"][scorer][key] == pytest.approx(value, abs=1e-9), (scorer, key)
@@ -318,12 +318,12 @@ def test_several_checkpoints_give_mean_and_std_over_checkpoints(tmp_path):
     for seed in range(3):
         paths.append(save_checkpoint(tiny_model(seed), tmp_path / f"run{seed}",
                                      extra={"train_data": {"kind": "clotho", "split": "development"}}))
-    knobs = {"top_k": 4, "num_inference_steps": 2}
-    result = evaluate_model(paths, feats, knobs, seeds=[0, 1], data_info={"kind": "clotho", "split": "evaluation"})
+    settings = knobs(top_k=4, num_inference_steps=2)
+    result = evaluate_model(paths, feats, settings, seeds=[0, 1], data_info={"kind": "clotho", "split": "evaluation"})
     assert result["std_over"] == "checkpoints" and result["num_runs"] == 6
     assert result["checkpoint"] == [str(p) for p in paths]
     key = "audio_to_text/R@5"
-    singles = [evaluate_model(p, feats, knobs, seeds=[0, 1])["scorers"]["dis"][key] for p in paths]
+    singles = [evaluate_model(p, feats, settings, seeds=[0, 1])["scorers"]["dis"][key] for p in paths]
     assert result["scorers"]["dis"][key] == pytest.approx(statistics.mean(singles))
     assert result["std"]["dis"][key] == pytest.approx(statistics.stdev(singles))
     assert result["out_of_domain"] is False  # Clotho development -> Clotho evaluation
@@ -337,14 +337,14 @@ def test_out_of_domain_flag_from_the_checkpoint_training_data(tmp_path):
     feats = random_features()
     ckpt = save_checkpoint(tiny_model(), tmp_path / "clotho_model",
                            extra={"train_data": {"source": "/data/clotho", "kind": "clotho", "split": "development"}})
-    ood = evaluate_model(ckpt, feats, {"top_k": 3}, data_info={"source": "/data/audiocaps", "kind": "audiocaps", "split": "test"})
+    ood = evaluate_model(ckpt, feats, knobs(**{"top_k": 3}), data_info={"source": "/data/audiocaps", "kind": "audiocaps", "split": "test"})
     assert ood["out_of_domain"] is True
     assert ood["train_data"]["kind"] == "clotho" and ood["data"]["kind"] == "audiocaps"
     assert ood["checkpoints"][0]["out_of_domain"] is True
     assert "out of domain: trained on clotho, evaluated on audiocaps" in format_results(ood)
-    same = evaluate_model(ckpt, feats, {"top_k": 3}, data_info={"kind": "clotho", "split": "evaluation"})
+    same = evaluate_model(ckpt, feats, knobs(**{"top_k": 3}), data_info={"kind": "clotho", "split": "evaluation"})
     assert same["out_of_domain"] is False
-    unknown = evaluate_model(tiny_model(), feats, {"top_k": 3}, data_info={"kind": "audiocaps"})
+    unknown = evaluate_model(tiny_model(), feats, knobs(**{"top_k": 3}), data_info={"kind": "audiocaps"})
     assert unknown["out_of_domain"] is None and unknown["train_data"] is None
 
 
@@ -357,9 +357,9 @@ def test_a_copied_manifest_is_in_domain(tmp_path):
                                            "source_sha256": with_source_sha256(
                                                {"source": str(tmp_path / "a" / "manifest.csv")})["source_sha256"]}})
     copy = {"kind": "manifest", "source": str(tmp_path / "b" / "manifest.csv"), "split": "test"}
-    assert evaluate_model(ckpt, random_features(), {"top_k": 3}, data_info=copy)["out_of_domain"] is False
+    assert evaluate_model(ckpt, random_features(), knobs(**{"top_k": 3}), data_info=copy)["out_of_domain"] is False
     (tmp_path / "b" / "manifest.csv").write_text("path,caption,split\ny.wav,a cat,test\n")  # other data
-    assert evaluate_model(ckpt, random_features(), {"top_k": 3}, data_info=copy)["out_of_domain"] is True
+    assert evaluate_model(ckpt, random_features(), knobs(**{"top_k": 3}), data_info=copy)["out_of_domain"] is True
 
 
 def test_a_split_declared_out_of_domain_is_out_of_domain_within_one_manifest(tmp_path):
@@ -367,7 +367,7 @@ def test_a_split_declared_out_of_domain_is_out_of_domain_within_one_manifest(tmp
     manifest.write_text("path,caption,split\nx.wav,a dog,train\ny.wav,a cat,ood\n")
     source = {"kind": "manifest", "source": str(manifest)}
     ckpt = save_checkpoint(tiny_model(), tmp_path / "model", extra={"data": {**source, "split": "train"}})
-    verdict = {split: evaluate_model(ckpt, random_features(), {"top_k": 3}, data_info={**source, "split": split})
+    verdict = {split: evaluate_model(ckpt, random_features(), knobs(**{"top_k": 3}), data_info={**source, "split": split})
                ["out_of_domain"] for split in ("test", "ood")}
     assert verdict == {"test": False, "ood": True}
 
@@ -401,20 +401,20 @@ def test_dataset_identity():
 def test_sweep_table_shape_and_consistency():
     model = tiny_model()
     feats = random_features()
-    rows = sweep(model, feats, steps=(1, 5, 10), top_ks=(2, 4), knobs={"alpha": 1.0})
+    rows = sweep(model, feats, knobs(model, alpha=1.0), steps=(1, 5, 10), top_ks=(2, 4))
     assert [(r["num_inference_steps"], r["top_k"]) for r in rows] == [(s, k) for s in (1, 5, 10) for k in (2, 4)]
     keys = {f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)}
     for row in rows:
         assert keys <= set(row) and set(row["std"]) == keys
     # A sweep point equals the full evaluation at the same knobs.
-    full = evaluate_model(model, feats, {"num_inference_steps": 5, "top_k": 4, "alpha": 1.0}, scorers=("gen+dis",))
+    full = evaluate_model(model, feats, knobs(**{"num_inference_steps": 5, "top_k": 4, "alpha": 1.0}), scorers=("gen+dis",))
     point = rows[3]
     for key in keys:
         assert point[key] == pytest.approx(full["scorers"]["gen+dis"][key])
     text = format_sweep(rows)
     assert len(text.splitlines()) == 3 + len(rows)
-    with pytest.raises(EvaluationError, match="1..50"):
-        sweep(model, feats, steps=(1, 100), top_ks=(2,))
+    with pytest.raises(ConfigError, match=r"\(num_inference_steps\) must be between 1 and 50"):
+        sweep(model, feats, model.config.retrieval, steps=(1, 100), top_ks=(2,))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -510,9 +510,20 @@ def test_cli_reads_saved_features_and_reports_user_errors(cli_setup, capsys, tmp
 
     for args, message in [
         (["--checkpoint", tmp_path / "nope", "--data", s["clotho"]], "does not exist"),
-        (["--checkpoint", s["ckpts"][0], "--data", s["clotho"], "--steps", "99"], "1..50"),
+        (["--checkpoint", s["ckpts"][0], "--data", s["clotho"], "--steps", "99"], "--steps: Diffusion steps (num_inference_steps) must be between 1 and 50"),
         (["--checkpoint", s["ckpts"][0], "--data", s["clotho"], "--split", "bogus"], "bogus"),
         (["--checkpoint", s["ckpts"][0], "--data", s["clotho"], "--device", "tpu"], "--device"),
     ]:
         code, stdout, err = run_cli([*args, "--cache-dir", s["cache"], "--quiet"], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_cli_refuses_to_average_checkpoints_with_other_settings():
+    from diffatr.cli import UsageError, _evaluation_settings
+
+    a = load_model_config("tiny")
+    b = dataclasses.replace(a, retrieval=dataclasses.replace(a.retrieval, alpha=2.0, seed=5))
+    with pytest.raises(UsageError, match="different default settings"):
+        _evaluation_settings([a, b], {})
+    settings = _evaluation_settings([a, b], {"alpha": 0.5})  # the flags make them agree; seeds may differ
+    assert settings == a.with_retrieval(alpha=0.5)

@@ -39,14 +39,14 @@ def upload_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(upload_root: Path) -> DemoApp:
-    app = DemoApp.load(index_dir=EXAMPLES / "index", warm_up=False, quotas=QUOTAS, upload_root=upload_root)
+    app = DemoApp.load(index_dir=EXAMPLES / "index", quotas=QUOTAS, upload_root=upload_root).start(warm_up=False)
     yield app
     app.uploads.close()
 
 
 @pytest.fixture
 def fast(app: DemoApp):
-    return app.parse_settings(k=3, num_inference_steps=5, top_k=8)
+    return app.parse_settings(num_results=3, num_inference_steps=5, top_k=8)
 
 
 def disk_bytes(folder: Path) -> int:
@@ -80,7 +80,7 @@ def test_repeated_bombs_junk_and_floods_keep_the_disk_under_the_quotas(app: Demo
                                                                        tmp_path: Path) -> None:
     session = DemoSession()
     good = write_tone(tmp_path / "good.wav", freq=1200, seconds=1.0)  # 32 KB, indexed first
-    first = app.index_uploads([str(good)], session)
+    first = app.user_sounds.index_uploads([str(good)], session)
     assert first["clips"] == ["yours/good"]
     peak = 0
     reports = []
@@ -93,7 +93,7 @@ def test_repeated_bombs_junk_and_floods_keep_the_disk_under_the_quotas(app: Demo
                          {f"noise{round_}_{i}.wav": noise_wav(10.0, seed=10 * round_ + i) for i in range(4)})
         for upload in (bomb, junk, flood, noise):
             try:
-                reports.append(app.index_uploads([upload], session))
+                reports.append(app.user_sounds.index_uploads([upload], session))
             except DemoError as err:  # the session's quota is used up: refused before any write
                 assert "quota" in str(err)
             peak = max(peak, disk_bytes(upload_root))
@@ -112,12 +112,12 @@ def test_repeated_bombs_junk_and_floods_keep_the_disk_under_the_quotas(app: Demo
     assert peak <= QUOTAS.session_bytes
     # nothing indexed before the quota was lost, and the next searches work
     assert "yours/good" in session.user_index.clip_ids and Path(session.user_index.paths[0]).is_file()
-    hits = app.search_text("a high beep", app.parse_settings(k=10, top_k=64, num_inference_steps=5), session)
+    hits = app.searcher.search_text("a high beep", app.parse_settings(num_results=10, top_k=64, num_inference_steps=5), session)
     assert any(h["yours"] for h in hits["results"])
-    assert app.search_text("a dog barking", fast, DemoSession())["results"]
+    assert app.searcher.search_text("a dog barking", fast, DemoSession())["results"]
     for report in [*reports, hits]:
         assert_no_server_path(report, upload_root, tmp_path)
-    app.forget(session)
+    app.sessions.forget(session)
     assert disk_bytes(upload_root) == 0 and app.uploads.disk_bytes() == 0
 
 
@@ -129,7 +129,7 @@ def test_many_sessions_cannot_pass_the_demo_quota(app: DemoApp, fast, upload_roo
             path = tmp_path / f"s{n}_{i}.wav"
             path.write_bytes(noise_wav(10.0, seed=100 * n + i))
             files.append(str(path))
-        report = app.index_uploads(files, session)
+        report = app.user_sounds.index_uploads(files, session)
         assert disk_bytes(upload_root) <= QUOTAS.total_bytes
         assert_no_server_path(report, upload_root, tmp_path)
     last = report["notices"][-2]["text"] if len(report["notices"]) > 1 else report["notices"][-1]["text"]
@@ -138,12 +138,12 @@ def test_many_sessions_cannot_pass_the_demo_quota(app: DemoApp, fast, upload_roo
     for session in sessions:
         if session.user_index is not None:
             assert all(Path(p).is_file() for p in session.user_index.paths)
-        app.forget(session)
+        app.sessions.forget(session)
     assert disk_bytes(upload_root) == 0
     small = write_tone(tmp_path / "after.wav", freq=500)
     fresh = DemoSession()
-    assert app.index_uploads([str(small)], fresh)["indexed"] == 1  # the quota is free again
-    app.forget(fresh)
+    assert app.user_sounds.index_uploads([str(small)], fresh)["indexed"] == 1  # the quota is free again
+    app.sessions.forget(fresh)
 
 
 def test_a_huge_caption_file_is_not_read_into_memory(app: DemoApp, tmp_path: Path) -> None:
@@ -155,14 +155,14 @@ def test_a_huge_caption_file_is_not_read_into_memory(app: DemoApp, tmp_path: Pat
     session = DemoSession()
     tracemalloc.start()
     try:
-        report = app.index_uploads([archive, str(plain)], session)
+        report = app.user_sounds.index_uploads([archive, str(plain)], session)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000, f"{peak / 1e6:.1f} MB allocated reading an 8 MB caption file"
     reasons = [s["reason"] for s in report["skipped"]]
     assert len(reasons) == 2 and all("larger than 4 KB" in r for r in reasons)
-    app.forget(session)
+    app.sessions.forget(session)
 
 
 def test_sessions_expire_and_their_files_go(app: DemoApp, fast, upload_root: Path, tmp_path: Path,
@@ -170,17 +170,17 @@ def test_sessions_expire_and_their_files_go(app: DemoApp, fast, upload_root: Pat
     now = [1000.0]
     monkeypatch.setattr(app.uploads, "_clock", lambda: now[0])
     idle, busy = DemoSession(), DemoSession()
-    app.index_uploads([str(write_tone(tmp_path / "a.wav", freq=700))], idle)
-    app.index_uploads([str(write_tone(tmp_path / "b.wav", freq=900))], busy)
+    app.user_sounds.index_uploads([str(write_tone(tmp_path / "a.wav", freq=700))], idle)
+    app.user_sounds.index_uploads([str(write_tone(tmp_path / "b.wav", freq=900))], busy)
     idle_dir = Path(idle.upload_dir)
     now[0] += QUOTAS.session_ttl_s / 2
-    app.search_text("a tone", fast, busy)  # busy is used, idle is not
+    app.searcher.search_text("a tone", fast, busy)  # busy is used, idle is not
     now[0] += QUOTAS.session_ttl_s / 2 + 1
-    app.search_text("a tone", fast, busy)  # a request sweeps the idle sessions
+    app.searcher.search_text("a tone", fast, busy)  # a request sweeps the idle sessions
     assert not idle_dir.exists() and busy.user_index is not None and Path(busy.upload_dir).is_dir()
-    response = app.search_text("a tone", fast, idle)  # the idle user is told, and searches the corpus
+    response = app.searcher.search_text("a tone", fast, idle)  # the idle user is told, and searches the corpus
     assert idle.user_index is None and "forgotten" in response["notices"][0]["text"]
-    app.forget(busy)
+    app.sessions.forget(busy)
     assert disk_bytes(upload_root) == 0
 
 
@@ -193,6 +193,8 @@ def test_leftovers_of_earlier_runs_are_removed(tmp_path: Path) -> None:
     alive.mkdir()
     (root / "old.part").write_bytes(b"x")
     store = UploadStore(QUOTAS, root)
+    assert (root / "run-999999999-deadbeef").exists() and not store.run_dir.exists()  # making one touches nothing
+    assert store.start() is store and store.removed_at_start  # the start step sweeps
     assert not (root / "run-999999999-deadbeef").exists() and not (root / "old.part").exists()
     assert alive.is_dir() and store.run_dir.is_dir()
     store.write("s", io.BytesIO(b"abc"), "a.wav")

@@ -185,17 +185,17 @@ def test_evaluate_scores_one_clip_per_sound(tmp_path, capsys):
     fs.save(tmp_path / "feats")
     out = tmp_path / "r.json"
     code = cli.main(["evaluate", "--checkpoint", str(run.best), "--data", str(tmp_path / "feats"), "--split", "train",
-                     "--per-sound", "--scorers", "dis", "--out", str(out), "--quiet"])
+                     "--per-sound", "--scorers", "dis", "--allow-seen", "--out", str(out), "--quiet"])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["data"]["gallery"]["one_clip_per_sound"] is True
     assert (result["num_clips"], result["num_captions"]) == (3, 6)  # dog_01, rain_a, bell and their captions
     assert capsys.readouterr().out.startswith("3 clips, 6 captions")
     code = cli.main(["evaluate", "--checkpoint", str(run.best), "--data", str(tmp_path / "feats"), "--per-sound", "2",
-                     "--scorers", "dis", "--out", str(out), "--quiet"])
+                     "--scorers", "dis", "--allow-seen", "--out", str(out), "--quiet"])
     assert code == 0 and json.loads(out.read_text())["num_clips"] == 2
     assert cli.main(["evaluate", "--checkpoint", str(run.best), "--data", str(tmp_path / "feats"), "--per-sound", "-1",
-                     "--scorers", "dis", "--quiet"]) == 2
+                     "--scorers", "dis", "--allow-seen", "--quiet"]) == 2
 
 
 def test_links_merge_groups_transitively_through_one_group():

@@ -98,6 +98,7 @@ def test_both_phases_through_the_cli(data, tmp_path, monkeypatch, capsys):
     common = ["--data", str(data["manifest"]), "--config", "tiny", "--cache-dir", str(data["cache"]),
               "--device", "cpu", "--quiet", "--strict", "--batch-size", "8", "--log-every", "2"]
     p1, p2 = tmp_path / "p1", tmp_path / "p2"
+    monkeypatch.chdir(tmp_path)  # where the runs start: paths inside it are recorded relative to it
     assert cli.main(["train", "--phase", "contrastive", "--out", str(p1), "--epochs", "2",
                      "--learn-temperature", *common]) == 0
     assert cli.main(["train", "--phase", "diffusion", "--init", str(p1 / "best"), "--out", str(p2), "--epochs", "2",
@@ -133,7 +134,12 @@ def test_both_phases_through_the_cli(data, tmp_path, monkeypatch, capsys):
     assert config2.retrieval.num_inference_steps == 5
     assert from_dict(TrainConfig, extra2["train"]) == TrainConfig.for_phase(
         "diffusion", epochs=2, batch_size=8, log_every=2, device="cpu")
-    assert extra2["init"]["path"] == str((p1 / "best").resolve())
+    # No machine's absolute path in a checkpoint: the init relative to where the run started,
+    # the data (outside it) by name, and by content hash wherever it lies.
+    assert extra2["init"]["path"] == "p1/best"
+    assert extra2["data"]["source"] == data["manifest"].name and extra2["data"]["source_sha256"]
+    for run in (p1, p2):
+        assert str(tmp_path) not in (run / "best" / "config.json").read_text()
     val2 = [r for r in _log(p2 / "log.jsonl") if r["type"] == "val"]
     assert {"cosine_metrics", "knobs"} <= set(val2[0]) and val2[0]["knobs"]["top_k"] == 4
     assert {"loss_text_to_audio", "loss_audio_to_text"} <= set(_log(p2 / "log.jsonl")[1])
@@ -141,6 +147,54 @@ def test_both_phases_through_the_cli(data, tmp_path, monkeypatch, capsys):
     w1, w2 = _weights(p1 / "best"), _weights(p2 / "last")
     assert all(torch.equal(w1[k], w2[k]) for k in w1 if not k.startswith("denoisers."))
     assert any(not torch.equal(w1[k], w2[k]) for k in w1 if k.startswith("denoisers."))
+
+
+def test_a_final_model_trains_on_every_split_without_validation_and_records_what_it_saw(data, tmp_path, capsys):
+    """--train-split train,val --val-split none: a fixed-length run whose best/ is its last/, and
+    whose checkpoints list every clip they were fit on; evaluate refuses those clips."""
+    common = ["--data", str(data["manifest"]), "--config", "tiny", "--cache-dir", str(data["cache"]),
+              "--device", "cpu", "--quiet", "--batch-size", "8", "--train-split", "train,val", "--val-split", "none"]
+    p1, p2 = tmp_path / "p1", tmp_path / "p2"
+    assert cli.main(["train", "--phase", "contrastive", "--out", str(p1), "--epochs", "2", *common]) == 0
+    assert cli.main(["train", "--phase", "diffusion", "--init", str(p1 / "best"), "--out", str(p2), "--epochs", "1",
+                     *common]) == 0
+    truth = datagen.read_truth(data["manifest"].parent)
+    for run, steps in ((p1, 2 * (12 * 5 // 8)), (p2, None)):
+        assert _weights(run / "best").keys() == _weights(run / "last").keys()
+        assert all(torch.equal(a, b) for a, b in zip(_weights(run / "best").values(), _weights(run / "last").values()))
+        _, extra = read_checkpoint(run / "best")
+        assert extra["seen_clips"] == sorted([*truth["train"], *truth["val"]])
+        assert extra["data"]["split"] == "train+val" and extra["data"]["val"] is None and extra["select_value"] is None
+        if steps is not None:
+            assert extra["step"] == steps
+    assert not [r for r in _log(p1 / "log.jsonl") if r["type"] == "val" and r["metrics"]]
+
+    capsys.readouterr()
+    code = cli.main(["evaluate", "--checkpoint", str(p2 / "best"), "--data", str(data["manifest"]), "--split", "val",
+                     "--cache-dir", str(data["cache"]), "--quiet", "--scorers", "dis"])
+    err = capsys.readouterr().err
+    assert code == 2 and "was trained on 4 of these 4 clips" in err and "--allow-seen" in err
+    out_json = tmp_path / "seen.json"
+    assert cli.main(["evaluate", "--checkpoint", str(p2 / "best"), "--data", str(data["manifest"]), "--split", "val",
+                     "--cache-dir", str(data["cache"]), "--quiet", "--scorers", "dis", "--allow-seen",
+                     "--out", str(out_json)]) == 0
+    assert "SEEN DATA" in capsys.readouterr().out
+    result = json.loads(out_json.read_text())
+    assert result["seen_data"] is True and result["checkpoints"][0]["seen_clips"] == {"seen": 4, "of": 4}
+    # --select-metric means nothing without a validation split
+    assert cli.main(["train", "--phase", "contrastive", "--out", str(tmp_path / "p3"), "--select-metric",
+                     "mean/R@5", *common]) == 2
+    assert "needs a validation split" in capsys.readouterr().err
+
+
+def test_joined_splits_refuse_a_clip_twice(data):
+    from diffatr.data.datasets import DatasetError, join_splits
+
+    train, val = load_split(data["manifest"], "train"), load_split(data["manifest"], "val")
+    joined = join_splits([train, val])
+    assert joined.split == "train+val" and joined.num_clips == train.num_clips + val.num_clips
+    with pytest.raises(DatasetError, match="is in both train and train"):
+        join_splits([train, train])
 
 
 @pytest.mark.parametrize("layout", ["clotho", "audiocaps"])
@@ -448,14 +502,14 @@ def test_learnable_temperature_stays_capped(data, tmp_path, monkeypatch):
     # under the cap (1/0.0102 = 98) with a large lr, the updates overshoot it.
     import diffatr.train.contrastive as train_module
 
-    original = train_module._init_model
+    original = train_module.init_model
 
     def twin_heads(config, seed):
         model = original(config, seed)
         model.text_head.load_state_dict(model.audio_head.state_dict())
         return model
 
-    monkeypatch.setattr(train_module, "_init_model", twin_heads)
+    monkeypatch.setattr(train_module, "init_model", twin_heads)
     base = data["config"]
     model_config = dataclasses.replace(base, learn_temperature=True, init_temperature=0.0102,
                                        text=dataclasses.replace(base.text, embed_dim=base.audio.embed_dim))

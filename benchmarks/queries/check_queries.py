@@ -13,8 +13,10 @@ reworded.jsonl
     'e' under the same condition, so race/racing or smile/smiled also collide)
 
 everyday.jsonl
-  * exactly 20 lines, each with a non-empty query and a non-empty `correct` list
-  * every clip in `correct` exists and has demo == 1; no duplicates
+  * exactly 20 lines, each with a non-empty query and a non-empty `classes` list (the sound
+    classes a user would accept), optionally `caption_words` (an accepted clip's captions must
+    hold one of these words: "woman screaming" accepts a `scream` clip of a woman, not of a man)
+  * every class exists in the manifest and at least one clip is accepted; no duplicates
 
 Prints every violation and exits 1 if there are any.
 """
@@ -141,6 +143,20 @@ def check_reworded(man, errors):
     return rows, per_split, per_class
 
 
+def accepted(query, man):
+    """The clip ids an everyday query accepts: of one of its classes, and (with
+    `caption_words`) with one of those words in a caption."""
+    words = [w.lower() for w in query.get("caption_words", [])]
+    out = []
+    for cid, row in man.items():
+        if row["sound_class"] not in query["classes"]:
+            continue
+        text = " ".join(row[c] for c in ("caption_1", "caption_2", "caption_3")).lower()
+        if not words or any(w in text for w in words):
+            out.append(cid)
+    return out
+
+
 def check_everyday(man, errors):
     rows = load_jsonl(EVERYDAY, errors)
     if len(rows) != 20:
@@ -152,18 +168,14 @@ def check_everyday(man, errors):
             errors.append(f"{where}: missing/empty query")
             continue
         queries[q["query"].strip().lower()] += 1
-        corr = q.get("correct")
-        if not isinstance(corr, list) or not corr:
-            errors.append(f"{where}: `correct` must be a non-empty list")
+        classes, words = q.get("classes"), q.get("caption_words", [])
+        if not isinstance(classes, list) or not classes or len(set(classes)) != len(classes):
+            errors.append(f"{where}: `classes` must be a non-empty list without repeats")
             continue
-        if len(set(corr)) != len(corr):
-            errors.append(f"{where}: duplicate ids in `correct`")
-        for cid in corr:
-            row = man.get(cid)
-            if row is None:
-                errors.append(f"{where}: unknown clip_id {cid!r}")
-            elif row["demo"] != "1":
-                errors.append(f"{where}: clip {cid} is not in the demo index (demo={row['demo']})")
+        known = {row["sound_class"] for row in man.values()}
+        errors += [f"{where}: unknown sound_class {c!r}" for c in classes if c not in known]
+        if not accepted(q, man):
+            errors.append(f"{where}: no clip of the corpus is accepted")
     for qq, c in queries.items():
         if c > 1:
             errors.append(f"everyday.jsonl: query {qq!r} appears {c} times")
@@ -181,7 +193,7 @@ def main():
           f"{len(per_class)} distinct sound classes")
     print(f"everyday.jsonl: {len(ev)} queries")
     for _, q in ev:
-        print(f"  {q.get('query')!r}: {len(q.get('correct') or [])} correct")
+        print(f"  {q.get('query')!r}: {len(accepted(q, man)) if q.get('classes') else 0} clips accepted")
     if errors:
         print(f"FAILED: {len(errors)} violation(s)")
         return 1

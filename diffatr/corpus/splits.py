@@ -8,6 +8,11 @@ transfer in miniature). The other units are dealt to ``test`` and ``val`` per ca
 a seeded order (units of at most a few clips first), until each holds its share of the
 category's units; the rest train.
 
+A corpus that grows keeps its earlier splits: clips of an earlier release are *pinned* to
+their split (so the old test numbers stay comparable), and only the new units are dealt, by
+the fractions given for the new units (``test_new`` by default: a second test set of sounds
+new to this release).
+
 Evaluation splits keep one clip per unit, so a caption never has several identical
 answers (variants of one sound share their captions). Pure Python; no audio, no files.
 """
@@ -18,12 +23,15 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from diffatr.errors import DiffatrError
 
-SPLITS = ("train", "val", "test", "ood")
-EVAL_SPLITS = ("val", "test", "ood")
+SPLITS = ("train", "val", "test", "test_new", "ood")
+EVAL_SPLITS = ("val", "test", "test_new", "ood")
 DEFAULT_FRACTIONS = {"test": 0.20, "val": 0.10}
+# The deal of units new to a release whose earlier clips are pinned.
+NEW_UNIT_FRACTIONS = {"test_new": 0.15, "val": 0.08}
 
 
 class SplitError(DiffatrError):
@@ -57,6 +65,24 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+PINNED_SPLITS_PATH = Path(__file__).with_name("pinned_splits.tsv")
+
+
+def read_pinned_splits(path: str | Path = PINNED_SPLITS_PATH) -> dict[str, str]:
+    """clip id -> split of an earlier release (``pinned_splits.tsv``: ``clip_id``, ``split``)."""
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")]
+    if not lines or lines[0].split("\t") != ["clip_id", "split"]:
+        raise SplitError(f"{path}: expected a tab-separated header 'clip_id<TAB>split'")
+    pinned = {}
+    for number, line in enumerate(lines[1:], 2):
+        cells = line.split("\t")
+        if len(cells) != 2 or cells[1] not in SPLITS:
+            raise SplitError(f"{path}: line {number} must be a clip id and one of {', '.join(SPLITS)}")
+        pinned[cells[0]] = cells[1]
+    return pinned
+
+
 def split_units(items: Iterable[SplitItem], links: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
     """clip id -> unit id: the clip's group, merged across ``links`` (clip id pairs)."""
     items = list(items)
@@ -76,23 +102,34 @@ def _order(unit: str, seed: int) -> str:
 
 def assign_splits(items: Iterable[SplitItem], ood_sources: Iterable[str], links: Iterable[tuple[str, str]] = (),
                   fractions: dict[str, float] | None = None, seed: int = 0,
-                  max_eval_unit_clips: int = 4) -> dict[str, str]:
+                  max_eval_unit_clips: int = 4, pinned: dict[str, str] | None = None) -> dict[str, str]:
     """clip id -> split name.
 
     Args:
         items: every clip.
         ood_sources: source keys held out as the ``ood`` split.
         links: clip id pairs that must share a split (near-duplicates).
-        fractions: share of each category's units for ``test`` and ``val``.
+        fractions: share of each category's (new) units per evaluation split, dealt in the
+            dict's order; the rest train. Default ``DEFAULT_FRACTIONS``, or
+            ``NEW_UNIT_FRACTIONS`` when ``pinned`` is given.
         seed: changes the deal, deterministically.
         max_eval_unit_clips: units with more clips than this go to evaluation splits only
             when a category has too few smaller units.
+        pinned: clip id -> split of an earlier release. A unit holding a pinned clip keeps
+            that split; only units with no pinned clip are dealt.
 
     Raises:
-        SplitError: a unit holds clips of a held-out source and of an in-domain one.
+        SplitError: a unit holds clips of a held-out source and of an in-domain one, or
+            pinned clips of two different splits.
     """
     items = list(items)
-    fractions = dict(DEFAULT_FRACTIONS if fractions is None else fractions)
+    pinned = dict(pinned or {})
+    if fractions is None:
+        fractions = NEW_UNIT_FRACTIONS if pinned else DEFAULT_FRACTIONS
+    fractions = dict(fractions)
+    unknown = sorted(set(fractions) - set(EVAL_SPLITS)) + sorted(set(pinned.values()) - set(SPLITS))
+    if unknown:
+        raise SplitError(f"unknown split name(s) {', '.join(unknown)}; splits are {', '.join(SPLITS)}")
     ood_sources = set(ood_sources)
     unit_of = split_units(items, links)
     members: dict[str, list[SplitItem]] = defaultdict(list)
@@ -106,7 +143,14 @@ def assign_splits(items: Iterable[SplitItem], ood_sources: Iterable[str], links:
         if held_out == {True, False}:
             names = ", ".join(sorted(c.clip_id for c in clips))
             raise SplitError(f"unit {unit!r} mixes held-out and in-domain sources ({names}); drop one side")
-        if held_out == {True}:
+        kept = {pinned[clip.clip_id] for clip in clips if clip.clip_id in pinned}
+        if len(kept) > 1:
+            names = ", ".join(sorted(f"{c.clip_id} ({pinned[c.clip_id]})" for c in clips if c.clip_id in pinned))
+            raise SplitError(f"unit {unit!r} joins clips pinned to different splits ({names}); "
+                             f"drop the clip that links them")
+        if kept:
+            unit_split[unit] = kept.pop()
+        elif held_out == {True}:
             unit_split[unit] = "ood"
         else:
             by_category[clips[0].category].append(unit)
@@ -119,7 +163,7 @@ def assign_splits(items: Iterable[SplitItem], ood_sources: Iterable[str], links:
                        key=lambda u: (len(members[u]) > max_eval_unit_clips, _order(u, seed)))
         total = len(units)
         cursor = 0
-        for split in ("test", "val"):
+        for split in fractions:
             # Round half up, but never empty the training side of a category.
             quota = int(fractions.get(split, 0.0) * total + 0.5)
             quota = min(quota, max(0, total - cursor - 1))

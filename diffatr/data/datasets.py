@@ -212,6 +212,28 @@ def _require_split(kind: str, split: str | None) -> str:
     return split
 
 
+def join_splits(parts: list[SplitData]) -> SplitData:
+    """Several splits of one source as one (a final model trained on every clip): records in
+    the given order, split names joined by ``+``.
+
+    Raises:
+        DatasetError: no split given, or a clip id in two of them.
+    """
+    if not parts:
+        raise DatasetError("no split to join")
+    if len(parts) == 1:
+        return parts[0]
+    seen: dict[str, str | None] = {}
+    for part in parts:
+        for record in part.records:
+            if record.clip_id in seen:
+                raise DatasetError(f"clip {record.clip_id!r} is in both {seen[record.clip_id]} and {part.split}")
+            seen[record.clip_id] = part.split
+    return SplitData(records=[r for part in parts for r in part.records],
+                     skipped=[s for part in parts for s in part.skipped], kind=parts[0].kind,
+                     split="+".join(str(part.split) for part in parts), source=parts[0].source)
+
+
 def load_split(
     source: str | Path,
     split: str | None = None,
@@ -254,34 +276,7 @@ def load_split(
     if kind == "auto":
         kind = detect_kind(source)
 
-    resolved_split: str | None
-    if kind == "clotho":
-        records = read_clotho(source, _require_split(kind, split), audio_dir)
-        resolved_split = canonical_split(split)
-    elif kind == "audiocaps":
-        records = read_audiocaps(source, _require_split(kind, split), audio_dir)
-        resolved_split = canonical_split(split)
-    elif kind == "aac-clotho":
-        records = read_aac_clotho(source, _require_split(kind, split), audio_dir)
-        resolved_split = canonical_split(split)
-    elif kind == "aac-audiocaps":
-        records = read_aac_audiocaps(source, _require_split(kind, split), audio_dir)
-        resolved_split = canonical_split(split)
-    elif kind == "manifest":
-        if source.is_dir():
-            raise DatasetError(f"{source} is a folder; kind='manifest' needs a .csv or .jsonl file")
-        records, resolved_split = _read_manifest_split(source, split, audio_dir)
-    else:  # folder
-        if audio_dir is not None:
-            raise DatasetError("audio_dir does not apply to a folder of audio; pass that folder as the source")
-        records = scan_audio_folder(source) if source.is_dir() else [ClipRecord(source.stem, str(source))]
-        resolved_split = None
-        if not records:
-            raise DatasetError(
-                f"no audio files under {source}, and it is not a Clotho, AudioCaps or aac-datasets "
-                f"folder (expected clotho_captions_<split>.csv, <split>.csv with AudioCaps columns, "
-                f"CLOTHO_v2.1/ or AUDIOCAPS/)"
-            )
+    records, resolved_split = _read_records(kind, source, split, audio_dir)
     if not records:
         raise DatasetError(f"{source}: split {split!r} lists no clips")
     _check_unique_ids(records, source, resolved_split)
@@ -292,6 +287,44 @@ def load_split(
             for r in records
         ]
 
+    usable, skipped = _usable_audio(records, strict=strict, check_audio=check_audio)
+    if not usable:
+        path, reason = skipped[0]
+        raise DatasetError(
+            f"{source}: none of the {len(skipped)} clips of split {resolved_split or split!r} has usable "
+            f"audio (first: {path}: {reason}); point audio_dir (--audio-dir) at the folder with the audio"
+        )
+    return SplitData(records=usable, skipped=skipped, kind=kind, split=resolved_split, source=str(source))
+
+
+_DATASET_READERS = {"clotho": read_clotho, "audiocaps": read_audiocaps, "aac-clotho": read_aac_clotho,
+                    "aac-audiocaps": read_aac_audiocaps}
+
+
+def _read_records(kind: str, source: Path, split: str | None,
+                  audio_dir: Path | None) -> tuple[list[ClipRecord], str | None]:
+    """The records of one split of a source of a known ``kind``, and the split's canonical name."""
+    if kind in _DATASET_READERS:
+        return _DATASET_READERS[kind](source, _require_split(kind, split), audio_dir), canonical_split(split)
+    if kind == "manifest":
+        if source.is_dir():
+            raise DatasetError(f"{source} is a folder; kind='manifest' needs a .csv or .jsonl file")
+        return _read_manifest_split(source, split, audio_dir)
+    if audio_dir is not None:  # a folder of audio
+        raise DatasetError("audio_dir does not apply to a folder of audio; pass that folder as the source")
+    records = scan_audio_folder(source) if source.is_dir() else [ClipRecord(source.stem, str(source))]
+    if not records:
+        raise DatasetError(
+            f"no audio files under {source}, and it is not a Clotho, AudioCaps or aac-datasets "
+            f"folder (expected clotho_captions_<split>.csv, <split>.csv with AudioCaps columns, "
+            f"CLOTHO_v2.1/ or AUDIOCAPS/)"
+        )
+    return records, None
+
+
+def _usable_audio(records: list[ClipRecord], *, strict: bool,
+                  check_audio: bool) -> tuple[list[ClipRecord], list[tuple[str, str]]]:
+    """(the records whose audio file is usable, the others as (path, reason))."""
     usable: list[ClipRecord] = []
     skipped: list[tuple[str, str]] = []
     for record in records:
@@ -308,13 +341,7 @@ def load_split(
                 f"that holds the audio, or run without strict to skip and count such clips"
             )
         skipped.append((record.path, reason))
-    if not usable:
-        path, reason = skipped[0]
-        raise DatasetError(
-            f"{source}: none of the {len(skipped)} clips of split {resolved_split or split!r} has usable "
-            f"audio (first: {path}: {reason}); point audio_dir (--audio-dir) at the folder with the audio"
-        )
-    return SplitData(records=usable, skipped=skipped, kind=kind, split=resolved_split, source=str(source))
+    return usable, skipped
 
 
 def _check_unique_ids(records: list[ClipRecord], source: Path, split: str | None) -> None:

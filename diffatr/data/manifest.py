@@ -154,9 +154,8 @@ def read_manifest(path: str | Path) -> list[ClipRecord]:
     except (OSError, UnicodeDecodeError) as err:
         raise ManifestError(f"cannot read manifest {path}: {err}") from err
     if path.suffix.lower() in (".jsonl", ".json"):
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
+        numbered = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+        for number, line in numbered:  # blank lines skipped, the others numbered as in the file
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:

@@ -13,10 +13,9 @@ from typing import Any
 
 from diffatr.demo.session import DemoSession
 from diffatr.retrieval.index import RetrievalIndex
-from diffatr.runtime import default_index_dir
+from diffatr.runtime import default_index_dir, env_setting
 
-# The corpus the demo searches. The ~200-clip demo corpus will replace the ten examples here.
-DEMO_INDEX_ENV = "DIFFATR_DEMO_INDEX"
+APP_INDEX_ENV = "DIFFATR_APP_INDEX"  # the corpus the demo searches (default: the shipped demo corpus)
 
 # The first examples the app offers on the shipped demo corpus: queries and clips the shipped
 # checkpoint gets right at top 1 (benchmarks/user_queries.py; tests/test_default_model.py fails
@@ -35,8 +34,8 @@ USER_PREFIX = "yours/"  # the clip ids (and shown file names) of a session's upl
 
 
 def demo_index_dir() -> Path:
-    """The corpus index the demo searches: ``$DIFFATR_DEMO_INDEX`` or the shipped demo corpus."""
-    env = os.environ.get(DEMO_INDEX_ENV)
+    """The corpus index the demo searches: ``$DIFFATR_APP_INDEX``, else ``default_index_dir()``."""
+    env = env_setting(APP_INDEX_ENV)
     return Path(env) if env else default_index_dir()
 
 

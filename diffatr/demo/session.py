@@ -28,7 +28,7 @@ class DemoSession:
         session_id: a random id (keys the server-side engine cache and the upload folder).
         user_index: the session's own clips, or None.
         upload_dir: the session's folder in the app's ``UploadStore`` (set on the first upload).
-        trajectory: the trajectory view of the last search (see ``DemoApp.search_text``). A
+        trajectory: the trajectory view of the last search (see ``Searcher.search_text``). A
             search stores a function that builds it; the first read builds it once. API clients
             never read it, and building it costs about a tenth of a search.
         version: bumped whenever ``user_index`` changes.

@@ -40,10 +40,8 @@ class UserSounds:
     """
 
     def __init__(self, sessions: Sessions, corpus: DemoCorpus, text_encoder: Any, audio_encoder: Any) -> None:
-        self.sessions = sessions
-        self.corpus = corpus
-        self.text_encoder = text_encoder
-        self.audio_encoder = audio_encoder
+        self.sessions, self.corpus = sessions, corpus
+        self.text_encoder, self.audio_encoder = text_encoder, audio_encoder
 
     @property
     def store(self) -> UploadStore:
@@ -51,7 +49,28 @@ class UserSounds:
 
     def index_uploads(self, files: Any, session: DemoSession,
                       on_progress: Progress | None = None) -> dict[str, Any]:
-        """Index the user's files into this session only (see ``DemoApp.index_uploads``)."""
+        """Index the user's files (audio, or zips of audio) into this session only.
+
+        A caption may come with a clip as ``NAME.txt`` (one caption per line) beside
+        ``NAME.wav``, uploaded with it or inside the same zip. Every file is copied (or
+        unpacked) into the session's folder in the upload store, charged to the session's and
+        the demo's quotas as it is written; files that cannot be used are deleted at once and
+        listed with the reason; the rest are indexed. A quota reached mid-way stops the upload
+        there: what was written before is indexed, and clips indexed earlier stay.
+
+        Args:
+            files: paths (``diffatr.webapp_io.upload_paths`` turns Gradio's values into
+                these); a single path is accepted too.
+            session: the session that will search them.
+            on_progress: ``on_progress(done, total)`` after each file.
+
+        Returns:
+            ``{"indexed", "skipped": [{"file", "reason"}], "your_clips", "corpus", "clips":
+            [ids added], "notices", "quota": {"written_mb", "session_mb", "clips", "session_clips"}}``.
+
+        Raises:
+            DemoError: no files given, or the session has reached a quota before writing anything.
+        """
         paths = _as_paths(files)
         if not paths:
             raise DemoError("Choose one or more audio files (or a .zip of them) to index first.")

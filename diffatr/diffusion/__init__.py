@@ -3,8 +3,8 @@
 from diffatr.diffusion.denoiser import CandidateCache, Denoiser, QueryCache, timestep_embedding
 from diffatr.diffusion.losses import generation_loss
 from diffatr.diffusion.sampling import Trajectory, ddim_sample
-from diffatr.diffusion.schedule import SCHEDULES, alphas_cumprod_from_betas, make_betas
-from diffatr.diffusion.scheduler import DDIMScheduler, DDIMStepOutput
+from diffatr.diffusion.noise_schedule import SCHEDULES, alphas_cumprod_from_betas, make_betas
+from diffatr.diffusion.ddim import DDIMScheduler, DDIMStepOutput
 
 __all__ = [
     "SCHEDULES",

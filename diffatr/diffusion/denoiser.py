@@ -25,7 +25,7 @@ from diffatr.diffusion.factorised import CandidateCache, QueryCache
 
 if TYPE_CHECKING:
     from diffatr.diffusion.sampling import Trajectory
-    from diffatr.diffusion.scheduler import DDIMScheduler
+    from diffatr.diffusion.ddim import DDIMScheduler
 
 __all__ = ["CandidateCache", "Denoiser", "QueryCache", "hubness", "shortlist_context", "timestep_embedding"]
 

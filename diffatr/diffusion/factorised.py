@@ -41,7 +41,7 @@ from diffatr.machine import l2_bytes_per_core
 if TYPE_CHECKING:
     from diffatr.diffusion.denoiser import Denoiser
     from diffatr.diffusion.sampling import Trajectory
-    from diffatr.diffusion.scheduler import DDIMScheduler
+    from diffatr.diffusion.ddim import DDIMScheduler
 
 
 # Queries per block. The fused loop runs all the steps of a block of b queries on rows gathered
@@ -508,17 +508,9 @@ def forward_cached(
 
 
 @torch.no_grad()
-def ddim_sample_cached(
-    denoiser: Denoiser,
-    scheduler: DDIMScheduler,
-    noise: Tensor,
-    queries: QueryCache,
-    cache: CandidateCache,
-    candidate_ids: Tensor,
-    num_inference_steps: int,
-    return_trajectory: bool = False,
-    block_size: int | None = None,
-) -> Tensor | tuple[Tensor, Trajectory]:
+def ddim_sample_cached(denoiser: Denoiser, scheduler: DDIMScheduler, noise: Tensor, queries: QueryCache,
+                       cache: CandidateCache, candidate_ids: Tensor, num_inference_steps: int,
+                       return_trajectory: bool = False, block_size: int | None = None) -> Tensor | tuple[Tensor, Trajectory]:
     """``ddim_sample`` (eta = 0) with ``forward_cached`` as the network, fused: same result up to
     float rounding, several times faster.
 

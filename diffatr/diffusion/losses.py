@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffatr.diffusion.denoiser import Denoiser
-from diffatr.diffusion.scheduler import DDIMScheduler
+from diffatr.diffusion.ddim import DDIMScheduler
 
 
 def generation_loss(

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from diffatr.diffusion.scheduler import DDIMScheduler
+from diffatr.diffusion.ddim import DDIMScheduler
 
 DenoiseFn = Callable[[Tensor, int], Tensor]
 

@@ -45,7 +45,7 @@ TINY_LOGMEL = LogMelConfig(
     sample_rate=16000, n_fft=512, hop_length=256, n_mels=32, f_min=50.0, f_max=8000.0
 )
 
-CHECKPOINTS_ENV = "DIFFATR_CHECKPOINTS"
+WEIGHTS_ENV = "DIFFATR_WEIGHTS_DIR"  # more folders searched for weights files
 RANDOM_WEIGHTS = "random"  # config.weights value that forces random init
 
 PANNS_HOW_TO = (
@@ -340,7 +340,7 @@ _REGISTRY: dict[str, BackboneSpec] = {
             min_frames=32,
             default_weights=None,
             own_blocks=False,
-            how_to_get_weights=PANNS_HOW_TO.format(file="Cnn14_mAP=0.431.pth", name="cnn14", env=CHECKPOINTS_ENV),
+            how_to_get_weights=PANNS_HOW_TO.format(file="Cnn14_mAP=0.431.pth", name="cnn14", env=WEIGHTS_ENV),
             description="PANNs CNN14 (AudioSet), 2048-d",
         ),
         BackboneSpec(
@@ -353,7 +353,7 @@ _REGISTRY: dict[str, BackboneSpec] = {
             min_frames=32,
             default_weights=None,
             own_blocks=False,
-            how_to_get_weights=PANNS_HOW_TO.format(file="ResNet38_mAP=0.434.pth", name="resnet38", env=CHECKPOINTS_ENV),
+            how_to_get_weights=PANNS_HOW_TO.format(file="ResNet38_mAP=0.434.pth", name="resnet38", env=WEIGHTS_ENV),
             description="PANNs ResNet38 (AudioSet), 2048-d",
         ),
         BackboneSpec(
@@ -444,13 +444,13 @@ def init_backbone(module: nn.Module, generator: torch.Generator | None = None) -
 
 
 def checkpoints_dirs() -> list[Path]:
-    """Folders searched for weights files: ``$DIFFATR_CHECKPOINTS`` (if set), then the shipped
+    """Folders searched for weights files: ``$DIFFATR_WEIGHTS_DIR`` (if set), then the shipped
     ``checkpoints/`` (``diffatr.runtime.shipped``: a checkout's or the installed package's)."""
-    from diffatr.runtime import shipped
+    from diffatr.runtime import env_setting, shipped
 
     dirs = []
-    if os.environ.get(CHECKPOINTS_ENV):
-        dirs.append(Path(os.environ[CHECKPOINTS_ENV]).expanduser())
+    if env_setting(WEIGHTS_ENV):
+        dirs.append(Path(env_setting(WEIGHTS_ENV)).expanduser())
     dirs.append(shipped("checkpoints"))
     return dirs
 

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import Tensor
@@ -256,32 +256,8 @@ class RetrievalIndex(FeatureSet):
             raise fail(f"{INDEX_FILE} is not a diffatr index (format {found!r})")
         if info.get("version") != INDEX_VERSION:
             raise fail(f"unsupported index version {info.get('version')!r} (this diffatr reads {INDEX_VERSION})")
-        try:
-            num_clips = int(info["num_clips"])
-            num_captions = int(info["num_captions"])
-            clips = info["clips"]
-            encoders = info.get("encoders") or {}
-            digest = str(info["embeddings_sha256"])
-            has_text = bool(info.get("has_text_features", False))
-            if not isinstance(clips, list) or not all(isinstance(c, dict) for c in clips):
-                raise TypeError("'clips' must be a list of objects")
-            clip_ids = [c["id"] for c in clips]
-            # A relative path is relative to the index folder (a shipped index stays valid
-            # wherever the repository is cloned).
-            paths = [_resolve_path(c.get("path"), directory) for c in clips]
-            captions = [c.get("captions", []) for c in clips]
-            metadata = [c.get("metadata", {}) for c in clips]
-            if not all(isinstance(i, str) for i in clip_ids):
-                raise TypeError("clip ids must be strings")
-            if not all(isinstance(c, list) for c in captions) or not all(isinstance(m, dict) for m in metadata):
-                raise TypeError("captions must be lists and metadata objects")
-        except (KeyError, TypeError, ValueError) as err:
-            raise fail(f"{INDEX_FILE} is malformed ({type(err).__name__}: {err})") from err
-        if len(clips) != num_clips:
-            raise fail(f"{INDEX_FILE} says num_clips={num_clips} but lists {len(clips)} clips")
-        if sum(len(c) for c in captions) != num_captions:
-            raise fail(f"{INDEX_FILE} says num_captions={num_captions} but lists "
-                       f"{sum(len(c) for c in captions)}")
+        num_clips, num_captions, clip_ids, paths, captions, metadata, encoders, digest, has_text = \
+            _read_clip_list(info, directory, fail)
 
         try:  # memory-mapped (copy-on-write): a store-backed search never reads most of the rows
             tensors = load_file(emb_path)
@@ -308,6 +284,37 @@ class RetrievalIndex(FeatureSet):
                        metadata=metadata, encoders=encoders)
         except IndexFormatError as err:
             raise fail(str(err)) from err
+
+
+def _read_clip_list(info: dict[str, Any], directory: Path, fail: Callable[[str], IndexFormatError]) -> tuple:
+    """The clip list of an index's JSON, checked: (num_clips, num_captions, clip_ids, paths,
+    captions, metadata, encoders, embeddings sha256, whether caption features exist)."""
+    try:
+        num_clips = int(info["num_clips"])
+        num_captions = int(info["num_captions"])
+        clips = info["clips"]
+        encoders = info.get("encoders") or {}
+        digest = str(info["embeddings_sha256"])
+        has_text = bool(info.get("has_text_features", False))
+        if not isinstance(clips, list) or not all(isinstance(c, dict) for c in clips):
+            raise TypeError("'clips' must be a list of objects")
+        clip_ids = [c["id"] for c in clips]
+        # A relative path is relative to the index folder (a shipped index stays valid
+        # wherever the repository is cloned).
+        paths = [_resolve_path(c.get("path"), directory) for c in clips]
+        captions = [c.get("captions", []) for c in clips]
+        metadata = [c.get("metadata", {}) for c in clips]
+        if not all(isinstance(i, str) for i in clip_ids):
+            raise TypeError("clip ids must be strings")
+        if not all(isinstance(c, list) for c in captions) or not all(isinstance(m, dict) for m in metadata):
+            raise TypeError("captions must be lists and metadata objects")
+    except (KeyError, TypeError, ValueError) as err:
+        raise fail(f"{INDEX_FILE} is malformed ({type(err).__name__}: {err})") from err
+    if len(clips) != num_clips:
+        raise fail(f"{INDEX_FILE} says num_clips={num_clips} but lists {len(clips)} clips")
+    if sum(len(c) for c in captions) != num_captions:
+        raise fail(f"{INDEX_FILE} says num_captions={num_captions} but lists {sum(len(c) for c in captions)}")
+    return num_clips, num_captions, clip_ids, paths, captions, metadata, encoders, digest, has_text
 
 
 def _resolve_path(path: Any, directory: Path) -> Any:

@@ -146,7 +146,7 @@ def _higher_is_better(name: str) -> bool:
     return "rank" not in name
 
 
-def _check_select_metric(name: str, phase: str = "contrastive") -> None:
+def check_select_metric(name: str, phase: str = "contrastive") -> None:
     example = retrieval_metrics(torch.eye(2), None, torch.arange(2))
     if phase == "diffusion":  # phase 2 also validates the diffusion term alone
         example.update({f"gen/{k}": v for k, v in example.items() if "/" in k})
@@ -184,8 +184,8 @@ class RunLog:
 
 
 @dataclass
-class _Job:
-    """What differs between the phases; ``_run`` does the rest.
+class Job:
+    """What differs between the phases; ``run_job`` does the rest.
 
     ``trained`` holds every module whose state the run changes (saved for resume);
     ``param_groups`` its trainable parameters (each with an ``lr_scale``).
@@ -206,7 +206,8 @@ class _Job:
     extra: dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint
 
 
-def _param_groups(named: Sequence[tuple[str, nn.Parameter]], weight_decay: float, lr_scale: float) -> list[dict]:
+def weight_decay_groups(named: Sequence[tuple[str, nn.Parameter]], weight_decay: float,
+                        lr_scale: float) -> list[dict]:
     """Weight decay on matrices only: biases, norm gains and the logit scale are not shrunk."""
     decay = [p for n, p in named if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in named if p.requires_grad and p.ndim < 2]
@@ -234,156 +235,190 @@ def _check_resume(saved: dict[str, Any], config: TrainConfig, fingerprint: dict[
                              "data, config and init checkpoint, or start a new run in another folder")
 
 
-def _run(job: _Job, config: TrainConfig, out_dir: Path, *, resume: bool, device: torch.device,
-         progress: bool) -> TrainResult:
-    out_dir = Path(out_dir)
-    log = RunLog(out_dir / LOG_FILE)
-    state_dir = out_dir / STATE_DIR
-    spe = job.steps_per_epoch
-    total = config.epochs * spe
-    stop = min(total, config.max_steps) if config.max_steps else total
-    warmup = int(round(config.warmup_fraction * total))
-    higher = _higher_is_better(config.select_metric)
+def run_job(job: Job, config: TrainConfig, out_dir: Path, *, resume: bool, device: torch.device,
+            progress: bool) -> TrainResult:
+    """Run one training phase to its end (or ``max_steps``): steps, the LR schedule, the EMA,
+    validation and checkpoints every ``eval_every`` units, the log, and exact ``--resume``."""
+    loop = _RunLoop(job, config, Path(out_dir), device)
+    loop.start(resume)
+    bar = tqdm(total=loop.stop, initial=loop.step, desc=job.phase, unit="step", disable=not progress)
+    while loop.step < loop.stop:
+        loop.train_step()
+        bar.update(1)
+        if loop.logged is not None:
+            bar.set_postfix(loss=f"{loop.logged:.4f}")
+        if loop.due():
+            loop.evaluate_and_save()  # after the train line: the saved state holds the log sums too
+    bar.close()
+    return loop.result()
 
-    params = [p for g in job.param_groups for p in g["params"]]
-    optimizer = torch.optim.AdamW(job.param_groups, lr=config.lr, weight_decay=config.weight_decay)
-    ema = EMA(job.trained, config.ema_decay) if config.ema_decay > 0 else None
 
-    step, order = 0, None
-    sums: dict[str, float] = {}  # running sums of the logged values since the last train line
-    count = 0
-    best_value: float | None = None
-    best_step: int | None = None
-    restart = resume and not (state_dir / "state.json").is_file()
-    if restart:
-        # Interrupted before its first validation: nothing was saved, so start over.
-        warnings.warn(f"no saved state in {state_dir}: the run starts from step 0", stacklevel=3)
-        if log.path.exists():
-            log.path.unlink()
-    if resume and not restart:
+class _RunLoop:
+    """The state of one run (``run_job``): where it is, its optimizer and EMA, the best value."""
+
+    def __init__(self, job: Job, config: TrainConfig, out_dir: Path, device: torch.device) -> None:
+        self.job, self.config, self.out_dir, self.device = job, config, out_dir, device
+        self.log = RunLog(out_dir / LOG_FILE)
+        self.state_dir = out_dir / STATE_DIR
+        self.spe = job.steps_per_epoch
+        self.total = config.epochs * self.spe
+        self.stop = min(self.total, config.max_steps) if config.max_steps else self.total
+        self.warmup = int(round(config.warmup_fraction * self.total))
+        self.params = [p for g in job.param_groups for p in g["params"]]
+        self.optimizer = torch.optim.AdamW(job.param_groups, lr=config.lr, weight_decay=config.weight_decay)
+        self.ema = EMA(job.trained, config.ema_decay) if config.ema_decay > 0 else None
+        self.precision = autocast(device, config.amp)
+        self.step, self.order = 0, None
+        self.sums: dict[str, float] = {}  # running sums of the logged values since the last train line
+        self.count = 0
+        self.logged: float | None = None  # the loss of the last train line
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.metrics: dict[str, Any] = {}
+
+    def start(self, resume: bool) -> None:
+        restart = resume and not (self.state_dir / "state.json").is_file()
+        if restart:
+            # Interrupted before its first validation: nothing was saved, so start over.
+            warnings.warn(f"no saved state in {self.state_dir}: the run starts from step 0", stacklevel=4)
+            if self.log.path.exists():
+                self.log.path.unlink()
+        if resume and not restart:
+            self._resume()
+            return
+        leftovers = [p.name for p in (self.state_dir, self.log.path, self.out_dir / "last") if p.exists()]
+        if leftovers and not restart:
+            raise TrainError(f"{self.out_dir} already holds a run ({', '.join(leftovers)}): pass --resume to "
+                             "continue it, or choose another --out")
+        self.log.write({"type": "start", "phase": self.job.phase, "step": 0, "train": to_dict(self.config),
+                        "total_steps": self.total, "steps_per_epoch": self.spe, "warmup_steps": self.warmup,
+                        **self.job.extra})
+
+    def _resume(self) -> None:
+        job = self.job
         try:
-            state = load_train_state(state_dir)
+            state = load_train_state(self.state_dir)
         except TrainStateError as err:
             raise TrainError(f"cannot resume: {err}") from err
-        _check_resume(state.progress, config, job.fingerprint)
+        _check_resume(state.progress, self.config, job.fingerprint)
         try:
             job.trained.load_state_dict(state.modules)
-            optimizer.load_state_dict(state.optimizer)
+            self.optimizer.load_state_dict(state.optimizer)
         except (RuntimeError, ValueError, KeyError) as err:
-            raise TrainError(f"the resume state in {state_dir} does not fit this model ({err})") from err
-        if ema is not None:
+            raise TrainError(f"the resume state in {self.state_dir} does not fit this model ({err})") from err
+        if self.ema is not None:
             if state.ema is None:
                 raise TrainError("the interrupted run kept no EMA weights")
-            ema.load_state_dict(state.ema)
+            self.ema.load_state_dict(state.ema)
         for name, generator in job.generators.items():
             generator.set_state(state.generators[name])
-        order = state.epoch_order
-        step = int(state.progress["step"])
-        best_value, best_step = state.progress.get("best_value"), state.progress.get("best_step")
-        sums, count = dict(state.progress.get("log_sums", {})), int(state.progress.get("log_count", 0))
-        log.truncate_after(step)
-        log.write({"type": "resume", "phase": job.phase, "step": step})
-    else:
-        leftovers = [p.name for p in (state_dir, log.path, out_dir / "last") if p.exists()]
-        if leftovers and not restart:
-            raise TrainError(f"{out_dir} already holds a run ({', '.join(leftovers)}): pass --resume to "
-                             "continue it, or choose another --out")
-        log.write({"type": "start", "phase": job.phase, "step": 0, "train": to_dict(config),
-                   "total_steps": total, "steps_per_epoch": spe, "warmup_steps": warmup, **job.extra})
+        self.order = state.epoch_order
+        self.step = int(state.progress["step"])
+        self.best_value, self.best_step = state.progress.get("best_value"), state.progress.get("best_step")
+        self.sums, self.count = dict(state.progress.get("log_sums", {})), int(state.progress.get("log_count", 0))
+        self.log.truncate_after(self.step)
+        self.log.write({"type": "resume", "phase": job.phase, "step": self.step})
 
-    metrics: dict[str, Any] = {}
+    def train_step(self) -> None:
+        job, config, step = self.job, self.config, self.step
+        if step % self.spe == 0 or self.order is None:
+            if step % self.spe != 0:
+                raise TrainError("the resume state has no data order for its epoch; start the run again")
+            self.order = job.make_epoch()  # (S, B)
+        lr = lr_at(step, self.total, self.warmup, config.lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        job.train_mode()
+        with self.precision, _step_rng(job.generators.get("dropout"), self.device):
+            loss, logs = job.step_loss(self.order[step % self.spe])
+        if not torch.isfinite(loss.detach()):
+            raise TrainError(f"the loss became {float(loss)} at step {step}; lower --lr or enable --grad-clip")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip) if config.grad_clip > 0 else None
+        self.optimizer.step()
+        job.after_step()
+        if self.ema is not None:
+            self.ema.update(job.trained)
+        self.step = step = step + 1
+        self._accumulate({"loss": float(loss.detach()), **logs}, grad_norm, lr)
 
-    def evaluate_and_save() -> None:
-        nonlocal best_value, best_step, metrics
-        swap = ema.applied(job.trained) if ema is not None else contextlib.nullcontext()
+    def _accumulate(self, values: dict[str, float], grad_norm: Tensor | None, lr: float) -> None:
+        """Add a step's logged values; every ``log_every`` steps, write their means."""
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        if grad_norm is not None:
+            self.sums["grad_norm"] = self.sums.get("grad_norm", 0.0) + float(grad_norm)
+        self.count += 1
+        self.logged = None
+        if self.step % self.config.log_every == 0 or self.step == self.stop:
+            record = {k: v / self.count for k, v in self.sums.items()}
+            self.logged = record["loss"]
+            self.log.write({"type": "train", "phase": self.job.phase, "step": self.step, "epoch": self.step / self.spe,
+                            "lr": lr, **record})
+            self.sums, self.count = {}, 0
+
+    def due(self) -> bool:
+        done, config = self.step, self.config
+        if done >= self.stop:
+            return True
+        if config.eval_unit == "step":
+            return done % config.eval_every == 0
+        return done % self.spe == 0 and (done // self.spe) % config.eval_every == 0
+
+    def evaluate_and_save(self) -> None:
+        job, config, step = self.job, self.config, self.step
+        swap = self.ema.applied(job.trained) if self.ema is not None else contextlib.nullcontext()
         with swap:
             job.trained.eval()
             with torch.no_grad():
                 result = job.validate()
-            metrics = result["metrics"]
-            value = select_value(metrics, config.select_metric)
-            improved = best_value is None or (value > best_value if higher else value < best_value)
+            self.metrics = result["metrics"]
+            if self.metrics:
+                value: float | None = select_value(self.metrics, config.select_metric)
+                higher = _higher_is_better(config.select_metric)
+                improved = self.best_value is None or (value > self.best_value if higher else value < self.best_value)
+            else:  # no validation split: the latest checkpoint is the one kept
+                value, improved = None, True
             if improved:
-                best_value, best_step = value, step
-            extra = {"phase": job.phase, "step": step, "epoch": step / spe, "train": to_dict(config),
-                     "validation": {"split": "val", "metrics": metrics}, "select_metric": config.select_metric,
-                     "select_value": value, "best_value": best_value, "best_step": best_step, **job.extra}
-            job.save_model(out_dir / "last", extra)
+                self.best_value, self.best_step = value, step
+            extra = {"phase": job.phase, "step": step, "epoch": step / self.spe, "train": to_dict(config),
+                     "validation": {"split": "val", "metrics": self.metrics}, "select_metric": config.select_metric,
+                     "select_value": value, "best_value": self.best_value, "best_step": self.best_step, **job.extra}
+            job.save_model(self.out_dir / "last", extra)
             if improved:
-                job.save_model(out_dir / "best", extra)
-        log.write({"type": "val", "phase": job.phase, "step": step, "epoch": step / spe, "split": "val",
-                   "select_metric": config.select_metric, "select_value": value, "best": improved,
-                   **result})
+                job.save_model(self.out_dir / "best", extra)
+        self.log.write({"type": "val", "phase": job.phase, "step": step, "epoch": step / self.spe, "split": "val",
+                        "select_metric": config.select_metric, "select_value": value, "best": improved, **result})
         # Saved after the checkpoints: a state never refers to a best/ that is not on disk.
-        save_train_state(state_dir, TrainState(
+        save_train_state(self.state_dir, TrainState(
             modules={k: v.detach().cpu() for k, v in job.trained.state_dict().items()},
-            optimizer=optimizer.state_dict(),
-            ema=ema.state_dict() if ema is not None else None,
+            optimizer=self.optimizer.state_dict(),
+            ema=self.ema.state_dict() if self.ema is not None else None,
             generators={name: g.get_state() for name, g in job.generators.items()},
-            epoch_order=order,
-            progress={"step": step, "best_value": best_value, "best_step": best_step, "train": to_dict(config),
-                      "fingerprint": job.fingerprint, "log_sums": sums, "log_count": count},
+            epoch_order=self.order,
+            progress={"step": step, "best_value": self.best_value, "best_step": self.best_step,
+                      "train": to_dict(config), "fingerprint": job.fingerprint, "log_sums": self.sums,
+                      "log_count": self.count},
         ))
 
-    def due(done: int) -> bool:
-        if done >= stop:
-            return True
-        if config.eval_unit == "step":
-            return done % config.eval_every == 0
-        return done % spe == 0 and (done // spe) % config.eval_every == 0
-
-    bar = tqdm(total=stop, initial=step, desc=job.phase, unit="step", disable=not progress)
-    precision = autocast(device, config.amp)
-    while step < stop:
-        if step % spe == 0 or order is None:
-            if step % spe != 0:
-                raise TrainError("the resume state has no data order for its epoch; start the run again")
-            order = job.make_epoch()  # (S, B)
-        lr = lr_at(step, total, warmup, config.lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        job.train_mode()
-        with precision, _step_rng(job.generators.get("dropout"), device):
-            loss, logs = job.step_loss(order[step % spe])
-        if not torch.isfinite(loss.detach()):
-            raise TrainError(f"the loss became {float(loss)} at step {step}; lower --lr or enable --grad-clip")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else None
-        optimizer.step()
-        job.after_step()
-        if ema is not None:
-            ema.update(job.trained)
-        step += 1
-        bar.update(1)
-
-        for key, value in {"loss": float(loss.detach()), **logs}.items():
-            sums[key] = sums.get(key, 0.0) + float(value)
-        if grad_norm is not None:
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
-        count += 1
-        if step % config.log_every == 0 or step == stop:
-            record = {k: v / count for k, v in sums.items()}
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            log.write({"type": "train", "phase": job.phase, "step": step, "epoch": step / spe, "lr": lr, **record})
-            sums, count = {}, 0
-        if due(step):
-            evaluate_and_save()  # after the train line: the saved state holds the log sums too
-    bar.close()
-    if not metrics:  # a finished run resumed again: report the saved state
-        metrics = json.loads((out_dir / "last" / "config.json").read_text())["extra"].get("validation", {}).get("metrics", {})
-    return TrainResult(out_dir=out_dir, last=out_dir / "last", best=out_dir / "best", log=out_dir / LOG_FILE,
-                       step=step, best_value=best_value, best_step=best_step, metrics=metrics)
+    def result(self) -> TrainResult:
+        out_dir, metrics = self.out_dir, self.metrics
+        if not metrics:  # a finished run resumed again: report the saved state
+            saved = json.loads((out_dir / "last" / "config.json").read_text())["extra"]
+            metrics = saved.get("validation", {}).get("metrics", {})
+        return TrainResult(out_dir=out_dir, last=out_dir / "last", best=out_dir / "best", log=out_dir / LOG_FILE,
+                           step=self.step, best_value=self.best_value, best_step=self.best_step, metrics=metrics)
 
 
-def _init_model(config: ModelConfig, seed: int) -> DiffATR:
+def init_model(config: ModelConfig, seed: int) -> DiffATR:
     """A fresh model whose initial weights depend on ``seed`` only (the caller's RNG is restored)."""
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(int(seed))
         return DiffATR(config)
 
 
-def _generators(seed: int, device: torch.device, dropout: bool = False) -> dict[str, torch.Generator]:
+def make_generators(seed: int, device: torch.device, dropout: bool = False) -> dict[str, torch.Generator]:
     generators = {"data": torch.Generator().manual_seed(int(seed)),
                   "noise": torch.Generator(device=device).manual_seed(int(seed) + 1)}
     if dropout:  # only models with dropout draw from it (older runs resume unchanged)
@@ -405,8 +440,10 @@ def _step_rng(generator: torch.Generator | None, device: torch.device) -> Iterat
         yield
 
 
-def _features(split: Any, config: ModelConfig, encoders: LazyEncoders, *, cache_dir, strict: bool,
-              progress: bool, desc: str) -> FeatureSet:
+def phase_features(split: Any, config: ModelConfig, encoders: LazyEncoders, *, cache_dir, strict: bool,
+              progress: bool, desc: str) -> FeatureSet | None:
+    if split is None:  # no validation split: a fixed-length run
+        return None
     if isinstance(split, FeatureSet):
         split.check_encoders(config)
         return split
@@ -414,22 +451,34 @@ def _features(split: Any, config: ModelConfig, encoders: LazyEncoders, *, cache_
                             progress=progress, desc=desc)
 
 
-def _negative_ids(units: Tensor, num_clips: int, config: TrainConfig) -> Tensor:
+def negative_groups(units: Tensor, num_clips: int, config: TrainConfig) -> Tensor:
     """(N,) the id each clip is compared by when negatives are chosen: its sound unit, or
     (``mask_same_sound=False``) the clip itself. Equal ids are never each other's negatives."""
     return units if config.mask_same_sound else torch.arange(num_clips)
 
 
-def _data_extra(train: Any, val: Any, data_info: dict[str, Any] | None) -> dict[str, Any]:
+def data_extra(train: Any, val: Any, data_info: dict[str, Any] | None) -> dict[str, Any]:
     from diffatr.evaluate import with_source_sha256
 
     data = with_source_sha256(data_info or {})  # the manifest's hash: the same data wherever it lies
     data["train"] = dict(data.get("train", {}), **train.summary())
-    data["val"] = dict(data.get("val", {}), **val.summary())
+    data["val"] = dict(data.get("val", {}), **val.summary()) if val is not None else None
     return data
 
 
-def _fit_batch(batch_size: int, available: int, what: str) -> int:
+def seen_clip_ids(train: Any, earlier: Any = None) -> list[str]:
+    """The clip ids a checkpoint's weights were fit on: this run's training clips and those its
+    --init checkpoint recorded (``extra["seen_clips"]``), sorted. ``diffatr evaluate`` refuses to
+    score a checkpoint on them."""
+    return sorted({str(c) for c in train.clip_ids} | {str(c) for c in (earlier or ())})
+
+
+def no_validation() -> dict[str, Any]:
+    """The validation of a run without a validation split: nothing is measured."""
+    return {"metrics": {}}
+
+
+def fit_batch(batch_size: int, available: int, what: str) -> int:
     if available < 2:
         raise TrainError(f"the training split has {available} {what}; at least 2 are needed")
     if batch_size > available:
@@ -439,8 +488,7 @@ def _fit_batch(batch_size: int, available: int, what: str) -> int:
     return batch_size
 
 
-
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:16]

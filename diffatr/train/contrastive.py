@@ -30,21 +30,9 @@ from diffatr.metrics import retrieval_metrics
 from diffatr.model import DiffATR
 from diffatr.runtime import resolve_device
 from diffatr.train.batches import contrastive_pairs, epoch_batches
-from diffatr.train.common import (
-    BACKBONES_DIR,
-    TrainError,
-    TrainResult,
-    _check_select_metric,
-    _data_extra,
-    _features,
-    _fit_batch,
-    _generators,
-    _init_model,
-    _Job,
-    _negative_ids,
-    _param_groups,
-    _run,
-)
+from diffatr.train.common import (BACKBONES_DIR, Job, TrainError, TrainResult, check_select_metric, data_extra,
+                                  fit_batch, init_model, make_generators, negative_groups, no_validation,
+                                  phase_features, run_job, seen_clip_ids, weight_decay_groups)
 
 # ----------------------------------------------------------------------------- phase 1
 
@@ -90,57 +78,62 @@ def train_contrastive(
     """
     if train_config.phase != "contrastive":
         raise TrainError(f"train_contrastive needs a TrainConfig with phase 'contrastive', got {train_config.phase!r}")
-    _check_select_metric(train_config.select_metric)
+    check_select_metric(train_config.select_metric)
     dev = resolve_device(device or train_config.device)
     out_dir = Path(out_dir)
-    model = _init_model(model_config, train_config.seed).to(dev)
+    model = init_model(model_config, train_config.seed).to(dev)
     model.denoisers.requires_grad_(False)  # phase 2 trains them
-    generators = _generators(train_config.seed, dev, dropout=model_config.head_dropout > 0)
+    generators = make_generators(train_config.seed, dev, dropout=model_config.head_dropout > 0)
     encoders = LazyEncoders(model_config, dev)
-    if train_config.finetune:
-        return _train_finetune(model, model_config, train_config, train_split, val_split, out_dir, encoders,
-                               generators, resume=resume, device=dev, strict=strict, progress=progress,
-                               data_info=data_info)
+    run = _train_finetune if train_config.finetune else _train_frozen
+    return run(model, model_config, train_config, train_split, val_split, out_dir, encoders, generators,
+               resume=resume, device=dev, cache_dir=cache_dir, strict=strict, progress=progress, data_info=data_info)
 
-    train = _features(train_split, model_config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
-                      desc="train features")
-    val = _features(val_split, model_config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
-                    desc="val features")
-    batch_size = _fit_batch(train_config.batch_size, train.num_captions, "captions")
-    text, audio, owner = train.text.to(dev), train.audio.to(dev), train.caption_to_clip.to(dev)
+
+def _train_frozen(model: DiffATR, model_config: ModelConfig, train_config: TrainConfig, train_split: Any,
+                  val_split: Any, out_dir: Path, encoders: LazyEncoders, generators: dict[str, torch.Generator],
+                  *, resume: bool, device: torch.device, cache_dir: str | Path | None, strict: bool, progress: bool,
+                  data_info: dict[str, Any] | None) -> TrainResult:
+    """Phase 1 on frozen backbones: their features are computed once (through the cache)."""
+    train = phase_features(train_split, model_config, encoders, cache_dir=cache_dir, strict=strict,
+                           progress=progress, desc="train features")
+    val = phase_features(val_split, model_config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
+                         desc="val features")
+    batch_size = fit_batch(train_config.batch_size, train.num_captions, "captions")
+    text, audio, owner = train.text.to(device), train.audio.to(device), train.caption_to_clip.to(device)
     on_device = dataclasses.replace(train, audio_features=audio, text_features=text, caption_to_clip=owner)
-    negative_ids = _negative_ids(train.sound_units(), train.num_clips, train_config).to(dev)  # (N,)
-    val_text, val_audio = val.text.to(dev), val.audio.to(dev)
+    negative_ids = negative_groups(train.sound_units(), train.num_clips, train_config).to(device)  # (N,)
 
     def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
-        text_f, audio_f, clip_ids = contrastive_pairs(on_device, rows.to(dev))  # (B, Dt), (B, Da), (B,)
+        text_f, audio_f, clip_ids = contrastive_pairs(on_device, rows.to(device))  # (B, Dt), (B, Da), (B,)
         scale = model.logit_scale()
         loss = nt_xent_loss(model.project_text(text_f), model.project_audio(audio_f), scale, negative_ids[clip_ids])
         return loss, {"logit_scale": float(scale.detach())}
 
     def validate() -> dict[str, Any]:
-        scores = model.project_text(val_text) @ model.project_audio(val_audio).T  # (Mv, Nv)
+        scores = model.project_text(val.text.to(device)) @ model.project_audio(val.audio.to(device)).T  # (Mv, Nv)
         return {"metrics": retrieval_metrics(scores.float().cpu(), None, val.caption_to_clip)}
 
     named = list(model.text_head.named_parameters()) + list(model.audio_head.named_parameters()) \
         + list(model.logit_scale.named_parameters())
-    job = _Job(
+    job = Job(
         phase="contrastive",
         trained=model,
-        param_groups=_param_groups(named, train_config.weight_decay, 1.0),
+        param_groups=weight_decay_groups(named, train_config.weight_decay, 1.0),
         steps_per_epoch=train.num_captions // batch_size,
         generators=generators,
         make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
         step_loss=step_loss,
-        validate=validate,
+        validate=validate if val is not None else no_validation,
         save_model=lambda path, extra: save_checkpoint(model, path, extra),
         train_mode=lambda: model.train(),
         after_step=model.logit_scale.clamp_,
-        fingerprint={"model config": to_dict(model_config), "train data": train.digest(), "val data": val.digest(),
-                     "device type": dev.type},
-        extra={"batch_size": batch_size, "data": _data_extra(train, val, data_info)},
+        fingerprint={"model config": to_dict(model_config), "train data": train.digest(),
+                     "val data": val.digest() if val is not None else None, "device type": device.type},
+        extra={"batch_size": batch_size, "data": data_extra(train, val, data_info),
+               "seen_clips": seen_clip_ids(train)},
     )
-    return _run(job, train_config, out_dir, resume=resume, device=dev, progress=progress)
+    return run_job(job, train_config, out_dir, resume=resume, device=device, progress=progress)
 
 
 # ----------------------------------------------------------------------------- phase 1, fine-tuned
@@ -175,18 +168,20 @@ def _clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc
 
 def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConfig, train_split: Any,
                     val_split: Any, out_dir: Path, encoders: LazyEncoders, generators: dict[str, torch.Generator],
-                    *, resume: bool, device: torch.device, strict: bool, progress: bool,
+                    *, resume: bool, device: torch.device, cache_dir: str | Path | None, strict: bool, progress: bool,
                     data_info: dict[str, Any] | None) -> TrainResult:
+    """Phase 1 fine-tuning the backbones: waveforms and tokens go through them every step (no
+    feature cache: ``cache_dir`` is not used)."""
     from diffatr.audio.io import load_audio, pad_or_crop
 
     audio_encoder, text_encoder = encoders.audio, encoders.text
     sample_rate = audio_encoder.sample_rate
     window = max(1, round(model_config.audio.window_seconds * sample_rate))
     train = _clip_table(train_split, sample_rate, strict, progress, "checking train audio")
-    val = _clip_table(val_split, sample_rate, strict, progress, "checking val audio")
-    train_captions, val_captions = train.flat_captions, val.flat_captions  # (M,) text rows
-    batch_size = _fit_batch(config.batch_size, train.num_captions, "captions")
-    negative_ids = _negative_ids(train.sound_units(), train.num_clips, config)  # (N,)
+    val = _clip_table(val_split, sample_rate, strict, progress, "checking val audio") if val_split is not None else None
+    train_captions = train.flat_captions  # (M,) text rows
+    batch_size = fit_batch(config.batch_size, train.num_captions, "captions")
+    negative_ids = negative_groups(train.sound_units(), train.num_clips, config)  # (N,)
     pool = ThreadPoolExecutor(config.num_workers) if config.num_workers > 0 else None
 
     trained = nn.ModuleDict({"model": model, "audio_backbone": audio_encoder.backbone, "text_backbone": text_encoder.model})
@@ -216,7 +211,7 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
 
     def validate() -> dict[str, Any]:
         audio_f = torch.stack([audio_encoder.embed_file(p) for p in val.paths]).float()  # (Nv, Da)
-        text_f = text_encoder.encode(val_captions).to(device)  # (Mv, Dt)
+        text_f = text_encoder.encode(val.flat_captions).to(device)  # (Mv, Dt)
         scores = model.project_text(text_f) @ model.project_audio(audio_f).T  # (Mv, Nv)
         return {"metrics": retrieval_metrics(scores.float().cpu(), None, val.caption_to_clip)}
 
@@ -224,51 +219,56 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
         trained.train()
         text_encoder.model.eval()  # no dropout: its masks would come from the global RNG
 
-    def save_model(path: Path, extra: dict[str, Any]) -> None:
-        # Backbones beside the checkpoint (the checkpoint folder holds only DiffATR's weights);
-        # the saved config points at them, so load_checkpoint + build_audio_encoder find them.
-        folder = out_dir / BACKBONES_DIR / path.name
-        audio_file = folder / "audio.safetensors"
-        from safetensors.torch import save
-
-        state = {k: v.detach().cpu().contiguous() for k, v in audio_encoder.backbone.state_dict().items()}
-        atomic_write_bytes(audio_file, save(state, metadata={"arch": model_config.audio.name}))
-        with atomic_directory(folder / "text") as tmp:
-            text_encoder.model.save_pretrained(tmp, safe_serialization=True)
-            text_encoder.tokenizer.save_pretrained(tmp)
-        saved = dataclasses.replace(
-            model_config,
-            audio=dataclasses.replace(model_config.audio, weights=str(audio_file.resolve())),
-            text=dataclasses.replace(model_config.text, name_or_path=str((folder / "text").resolve())),
-        )
-        original, model.config = model.config, saved
-        try:
-            save_checkpoint(model, path, dict(extra, finetuned_backbones=str(folder.resolve())))
-        finally:
-            model.config = original
-
     named = [(n, p) for n, p in model.named_parameters() if not n.startswith("denoisers.")]
     backbone_scale = (config.backbone_lr or config.lr) / config.lr
     backbone_named = list(audio_encoder.backbone.named_parameters()) + list(text_encoder.model.named_parameters())
-    job = _Job(
+    job = Job(
         phase="contrastive",
         trained=trained,
-        param_groups=_param_groups(named, config.weight_decay, 1.0)
-        + _param_groups(backbone_named, config.weight_decay, backbone_scale),
+        param_groups=weight_decay_groups(named, config.weight_decay, 1.0)
+        + weight_decay_groups(backbone_named, config.weight_decay, backbone_scale),
         steps_per_epoch=train.num_captions // batch_size,
         generators=generators,
         make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
         step_loss=step_loss,
-        validate=validate,
-        save_model=save_model,
+        validate=validate if val is not None else no_validation,
+        save_model=lambda path, extra: _save_finetuned(model, model_config, encoders, out_dir, path, extra),
         train_mode=train_mode,
         after_step=model.logit_scale.clamp_,
         fingerprint={"model config": to_dict(model_config), "train data": train.digest(),
-                     "val data": val.digest(), "device type": device.type},
-        extra={"batch_size": batch_size, "finetune": True, "data": _data_extra(train, val, data_info)},
+                     "val data": val.digest() if val is not None else None, "device type": device.type},
+        extra={"batch_size": batch_size, "finetune": True, "data": data_extra(train, val, data_info),
+               "seen_clips": seen_clip_ids(train)},
     )
     try:
-        return _run(job, config, out_dir, resume=resume, device=device, progress=progress)
+        return run_job(job, config, out_dir, resume=resume, device=device, progress=progress)
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def _save_finetuned(model: DiffATR, model_config: ModelConfig, encoders: LazyEncoders, out_dir: Path, path: Path,
+                    extra: dict[str, Any]) -> None:
+    """A fine-tuned checkpoint: the backbones beside it (the checkpoint folder holds only DiffATR's
+    weights), and a saved config that points at them, so that ``load_checkpoint`` +
+    ``build_audio_encoder`` find them."""
+    from safetensors.torch import save
+
+    audio_encoder, text_encoder = encoders.audio, encoders.text
+    folder = out_dir / BACKBONES_DIR / path.name
+    audio_file = folder / "audio.safetensors"
+    state = {k: v.detach().cpu().contiguous() for k, v in audio_encoder.backbone.state_dict().items()}
+    atomic_write_bytes(audio_file, save(state, metadata={"arch": model_config.audio.name}))
+    with atomic_directory(folder / "text") as tmp:
+        text_encoder.model.save_pretrained(tmp, safe_serialization=True)
+        text_encoder.tokenizer.save_pretrained(tmp)
+    saved = dataclasses.replace(
+        model_config,
+        audio=dataclasses.replace(model_config.audio, weights=str(audio_file.resolve())),
+        text=dataclasses.replace(model_config.text, name_or_path=str((folder / "text").resolve())),
+    )
+    original, model.config = model.config, saved
+    try:
+        save_checkpoint(model, path, dict(extra, finetuned_backbones=str(folder.resolve())))
+    finally:
+        model.config = original

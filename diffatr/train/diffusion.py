@@ -8,8 +8,9 @@ Shape legend: B batch (pairs), K candidates per query (= B), D shared width, N c
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -27,27 +28,15 @@ from diffatr.features import FeatureSet, LazyEncoders
 from diffatr.fileio import atomic_write_bytes
 from diffatr.metrics import retrieval_metrics
 from diffatr.model import DiffATR
-from diffatr.runtime import resolve_device
+from diffatr.runtime import portable_path, resolve_device
 from diffatr.train.batches import (
     hardest_first,
     mined_candidate_rows,
     unique_clip_batches,
 )
-from diffatr.train.common import (
-    TrainError,
-    TrainResult,
-    _check_select_metric,
-    _data_extra,
-    _digest,
-    _features,
-    _fit_batch,
-    _generators,
-    _init_model,
-    _Job,
-    _negative_ids,
-    _param_groups,
-    _run,
-)
+from diffatr.train.common import (Job, TrainError, TrainResult, check_select_metric, data_extra, digest, fit_batch,
+                                  init_model, make_generators, negative_groups, no_validation, phase_features, run_job,
+                                  seen_clip_ids, weight_decay_groups)
 from diffatr.train.contrastive import train_contrastive
 
 # ----------------------------------------------------------------------------- phase 2
@@ -136,23 +125,12 @@ def cross_fit_embeddings(init: Any, train: FeatureSet, val: FeatureSet, k: int, 
 _BACKBONE_FIELDS = ("text", "audio", "embed_dim", "head_hidden_dim", "text_head", "head_dropout")
 
 
-def train_diffusion(
-    init: str | Path,
-    train_config: TrainConfig,
-    train_split: Any,
-    val_split: Any,
-    out_dir: str | Path,
-    *,
-    model_config: ModelConfig | None = None,
-    resume: bool = False,
-    device: str | torch.device | None = None,
-    cache_dir: str | Path | None = None,
-    strict: bool = False,
-    progress: bool = True,
-    data_info: dict[str, Any] | None = None,
-    train_embeddings: tuple[Tensor, Tensor] | None = None,
-    extra_train: FeatureSet | None = None,
-) -> TrainResult:
+def train_diffusion(init: str | Path, train_config: TrainConfig, train_split: Any, val_split: Any,
+                    out_dir: str | Path, *, model_config: ModelConfig | None = None, resume: bool = False,
+                    device: str | torch.device | None = None, cache_dir: str | Path | None = None,
+                    strict: bool = False, progress: bool = True, data_info: dict[str, Any] | None = None,
+                    train_embeddings: tuple[Tensor, Tensor] | None = None,
+                    extra_train: FeatureSet | None = None) -> TrainResult:
     """Phase 2: train the text->audio and audio->text denoisers on frozen embeddings.
 
     The heads of the phase-1 checkpoint ``init`` project the cached backbone features once.
@@ -160,7 +138,7 @@ def train_diffusion(
     text query's candidates are the B clips, an audio query's the B captions, each ordered
     hardest first with the positive at index 0 (``diffusion_candidates``); the loss is
     ``generation_loss`` (CE x ce_scale) summed over both directions. The EMA weights are
-    validated (fused cosine + diffusion scores from ``full_fused_scores`` on ``val_split``)
+    validated (fused cosine + diffusion scores from ``evaluate.score_matrices`` on ``val_split``)
     and saved.
 
     Args:
@@ -184,15 +162,63 @@ def train_diffusion(
     Returns:
         TrainResult.
     """
-    from diffatr.evaluate import score_matrices
-
     if train_config.phase != "diffusion":
         raise TrainError(f"train_diffusion needs a TrainConfig with phase 'diffusion', got {train_config.phase!r}")
-    _check_select_metric(train_config.select_metric, "diffusion")
+    check_select_metric(train_config.select_metric, "diffusion")
     dev = resolve_device(device or train_config.device)
     out_dir = Path(out_dir)
     initial = load_checkpoint(init)
-    config = model_config or initial.config
+    config, model = _phase2_model(initial, model_config or initial.config, train_config.seed, dev)
+    encoders = LazyEncoders(config, dev)
+    train, val = (phase_features(split, config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
+                                 desc=f"{name} features") for name, split in (("train", train_split), ("val", val_split)))
+    train = _with_extra_items(train, extra_train, config, train_config, train_embeddings, val)
+    if train_config.cross_fit and train_embeddings is None:
+        train_embeddings = cross_fit_embeddings(initial, train, val, train_config.cross_fit, out_dir / CROSS_FIT_DIR,
+                                                seed=train_config.seed, device=dev, progress=progress)
+    pools = _TrainingPools.build(model, config, train, train_embeddings, train_config)
+    generators = make_generators(train_config.seed, dev)
+    job = Job(
+        phase="diffusion", trained=model,
+        param_groups=weight_decay_groups(list(model.denoisers.named_parameters(prefix="denoisers")),
+                                         train_config.weight_decay, 1.0),
+        steps_per_epoch=train.num_captions // pools.batch_size, generators=generators,
+        make_epoch=lambda: unique_clip_batches(pools.text_unit.cpu(), pools.batch_size, generators["data"]),
+        step_loss=_step_loss(model, config, train_config, pools, generators),
+        validate=_validation(model, config, val) if val is not None else no_validation,
+        save_model=lambda path, extra: save_checkpoint(model, path, extra),
+        train_mode=lambda: model.train(),
+        fingerprint={"model config": to_dict(config), "device type": dev.type,
+                     "embeddings": digest([train.digest(), val.digest() if val is not None else None,
+                                           *pools.sums()]),
+                     "init checkpoint": str(Path(init).resolve())},
+        extra={"batch_size": pools.batch_size, "candidates_per_query": pools.batch_size,
+               "init": {"path": portable_path(init), **{k: initial.checkpoint_extra.get(k)
+                                                        for k in ("phase", "step", "select_value", "train")}},
+               "data": data_extra(train, val, data_info),
+               "seen_clips": seen_clip_ids(train, initial.checkpoint_extra.get("seen_clips"))},
+    )
+    return run_job(job, train_config, out_dir, resume=resume, device=dev, progress=progress)
+
+
+def _with_extra_items(train: FeatureSet, extra_train: FeatureSet | None, config: ModelConfig,
+                      train_config: TrainConfig, train_embeddings: Any, val: FeatureSet | None) -> FeatureSet:
+    """The training items: the split's, and ``extra_train`` appended (checked against the
+    options it cannot be combined with)."""
+    if train_config.cross_fit and val is None:
+        raise TrainError("cross-fitting picks each fold model on a validation split: give one (--val-split)")
+    if extra_train is None:
+        return train
+    if train_config.cross_fit or train_embeddings is not None:
+        raise TrainError("extra training items (e.g. --mixtures) cannot be combined with cross-fitting or given "
+                         "train_embeddings: drop one of them")
+    extra_train.check_encoders(config)
+    return train.concat(extra_train)
+
+
+def _phase2_model(initial: DiffATR, config: ModelConfig, seed: int, device: torch.device) -> tuple[ModelConfig, DiffATR]:
+    """The model phase 2 trains: the phase-1 checkpoint's heads and temperature (frozen), its
+    denoisers too when their config is unchanged (else fresh ones, from ``seed``)."""
     mismatch = [f for f in _BACKBONE_FIELDS if getattr(config, f) != getattr(initial.config, f)]
     if mismatch:
         raise TrainError(f"the model config differs from the --init checkpoint's in {', '.join(mismatch)}; phase 2 "
@@ -200,7 +226,7 @@ def train_diffusion(
     # The temperature is phase 1's (loaded with the heads); its config fields say how it was made.
     config = dataclasses.replace(config, init_temperature=initial.config.init_temperature,
                                  learn_temperature=initial.config.learn_temperature)
-    model = _init_model(config, train_config.seed)
+    model = init_model(config, seed)
     state = initial.state_dict()
     if config.denoiser != initial.config.denoiser:
         state = {k: v for k, v in state.items() if not k.startswith("denoisers.")}  # fresh denoisers
@@ -208,27 +234,34 @@ def train_diffusion(
     if unexpected or any(not k.startswith("denoisers.") for k in missing):
         raise TrainError(f"the --init checkpoint does not fit the model (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]})")
-    model.to(dev).requires_grad_(False)
+    model.to(device).requires_grad_(False)
     model.denoisers.requires_grad_(True)
-    scheduler = model.make_scheduler()
-    generators = _generators(train_config.seed, dev)
+    return config, model
 
-    encoders = LazyEncoders(config, dev)
-    train = _features(train_split, config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
-                      desc="train features")
-    val = _features(val_split, config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
-                    desc="val features")
-    if extra_train is not None:
-        if train_config.cross_fit or train_embeddings is not None:
-            raise TrainError("extra training items (e.g. --mixtures) cannot be combined with cross-fitting or given "
-                             "train_embeddings: drop one of them")
-        extra_train.check_encoders(config)
-        train = train.concat(extra_train)
-    if train_config.cross_fit and train_embeddings is None:
-        train_embeddings = cross_fit_embeddings(initial, train, val, train_config.cross_fit, out_dir / CROSS_FIT_DIR,
-                                                seed=train_config.seed, device=dev, progress=progress)
-    model.eval()  # the heads' dropout stays off: they project every item once, frozen
-    with torch.no_grad():  # the frozen heads project every item once
+
+@dataclass
+class _TrainingPools:
+    """The training items as the denoisers see them: embedded once by the frozen heads (or given
+    out-of-fold), with the sound each belongs to and, for "shortlist+hubness", its hubness.
+
+    Negatives are compared by sound: a batch holds distinct sounds, and mining skips every clip
+    (and caption) of the query's own sound.
+    """
+
+    text_emb: Tensor  # (M, D)
+    audio_emb: Tensor  # (N, D)
+    owner: Tensor  # (M,) each caption's clip
+    audio_unit: Tensor  # (N,) each clip's sound (negative_groups)
+    text_unit: Tensor  # (M,)
+    batch_size: int
+    hubness: dict[str, Tensor]  # direction -> (P,) of every training-pool item; {} for other contexts
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: DiffATR, config: ModelConfig, train: FeatureSet,
+              train_embeddings: tuple[Tensor, Tensor] | None, train_config: TrainConfig) -> _TrainingPools:
+        dev = next(model.parameters()).device
+        model.eval()  # the heads' dropout stays off: they project every item once, frozen
         if train_embeddings is None:
             text_emb = model.project_text(train.text.to(dev))  # (M, D)
             audio_emb = model.project_audio(train.audio.to(dev))  # (N, D)
@@ -240,23 +273,26 @@ def train_diffusion(
                 raise TrainError(f"train_embeddings must be ({train.num_captions}, {config.embed_dim}) text and "
                                  f"({train.num_clips}, {config.embed_dim}) audio embeddings of the training split, "
                                  f"got {tuple(text_emb.shape)} and {tuple(audio_emb.shape)}")
-        val_text = model.project_text(val.text.to(dev))  # (Mv, D)
-        val_audio = model.project_audio(val.audio.to(dev))  # (Nv, D)
-    owner = train.caption_to_clip.to(dev)  # (M,)
-    # Negatives are compared by sound: a batch holds distinct sounds, and mining skips every
-    # clip (and caption) of the query's own sound.
-    audio_unit = _negative_ids(train.sound_units(), train.num_clips, train_config).to(dev)  # (N,)
-    text_unit = audio_unit[owner]  # (M,)
-    num_units = int(audio_unit.unique().numel())
-    batch_size = _fit_batch(train_config.batch_size, num_units, "distinct sounds")
-    knobs = dataclasses.asdict(config.retrieval)
-    cosine_metrics = retrieval_metrics((val_text @ val_audio.T).float().cpu(), None, val.caption_to_clip)
-    # direction -> (P,) hubness of every training-pool item, for "shortlist+hubness" denoisers
-    pool_hubness = _training_hubness(model, config, train, text_emb, audio_emb, text_unit, audio_unit)
+        owner = train.caption_to_clip.to(dev)  # (M,)
+        audio_unit = negative_groups(train.sound_units(), train.num_clips, train_config).to(dev)  # (N,)
+        text_unit = audio_unit[owner]  # (M,)
+        batch_size = fit_batch(train_config.batch_size, int(audio_unit.unique().numel()), "distinct sounds")
+        hub = _training_hubness(model, config, train, text_emb, audio_emb, text_unit, audio_unit)
+        return cls(text_emb, audio_emb, owner, audio_unit, text_unit, batch_size, hub)
+
+    def sums(self) -> list[float]:
+        return [float(self.text_emb.sum()), float(self.audio_emb.sum())]
+
+
+def _step_loss(model: DiffATR, config: ModelConfig, train_config: TrainConfig, pools: _TrainingPools,
+               generators: dict[str, torch.Generator]) -> Callable[[Tensor], tuple[Tensor, dict[str, float]]]:
+    """Phase 2's loss of one batch of caption rows: ``generation_loss`` in both directions."""
+    scheduler = model.make_scheduler()
+    text_emb, audio_emb, text_unit, audio_unit = pools.text_emb, pools.audio_emb, pools.text_unit, pools.audio_unit
 
     def step_loss(rows: Tensor) -> tuple[Tensor, dict[str, float]]:
-        rows = rows.to(dev)
-        clips = owner[rows]  # (B,) of distinct sounds
+        rows = rows.to(text_emb.device)
+        clips = pools.owner[rows]  # (B,) of distinct sounds
         texts, audios = text_emb[rows], audio_emb[clips]  # (B, D) each
         # direction -> (queries, their in-batch pool, each positive's row in the whole training
         # pool, that whole pool, the sound of each of its items)
@@ -266,49 +302,38 @@ def train_diffusion(
         for direction, (query, batch_pool, positive, pool, pool_unit) in sides.items():
             if train_config.negatives == "mined":
                 pool_rows = mined_candidate_rows(query, audio_unit[clips], positive, pool, pool_unit,
-                                                 batch_size)  # (B, K)
+                                                 pools.batch_size)  # (B, K)
             else:  # the batch's own items, hardest first, positive at 0
                 pool_rows = positive[hardest_first(query, batch_pool)]  # (B, K = B)
             candidates = pool[pool_rows]  # (B, K, D)
-            hub = pool_hubness[direction][pool_rows] if pool_hubness else None  # (B, K)
+            hub = pools.hubness[direction][pool_rows] if pools.hubness else None  # (B, K)
             losses[direction] = generation_loss(model.denoisers[direction], scheduler, query, candidates,
                                                 generator=generators["noise"], ce_scale=config.diffusion.ce_scale,
                                                 positive_index=0, candidate_hubness=hub)
         loss = losses["text_to_audio"] + losses["audio_to_text"]
         return loss, {f"loss_{d}": float(v.detach()) for d, v in losses.items()}
 
+    return step_loss
+
+
+def _validation(model: DiffATR, config: ModelConfig, val: FeatureSet) -> Callable[[], dict[str, Any]]:
+    """Phase 2's validation: Gen+Dis (the fused score) at the config's retrieval settings, plus Gen
+    (the diffusion term alone) under "gen/...": with a temperature far above 1 / ce_scale the
+    fused ranking barely moves, and Gen still shows whether the denoisers learn."""
+    from diffatr.evaluate import score_matrices
+
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        val_text, val_audio = model.project_text(val.text.to(dev)), model.project_audio(val.audio.to(dev))  # (Mv|Nv, D)
+    cosine_metrics = retrieval_metrics((val_text @ val_audio.T).float().cpu(), None, val.caption_to_clip)
+
     def validate() -> dict[str, Any]:
-        # Gen+Dis (the fused score) at the config's knobs, plus Gen (the diffusion term alone)
-        # under "gen/...": with a temperature far above 1 / ce_scale the fused ranking barely
-        # moves, and Gen still shows whether the denoisers learn.
-        scores = score_matrices(model, val.audio.to(dev), val.text.to(dev), knobs, ("gen", "gen+dis"))
+        scores = score_matrices(model, val.audio.to(dev), val.text.to(dev), config.retrieval, ("gen", "gen+dis"))
         metrics = retrieval_metrics(scores["text_to_audio"]["gen+dis"].float().cpu(),
                                     scores["audio_to_text"]["gen+dis"].float().cpu(), val.caption_to_clip)
         gen = retrieval_metrics(scores["text_to_audio"]["gen"].float().cpu(),
                                 scores["audio_to_text"]["gen"].float().cpu(), val.caption_to_clip)
         metrics.update({f"gen/{k}": v for k, v in gen.items() if "/" in k})
-        return {"metrics": metrics, "cosine_metrics": cosine_metrics, "knobs": knobs}
+        return {"metrics": metrics, "cosine_metrics": cosine_metrics, "knobs": dataclasses.asdict(config.retrieval)}
 
-    embeds_digest = _digest([train.digest(), val.digest(), float(text_emb.sum()), float(audio_emb.sum())])
-    job = _Job(
-        phase="diffusion",
-        trained=model,
-        param_groups=_param_groups(list(model.denoisers.named_parameters(prefix="denoisers")),
-                                   train_config.weight_decay, 1.0),
-        steps_per_epoch=train.num_captions // batch_size,
-        generators=generators,
-        make_epoch=lambda: unique_clip_batches(text_unit.cpu(), batch_size, generators["data"]),
-        step_loss=step_loss,
-        validate=validate,
-        save_model=lambda path, extra: save_checkpoint(model, path, extra),
-        train_mode=lambda: model.train(),
-        fingerprint={"model config": to_dict(config), "embeddings": embeds_digest, "device type": dev.type,
-                     "init checkpoint": str(Path(init).resolve())},
-        extra={"batch_size": batch_size, "candidates_per_query": batch_size,
-               "init": {"path": str(Path(init).resolve()), "phase": initial.checkpoint_extra.get("phase"),
-                        "step": initial.checkpoint_extra.get("step"),
-                        "select_value": initial.checkpoint_extra.get("select_value"),
-                        "train": initial.checkpoint_extra.get("train")},
-               "data": _data_extra(train, val, data_info)},
-    )
-    return _run(job, train_config, out_dir, resume=resume, device=dev, progress=progress)
+    return validate
