@@ -217,7 +217,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     text_encoder = None
     if not args.no_text and any(r.captions for r in records):
         text_cfg = dataclasses.replace(config.text, allow_download=args.allow_download or config.text.allow_download)
-        text_encoder = TextEncoder(text_cfg)
+        text_encoder = TextEncoder(text_cfg, inference_only=True)
     cache = None
     if not args.no_cache:
         cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
@@ -342,7 +342,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"diffatr search: note: {why_not}", file=sys.stderr)
     text_cfg = dataclasses.replace(model.config.text, allow_download=args.allow_download or model.config.text.allow_download)
     if args.query is not None:
-        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=index_stores)
+        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg, inference_only=True),
+                              first_stage=index_stores)
         results = engine.search_text(args.query, settings)
     else:
         engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=index_stores)
