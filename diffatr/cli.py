@@ -159,7 +159,7 @@ def _add_index_parser(sub) -> None:
                         "0: this process); with --ray, actors (default: one per CPU of the cluster)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="embed the audio on a Ray cluster: auto, HOST:PORT, ray://HOST:10001, or local "
-                        "(pip install \"diffatr[ray]\"; README, 'Indexing on a Ray cluster')")
+                        "(pip install \"diffatr[ray]\"; docs/speed.md, 'Indexing on a Ray cluster')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

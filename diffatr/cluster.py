@@ -9,7 +9,7 @@ the audio encoder rebuilt once from an ``EncoderRecipe`` and running
 ``diffatr.extraction.embed_files`` on one thread: the same code, so the same features.
 
 Every node must read the files at the paths this process gives (a shared or mounted folder) and
-have diffatr installed with the ``[ray]`` extra (README, "Indexing on a Ray cluster").
+have diffatr installed with the ``[ray]`` extra (docs/speed.md, "Indexing on a Ray cluster").
 """
 
 from __future__ import annotations

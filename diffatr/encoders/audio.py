@@ -411,7 +411,9 @@ def build_backbone(name: str, config: AudioEncoderConfig | None = None, *, devic
         backbone = spec.build(config)
     if torch.device(device).type == "meta":
         return backbone
-    return backbone.to_empty(device=device)
+    # ``to_empty`` would call ``empty_like`` on meta tensors, whose Python reference imports
+    # sympy (about 0.5 s of a cold start); plain ``empty`` of each shape allocates the same.
+    return backbone._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
 
 
 @torch.no_grad()
