@@ -140,8 +140,9 @@ def floors(results: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     res, m = report["results"], report["machine"]
-    lines = [f"CPU: {cpu_label(m)}, {m['usable_cores']} cores; medians of {report['settings']['runs']} runs "
-             f"(each a new process, files in the page cache).", "",
+    load = m.get("load_average_before", [float("nan")])[0]
+    lines = [f"CPU: {cpu_label(m)}, {m['usable_cores']} cores, load average {load:.1f} before the run; medians of "
+             f"{report['settings']['runs']} runs (each a new process, files in the page cache).", "",
              "| what | median (s) | min - max (s) | floor (s) |", "|---|---:|---:|---:|"]
     s = res["search"]
     lines.append(f"| `{s['command']}` | {s['median_s']:.2f} | {s['min_s']:.2f} - {s['max_s']:.2f} | "
@@ -167,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     machine = {**describe_cpu(), "torch": torch.__version__, "python": platform.python_version(),
-               "platform": platform.platform()}
+               "platform": platform.platform(), "load_average_before": list(os.getloadavg())}
     results = run(args)
-    report = {"settings": {"runs": args.runs, "app_runs": args.app_runs, "query": QUERY}, "machine": machine,
+    machine["load_average_after"] = list(os.getloadavg())  # other work on the machine slows every row
+    report = {"benchmark": "startup", "command": "python " + " ".join(["benchmarks/startup.py", *(argv or sys.argv[1:])]),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.gmtime()),
+              "settings": {"runs": args.runs, "app_runs": args.app_runs, "query": QUERY}, "machine": machine,
               "results": results, "floors": floors(results)}
     report["markdown"] = markdown(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
