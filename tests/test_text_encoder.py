@@ -81,7 +81,9 @@ CAPTIONS = ["a dog barks", "rain falls on a tin roof while thunder rumbles far a
 def test_plain_bert_gives_transformers_numbers_without_importing_it(minilm, pooling):
     """The start-up path (diffatr.encoders.bert): same tokens, same features as transformers."""
     config = TextEncoderConfig(pooling=pooling)
+    rng = torch.random.get_rng_state()
     plain = TextEncoder(config, inference_only=True)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # built on the meta device: no random init
     reference = minilm if pooling == "mean" else TextEncoder(config)
     assert type(plain.model).__name__ == "PlainBert" and type(reference.model).__name__ != "PlainBert"
     ours, theirs = plain.tokenize(CAPTIONS), reference.tokenize(CAPTIONS)

@@ -144,7 +144,8 @@ class PlainBert(nn.Module):
         """The model with the folder's weights (missing or misshapen weights raise)."""
         from safetensors.torch import load_file
 
-        model = cls(config)
+        with torch.device("meta"):  # no random init: it would draw from the global RNG, and cost time
+            model = cls(config)
         state = load_file(str(Path(folder) / "model.safetensors"))
         for prefix in ("bert.",):  # some checkpoints hold the encoder under a task model's prefix
             if not any(k.startswith("embeddings.") for k in state):
@@ -153,7 +154,7 @@ class PlainBert(nn.Module):
         missing = [k for k in wanted if k not in state]
         if missing:
             raise ValueError(f"{folder}: model.safetensors lacks {missing[:3]} (not a BERT encoder?)")
-        model.load_state_dict({k: state[k] for k in wanted})
+        model.load_state_dict({k: state[k] for k in wanted}, assign=True)
         return model.eval()
 
 
