@@ -69,6 +69,9 @@ class Recipe:
     note: str
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # "": the 512-d aiSFX embedding alone; "logits" / "probs": with aiSFX's nine frozen classifier
+    # heads' outputs (378) beside it, read from the clip's embedding (``aisfx_head_features``).
+    aisfx_heads: str = ""
 
 
 LIT = {"text_head": "identity", "embed_dim": 384}
@@ -113,9 +116,15 @@ RECIPES = {
         {"text_head": "residual", "embed_dim": 384, "init_temperature": 0.07, "head_hidden_dim": 512,
          "head_dropout": 0.2}),
 }
+RESIDUAL = {"text_head": "residual", "embed_dim": 384, "init_temperature": 0.1, "head_hidden_dim": 512,
+            "head_dropout": 0.2}
+for _kind in ("logits", "probs"):
+    RECIPES[f"LiT + residual text adapter, MLP audio head + dropout, aiSFX heads ({_kind})"] = Recipe(
+        f"as LiT + residual text adapter, the audio head also reads aiSFX's nine classifier heads ({_kind}, 378)",
+        RESIDUAL, aisfx_heads=_kind)
 
 
-# The recipe checkpoints/default is trained with (the val winner below; the README's commands).
+# The recipe checkpoints/default is trained with (the val winner below; the commands in docs/usage.md).
 SHIPPED_RECIPE = "LiT + residual text adapter, MLP audio head + dropout"
 
 
@@ -144,9 +153,40 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def aisfx_classifier_heads(path: Path) -> list[torch.nn.Sequential]:
+    """aiSFX's nine classifier heads (512 -> 256 -> 128 -> classes, ReLU between), frozen."""
+    from diffatr.encoders.convert import extract_state_dict, load_pickled_checkpoint
+
+    obj = load_pickled_checkpoint(path, trust=True)
+    state = extract_state_dict(obj[0] if isinstance(obj, (tuple, list)) else obj)
+    heads = []
+    for i in range(9):
+        layers = [torch.nn.Linear(*state[f"fc.{i}.{j}.weight"].shape[::-1]) for j in (0, 2, 4)]
+        head = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+        head.load_state_dict({f"{a}.{b}": state[f"fc.{i}.{j}.{b}"].float()
+                              for a, j in ((0, 0), (2, 2), (4, 4)) for b in ("weight", "bias")})
+        heads.append(head.eval())
+    return heads
+
+
+@torch.no_grad()
+def aisfx_head_features(fs: FeatureSet, heads: list[torch.nn.Sequential], kind: str) -> FeatureSet:
+    """``fs`` with the heads' outputs (logits, or each head's softmax) beside the embedding:
+    (N, 512) -> (N, 512 + 378)."""
+    audio = fs.audio_features.float()
+    outs = [head(audio) for head in heads]
+    if kind == "probs":
+        outs = [o.softmax(dim=-1) for o in outs]
+    features = torch.cat([audio, *outs], dim=-1)
+    encoders = {**fs.encoders, "audio": {**fs.encoders["audio"], "embed_dim": features.shape[1]}}
+    return dataclasses.replace(fs, audio_features=features, encoders=encoders)
+
+
 def model_config(recipe: Recipe):
     config = load_model_config("default")
     overrides = dict(recipe.model)
+    if recipe.aisfx_heads:  # the audio head reads 512 + 378 features
+        overrides["audio"] = dataclasses.replace(config.audio, embed_dim=config.audio.embed_dim + 378)
     if "embed_dim" in overrides:  # the denoiser reads the shared space
         overrides["denoiser"] = dataclasses.replace(config.denoiser, embed_dim=overrides["embed_dim"])
     return dataclasses.replace(config, **overrides)
@@ -306,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--runs", type=Path, default=Path("/tmp/generalisation_runs"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generalisation.json")
+    parser.add_argument("--aisfx-checkpoint", type=Path,
+                        help="aisfx 0.1.2's models/checkpoint.pth (inside its wheel: `pip download aisfx==0.1.2 "
+                             "--no-deps`, then unzip), for the recipes that read its classifier heads")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.time()
@@ -322,14 +365,25 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"recipes": {}, "seeds": args.seeds, "train_gallery_sounds": TRAIN_GALLERY,
                                "num_reworded": len(reworded), "num_everyday": len(everyday),
                                "machine": "2-core CPU, one torch thread"}
+    variants = {"": (feats, gallery)}
     for name in args.recipes:
+        kind = RECIPES[name].aisfx_heads
+        if kind not in variants:
+            if args.aisfx_checkpoint is None:
+                parser.error(f"{name!r} reads aiSFX's classifier heads: pass --aisfx-checkpoint")
+            heads = aisfx_classifier_heads(args.aisfx_checkpoint)
+            variants[kind] = ({s: aisfx_head_features(f, heads, kind) for s, f in feats.items()},
+                              aisfx_head_features(gallery, heads, kind))
+        recipe_feats, recipe_gallery = variants[kind]
         log(f"{name}: training {len(args.seeds)} seed(s)")
-        models = [load_checkpoint(train_run(name, seed, feats, args.runs)) for seed in args.seeds]
-        per_seed = [score_models([m], feats, gallery, query_text, rows, reworded, everyday) for m in models]
+        models = [load_checkpoint(train_run(name, seed, recipe_feats, args.runs)) for seed in args.seeds]
+        per_seed = [score_models([m], recipe_feats, recipe_gallery, query_text, rows, reworded, everyday)
+                    for m in models]
         results["recipes"][name] = {
             "note": RECIPES[name].note, "model": RECIPES[name].model, "train": RECIPES[name].train,
             "seeds": aggregate(per_seed), "per_seed": per_seed,
-            "ensemble": aggregate([score_models(models, feats, gallery, query_text, rows, reworded, everyday)]),
+            "ensemble": aggregate([score_models(models, recipe_feats, recipe_gallery, query_text, rows, reworded,
+                                                everyday)]),
         }
     # One model is what a checkpoint holds: the winner is the single-model recipe with the best
     # val score; the seed ensembles are reported beside it (three models' cost).

@@ -20,7 +20,7 @@
    by audio file (decode + backbone), in the library's API, through the app's handler, and
    through the app's HTTP API (``python app.py`` started here, ``gradio_client``, one client).
 
-Writes benchmarks/results/similar.json and prints the README's Markdown tables. Rerun it after
+Writes benchmarks/results/similar.json and prints the Markdown tables of docs/benchmarks.md. Rerun it after
 the corpus or the checkpoint changes: the numbers, the chosen space and the threshold follow.
 
     DIFFATR_CACHE=/tmp/dcache python benchmarks/similar.py [--checkpoint CKPT]   # ~1 min cached

@@ -136,7 +136,7 @@ def _add_index_parser(sub) -> None:
                    help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-text", action="store_true", help="do not embed captions (audio -> text search needs them)")
-    group = p.add_argument_group("first stage for large libraries (docs: README, 'Large libraries')")
+    group = p.add_argument_group("first stage for large libraries (docs/usage.md, 'Large libraries')")
     group.add_argument("--backend", choices=["exact", "faiss", "milvus"], default=None,
                        help="first-stage store built beside the index for --checkpoint's weights: exact (default, "
                             "in memory), faiss (pip install \"diffatr[faiss]\"), milvus (\"diffatr[milvus]\"); "

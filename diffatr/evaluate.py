@@ -432,8 +432,8 @@ def check_unseen(model: Any, label: str | None, clip_ids: list[str] | None, allo
         names = ", ".join(overlap[:3]) + (", ..." if len(overlap) > 3 else "")
         raise SeenDataError(
             f"checkpoint {label or '(model)'} was trained on {len(overlap)} of these {len(clip_ids)} clips ({names}): "
-            "its scores on them say nothing about unseen sounds. Evaluate a checkpoint trained without them (the "
-            "README gives the train-only recipe), or pass --allow-seen (allow_seen=True) to score them anyway, "
+            "its scores on them say nothing about unseen sounds. Evaluate a checkpoint trained without them ("
+            "docs/usage.md gives the train-only recipe), or pass --allow-seen (allow_seen=True) to score them anyway, "
             "marked as seen data")
     return {"seen": len(overlap), "of": len(clip_ids)}
 

@@ -353,7 +353,7 @@ these files by hand: change `diffatr/corpus/catalog.tsv` and rebuild.
   the -1 dBFS peak ceiling set the gain: flag `peak_limited`). {report.seconds_audio / 60:.0f} minutes,
   {report.bytes_audio / 1e6:.1f} MB.
 - `manifest.csv`: one row per clip, readable by `diffatr.data.manifest.read_manifest`.
-  Splits: {splits}. `demo` = 1 marks the {counts.get('demo', 0)} clips the demo app shows.
+  Splits: {splits}. `demo` = 1 marks the {counts.get('demo', 0)} clips of the first release's demo set (the app now searches every clip).
   Columns: {", ".join(MANIFEST_COLUMNS)}.
 - `mixtures.jsonl`: two-clip mixture recipes per split (clip ids, offsets, gains, seed,
   compositional captions); render them with `diffatr.corpus.mixtures.render_mixture`.

@@ -10,7 +10,7 @@ Scorers turn similarities into ranking scores:
 - ``ensemble``: the mean of several models' scores (e.g. phase-1 seeds).
 - ``gen_rank_scores``: the diffusion term alone inside each query's top K, rank-encoded.
 Fusion rules combine a top-K of first-stage scores with the diffusion's x0 estimate:
-- ``"paper"``: S + alpha * softmax(x0 / temperature), the paper's rule (README, "The method").
+- ``"paper"``: S + alpha * softmax(x0 / temperature), the paper's rule (docs/method.md).
 - ``"zscore"``: S + alpha * std_K(S) * z(x0), the diffusion's standardised score on the scale of
   the query's own cosine spread (calibrated: alpha = 1 weighs both equally, whatever the
   spread of x0, which at temperature 1 makes the paper's bonus about 0.003 wide).
