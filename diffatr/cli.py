@@ -81,40 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("index", help="embed a folder of audio or a manifest into a searchable index",
-                       description="Embed audio files (and their captions, if any) into an index folder. "
-                                   "Unreadable files are listed and skipped.")
-    p.add_argument("source", metavar="PATH_OR_MANIFEST", nargs="?",
-                   help="a folder of audio (recursive; NAME.txt beside NAME.wav gives captions), "
-                        "a CSV/JSONL manifest (path + caption columns), or one audio file")
-    p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced atomically)")
-    p.add_argument("--checkpoint", metavar="CKPT",
-                   help="take the backbones from this checkpoint's config (default: the shipped checkpoint)")
-    p.add_argument("--config", metavar="NAME_OR_JSON",
-                   help="take the backbones from a named model config instead (e.g. default, paper-resnet38)")
-    p.add_argument("--cache-dir", metavar="DIR",
-                   help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--no-text", action="store_true", help="do not embed captions (audio -> text search needs them)")
-    group = p.add_argument_group("first stage for large libraries (docs/usage.md, 'Large libraries')")
-    group.add_argument("--backend", choices=["exact", "faiss", "milvus"], default=None,
-                       help="first-stage store built beside the index for --checkpoint's weights: exact (default, "
-                            "in memory), faiss (pip install \"diffatr[faiss]\"), milvus (\"diffatr[milvus]\"); "
-                            "search uses it without a flag")
-    group.add_argument("--faiss-factory", default="HNSW32", metavar="SPEC",
-                       help="FAISS index_factory string (HNSW32, HNSW32,SQ8, IVF1024,PQ48,Refine(SQ8), ...)")
-    group.add_argument("--uri", default=None, help="milvus: a server (e.g. http://host:19530); default Milvus Lite")
-    group.add_argument("--add", action="store_true",
-                       help="append SOURCE's clips to the existing index at --out (and to its stores)")
-    group.add_argument("--remove", nargs="+", default=None, metavar="CLIP_ID",
-                       help="remove these clips from the index at --out (its stores are rebuilt)")
-    p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
-                   help="keep only manifest rows whose column equals VALUE (e.g. split=test, demo=1); repeatable")
-    p.add_argument("--allow-download", action="store_true",
-                   help="let the text encoder fetch a hub model that is not on disk")
-    p.add_argument("--relative-paths", action="store_true",
-                   help="store audio paths relative to the index folder (for an index shipped with its clips)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_index_parser(sub)
 
     p = sub.add_parser("search", help="rank an index's clips for a caption, or its captions for an audio file",
                        description="Text -> audio: give a caption. Audio -> text: give --audio FILE "
@@ -151,6 +118,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_corpus_parser(sub)
     return parser
+
+
+def _add_index_parser(sub) -> None:
+    p = sub.add_parser("index", help="embed a folder of audio or a manifest into a searchable index",
+                       description="Embed audio files (and their captions, if any) into an index folder. "
+                                   "Unreadable files are listed and skipped.")
+    p.add_argument("source", metavar="PATH_OR_MANIFEST", nargs="?",
+                   help="a folder of audio (recursive; NAME.txt beside NAME.wav gives captions), "
+                        "a CSV/JSONL manifest (path + caption columns), or one audio file")
+    p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced atomically)")
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="take the backbones from this checkpoint's config (default: the shipped checkpoint)")
+    p.add_argument("--config", metavar="NAME_OR_JSON",
+                   help="take the backbones from a named model config instead (e.g. default, paper-resnet38)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="feature cache folder (default: $DIFFATR_CACHE or ~/.cache/diffatr)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--no-text", action="store_true", help="do not embed captions (audio -> text search needs them)")
+    group = p.add_argument_group("first stage for large libraries (docs/usage.md, 'Large libraries')")
+    group.add_argument("--backend", choices=["exact", "faiss", "milvus"], default=None,
+                       help="first-stage store built beside the index for --checkpoint's weights: exact (default, "
+                            "in memory), faiss (pip install \"diffatr[faiss]\"), milvus (\"diffatr[milvus]\"); "
+                            "search uses it without a flag")
+    group.add_argument("--faiss-factory", default="HNSW32", metavar="SPEC",
+                       help="FAISS index_factory string (HNSW32, HNSW32,SQ8, IVF1024,PQ48,Refine(SQ8), ...)")
+    group.add_argument("--uri", default=None, help="milvus: a server (e.g. http://host:19530); default Milvus Lite")
+    group.add_argument("--add", action="store_true",
+                       help="append SOURCE's clips to the existing index at --out (and to its stores)")
+    group.add_argument("--remove", nargs="+", default=None, metavar="CLIP_ID",
+                       help="remove these clips from the index at --out (its stores are rebuilt)")
+    p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="keep only manifest rows whose column equals VALUE (e.g. split=test, demo=1); repeatable")
+    p.add_argument("--allow-download", action="store_true",
+                   help="let the text encoder fetch a hub model that is not on disk")
+    p.add_argument("--relative-paths", action="store_true",
+                   help="store audio paths relative to the index folder (for an index shipped with its clips)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that decode and embed audio (default: one per core for a large folder; "
+                        "0: this process); with --ray, actors (default: one per CPU of the cluster)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="embed the audio on a Ray cluster: auto, HOST:PORT, ray://HOST:10001, or local "
+                        "(pip install \"diffatr[ray]\"; docs/speed.md, 'Indexing on a Ray cluster')")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _version() -> str:
@@ -207,12 +217,21 @@ def _cmd_index(args: argparse.Namespace) -> int:
     text_encoder = None
     if not args.no_text and any(r.captions for r in records):
         text_cfg = dataclasses.replace(config.text, allow_download=args.allow_download or config.text.allow_download)
-        text_encoder = TextEncoder(text_cfg)
+        text_encoder = TextEncoder(text_cfg, inference_only=True)
     cache = None
     if not args.no_cache:
         cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                              dataclasses.asdict(config.audio))
-    index, report = build_index(records, audio_encoder, text_encoder, cache=cache, progress=not args.quiet)
+    if args.workers is not None and args.workers < 0:
+        raise UsageError("--workers must be 0 (this process) or more")
+    try:
+        index, report = build_index(records, audio_encoder, text_encoder, cache=cache, progress=not args.quiet,
+                                    workers=args.workers, ray_address=args.ray)
+    except KeyboardInterrupt:
+        if cache is not None:
+            print(f"interrupted: the clips embedded so far are in the feature cache ({cache.root}); run the same "
+                  "command again to continue from there", file=sys.stderr)
+        raise
     if args.relative_paths:
         out_dir = os.path.abspath(args.out)
         index.paths = [os.path.relpath(os.path.abspath(p), out_dir) if p else p for p in index.paths]
@@ -323,7 +342,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"diffatr search: note: {why_not}", file=sys.stderr)
     text_cfg = dataclasses.replace(model.config.text, allow_download=args.allow_download or model.config.text.allow_download)
     if args.query is not None:
-        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg), first_stage=index_stores)
+        engine = SearchEngine(model, index, text_encoder=TextEncoder(text_cfg, inference_only=True),
+                              first_stage=index_stores)
         results = engine.search_text(args.query, settings)
     else:
         engine = SearchEngine(model, index, audio_encoder=build_audio_encoder(model.config.audio), first_stage=index_stores)

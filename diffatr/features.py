@@ -12,13 +12,15 @@ Shape legend: N clips, M captions, Da audio feature width, Dt text feature width
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -26,11 +28,10 @@ from safetensors.torch import load_file, save, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffatr.audio.io import AudioError
 from diffatr.config import ModelConfig
 from diffatr.data.manifest import ClipRecord
 from diffatr.data.sounds import sound_keys, sound_units
-from diffatr.encoders.cache import FeatureCache, config_digest
+from diffatr.encoders.cache import FeatureCache, config_digest, file_sha256
 from diffatr.encoders.identity import encoder_mismatches
 from diffatr.errors import DiffatrError
 from diffatr.fileio import atomic_directory, atomic_write_bytes
@@ -513,9 +514,14 @@ def build_features(records: Iterable[ClipRecord], encoders: LazyEncoders, encode
                    audio_cache: FeatureCache | None = None, text_cache: TextFeatureCache | None = None,
                    embed_text: bool = True, keep_uncaptioned: bool = False, strict: bool = False,
                    progress: bool = True, on_progress: Callable[[int, int], None] | None = None,
-                   desc: str = "features") -> FeatureSet:
+                   desc: str = "features", workers: int | None = None, ray_address: str | None = None) -> FeatureSet:
     """The one build loop: decode and embed every clip (through the feature cache), then its
     captions (through the caption cache), skipping what cannot be read with its reason.
+
+    Files found in the cache are not decoded; the others are decoded and embedded by
+    ``diffatr.extraction.Extractor`` (worker processes, blocks of several clips per forward
+    pass), streamed in order, and each is written to the cache as soon as it is done: a run
+    that is interrupted and started again continues where it stopped, and says so.
 
     ``diffatr index`` (``diffatr.indexing.build_index``) and training / evaluation features
     (``compute_features``) both come through here.
@@ -530,10 +536,14 @@ def build_features(records: Iterable[ClipRecord], encoders: LazyEncoders, encode
         embed_text: embed the captions (False: ``text_features`` is None, an audio-only table).
         keep_uncaptioned: keep clips without captions (an index may search them) instead of
             skipping them with "no captions".
-        strict: raise on the first unusable clip instead of skipping it.
+        strict: raise on the first unusable clip (in record order) instead of skipping it.
         progress: show tqdm bars.
         on_progress: called as ``on_progress(done, total)`` after every clip (the app's bar).
         desc: the bars' label.
+        workers: worker processes that decode and embed (0: this process; None: one per core
+            when there are enough files and the audio encoder is an ``AudioEncoder`` on the CPU);
+            with ``ray_address``, Ray actors (None: one per CPU of the cluster).
+        ray_address: embed on this Ray cluster instead (``diffatr.cluster.RayExtractor``).
 
     Returns:
         A FeatureSet (tensors on the CPU); ``skipped`` lists the clips left out.
@@ -543,42 +553,130 @@ def build_features(records: Iterable[ClipRecord], encoders: LazyEncoders, encode
         NoUsableClipError: no clip could be used.
     """
     records = list(records)
+    reasons = {i: "no captions" for i, r in enumerate(records) if not (r.captions or keep_uncaptioned)}
+    wanted = [i for i in range(len(records)) if i not in reasons]
+    rows, groups = _cached_rows(records, wanted, audio_cache, progress, desc)  # record -> (Da,), content -> records
+    bar = _BuildProgress(len(records), sum(len(g) for g in groups.values()), progress, on_progress, desc)
+    if audio_cache is not None and rows and groups:
+        bar.write(f"{desc}: {len(rows)} of {len(wanted)} clips are already in the feature cache "
+                  f"({audio_cache.root}), from an earlier or interrupted run; embedding the other {bar.to_embed}")
+    uncaptioned = sorted(reasons)
 
-    def embed(path: str | Path) -> Tensor:
-        return encoders.audio.embed_file(path).detach().float().cpu()
+    def raise_if_strict(known_before: float, failed: int | None = None) -> None:
+        # strict: the first unusable clip in record order raises, once every clip before it is known
+        unusable = [i for i in uncaptioned[:1] if i < known_before] + ([] if failed is None else [failed])
+        if strict and unusable:
+            first = min(unusable)
+            raise FeatureError(f"{records[first].path}: {reasons[first]} (strict mode: fix or remove this clip)")
 
-    skipped: list[tuple[str, str]] = []
-    kept: list[ClipRecord] = []
-    rows: list[Tensor] = []
-    for done, record in enumerate(tqdm(records, desc=desc, unit="clip", disable=not progress), 1):
-        reason = None
-        if not record.captions and not keep_uncaptioned:
-            reason = "no captions"
-        else:
+    if groups:
+        with contextlib.closing(_embed_uncached(records, groups, encoders.audio, audio_cache=audio_cache,
+                                                workers=workers, ray_address=ray_address)) as embedded:
+            for members, result in embedded:  # every record before members[0] is known by now
+                if isinstance(result, str):
+                    reasons.update((i, result) for i in members)
+                    raise_if_strict(members[0], failed=members[0])
+                else:
+                    raise_if_strict(members[0])
+                    rows.update((i, result.reshape(-1).float()) for i in members)
+                bar.update(len(members))
+    raise_if_strict(float("inf"))
+    bar.close()
+    return _feature_set(records, rows, reasons, encoders, encoder_configs, text_cache=text_cache,
+                        embed_text=embed_text, progress=progress, desc=desc)
+
+
+def _cached_rows(records: list[ClipRecord], wanted: list[int], audio_cache: FeatureCache | None, progress: bool,
+                 desc: str) -> tuple[dict[int, Tensor], dict[str, list[int]]]:
+    """The wanted records' features found in the cache (record -> (Da,)), and the others grouped
+    by file content (the cache key), so that a file held twice is embedded once; a file that
+    cannot even be hashed gets a group of its own and is left to the decoder's message."""
+    rows: dict[int, Tensor] = {}
+    groups: dict[str, list[int]] = {}
+    lookups = tqdm(wanted, desc=f"{desc}: feature cache", unit="file", leave=False,
+                   disable=not progress or audio_cache is None)
+    for i in lookups:
+        key = f"record:{i}"
+        if audio_cache is not None:
             try:
-                feats = audio_cache.get_or_compute(record.path, embed) if audio_cache else embed(record.path)
-            except (AudioError, OSError) as err:
-                reason = str(err) or type(err).__name__
+                key = file_sha256(records[i].path)
+            except OSError:
+                pass
             else:
-                rows.append(feats.reshape(-1).float())
-                kept.append(record)
-        if reason is not None:
-            if strict:
-                raise FeatureError(f"{record.path}: {reason} (strict mode: fix or remove this clip)")
-            skipped.append((record.path, reason))
-        if on_progress is not None:
-            on_progress(done, len(records))
+                cached = audio_cache.get(key)
+                if cached is not None:
+                    audio_cache.hits += 1
+                    rows[i] = cached.reshape(-1).float()
+                    continue
+        groups.setdefault(key, []).append(i)
+    return rows, groups
+
+
+class _BuildProgress:
+    """The clips bar (clips per second and an ETA, from tqdm) and the app's ``on_progress``."""
+
+    def __init__(self, total: int, to_embed: int, progress: bool, on_progress: Callable[[int, int], None] | None,
+                 desc: str):
+        self.total, self.to_embed, self.done, self.on_progress = total, to_embed, total - to_embed, on_progress
+        self.show = progress
+        self.bar = tqdm(total=total, initial=self.done, desc=desc, unit="clip", disable=not progress, smoothing=0.05)
+        if on_progress is not None and total:
+            on_progress(self.done, total)
+
+    def write(self, message: str) -> None:
+        if self.show:
+            self.bar.write(message, file=sys.stderr)
+
+    def update(self, clips: int) -> None:
+        self.bar.update(clips)
+        self.done += clips
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _embed_uncached(records: list[ClipRecord], groups: dict[str, list[int]], encoder: Any, *,
+                    audio_cache: FeatureCache | None, workers: int | None,
+                    ray_address: str | None) -> Iterator[tuple[list[int], Tensor | str]]:
+    """Decode and embed one file of each group (worker processes, or Ray actors with
+    ``ray_address``), in group order: yields ``(members, (Da,) features or why it failed)``.
+    Each result is written to the cache at once, so an interrupted run resumes from there."""
+    from diffatr.extraction import Extractor, default_workers  # the audio stack, only when there is audio to embed
+
+    if ray_address is not None:
+        from diffatr.cluster import RayExtractor
+
+        extractor = RayExtractor(encoder, ray_address, workers=workers or None)
+    else:
+        extractor = Extractor(encoder, default_workers(len(groups), encoder) if workers is None else workers)
+    with extractor, contextlib.closing(extractor.map(records[m[0]].path for m in groups.values())) as results:
+        for (key, members), result in zip(groups.items(), results):
+            if not isinstance(result, str) and audio_cache is not None and not key.startswith("record:"):
+                audio_cache.put(key, result)
+                audio_cache.misses += 1
+                audio_cache.hits += len(members) - 1
+            yield members, result
+
+
+def _feature_set(records: list[ClipRecord], rows: dict[int, Tensor], reasons: dict[int, str],
+                 encoders: LazyEncoders, encoder_configs: dict[str, Any], *, text_cache: TextFeatureCache | None,
+                 embed_text: bool, progress: bool, desc: str) -> FeatureSet:
+    """The table of the kept records (in record order) with their captions' features."""
+    kept = [records[i] for i in sorted(rows)]
+    skipped = [(records[i].path, reasons[i]) for i in sorted(reasons)]
     if not kept:
         why = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise NoUsableClipError(f"no usable clip among {len(records)} ({why})" if records else "the split is empty",
                                 skipped)
-
     captions = [list(r.captions) for r in kept]
     text = _caption_features(captions, encoders, text_cache, progress, desc) if embed_text else None
     ids, metadata = [r.clip_id for r in kept], [r.metadata for r in kept]
     return FeatureSet(
-        audio_features=torch.stack(rows), clip_ids=ids, paths=[r.path for r in kept], captions=captions,
-        text_features=text, metadata=[dict(r.metadata, **({"split": r.split} if r.split else {})) for r in kept],
+        audio_features=torch.stack([rows[i] for i in sorted(rows)]), clip_ids=ids, paths=[r.path for r in kept],
+        captions=captions, text_features=text,
+        metadata=[dict(r.metadata, **({"split": r.split} if r.split else {})) for r in kept],
         encoders={"audio": encoder_configs["audio"], "text": encoder_configs.get("text") if text is not None else None},
         sound_keys=sound_keys(ids, metadata), skipped=skipped)
 

@@ -48,6 +48,8 @@ def build_index(
     cache: FeatureCache | None = None,
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> tuple[RetrievalIndex, IndexReport]:
     """Embed ``records`` into an index (``diffatr.features.build_features``, the loop training
     and evaluation use, keeping clips without captions).
@@ -60,6 +62,10 @@ def build_index(
             captions' cache lies in the same folder.
         progress: show a tqdm bar.
         on_progress: called as ``on_progress(done, total)`` after every file (the app's bar).
+        workers: worker processes that decode and embed (``diffatr.extraction``); 0: this
+            process; None: one per core when the folder is large enough. With ``ray_address``:
+            Ray actors (None: one per CPU of the cluster).
+        ray_address: shard the audio embedding over this Ray cluster (``diffatr.cluster``).
     Returns:
         The index and a report of skipped files.
     Raises:
@@ -72,7 +78,8 @@ def build_index(
     try:
         table = build_features(records, LazyEncoders(None, audio=audio_encoder, text=text_encoder), configs,
                                audio_cache=cache, text_cache=text_cache, embed_text=text_encoder is not None,
-                               keep_uncaptioned=True, progress=progress, on_progress=on_progress, desc="indexing")
+                               keep_uncaptioned=True, progress=progress, on_progress=on_progress, desc="indexing",
+                               workers=workers, ray_address=ray_address)
     except NoUsableClipError as err:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in err.skipped[:3])
         raise AudioError(f"no audio file could be indexed ({len(records)} tried). {reasons}") from err

@@ -571,9 +571,12 @@ def build_demo(app: DemoApp, server: ServerSettings | None = None) -> Any:
     # time-to-live go (and the whole cache at a restart).
     with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
                    delete_cache=(int(quotas.cache_sweep_s), int(quotas.session_ttl_s))) as demo:
-        # A session idle for the time-to-live is deleted, and with it its uploaded files.
+        # A session idle for the time-to-live is deleted, and with it its uploaded files. The
+        # callback is a plain function: Gradio deep-copies the page config (which holds it) on
+        # every page load, and a bound method would copy the handlers' model and index with it
+        # (1-2 s a page load on 2 cores).
         page = {"session": gr.State(None, time_to_live=quotas.session_ttl_s,
-                                    delete_callback=handlers.forget_session)}
+                                    delete_callback=lambda session: handlers.forget_session(session))}
         gr.Markdown(INTRO)
         page["corpus_line"] = gr.Markdown(handlers.corpus_line(None), elem_id="corpus-line")
         page["knobs"] = _settings_row(app)

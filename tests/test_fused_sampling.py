@@ -125,3 +125,56 @@ def test_the_fused_loop_rejects_bad_input():
         m.ddim_sample_cached(sched, noise, queries.select(slice(0, 2)), cache, ids, 5)
     with pytest.raises(ValueError, match="num_inference_steps"):
         m.ddim_sample_cached(sched, noise, queries, cache, ids, 0)
+
+
+def test_the_automatic_block_size_changes_no_sample_trajectory_or_ranking(monkeypatch):
+    # Left to itself, the loop measures its block size once per process (or reads it from the
+    # L2 size); whatever it picks, and whatever a fixed size is, the result is the same.
+    from diffatr.diffusion import factorised
+
+    m, bank, query, ids, noise = _setup(B=37, K=6, N=30, weight_scale=2.0)
+    sched = DDIMScheduler(DiffusionConfig())
+    cache, queries = m.precompute(bank), m.prepare_queries(query)
+    x0, traj = m.ddim_sample_cached(sched, noise, queries, cache, ids, 20, return_trajectory=True)
+    chosen = factorised.calibrated_block_size(6, 16)
+    assert chosen in (*factorised._BLOCK_SIZES_TRIED, factorised.l2_block_size(6, 16))
+    order = x0.argsort(dim=1, descending=True, stable=True)
+    for block in (1, 2, 5, 16, 37, chosen, factorised.l2_block_size(6, 16)):
+        other, other_traj = m.ddim_sample_cached(sched, noise, queries, cache, ids, 20, return_trajectory=True,
+                                                 block_size=block)
+        assert (other - x0).abs().max() <= 1e-6
+        assert (other_traj.x_t - traj.x_t).abs().max() <= 1e-6
+        assert (other_traj.pred_x0 - traj.pred_x0).abs().max() <= 1e-6
+        assert torch.equal(other.argsort(dim=1, descending=True, stable=True), order)
+    # Another calibration outcome (another machine) gives the same samples too.
+    key = (6, 16, torch.float32, torch.get_num_threads())
+    monkeypatch.setitem(factorised._CALIBRATED, key, 3)
+    assert (m.ddim_sample_cached(sched, noise, queries, cache, ids, 20) - x0).abs().max() <= 1e-6
+
+
+def test_the_block_size_is_measured_once_per_process_and_never_for_one_query(monkeypatch):
+    from diffatr.diffusion import factorised
+
+    calls = []
+    monkeypatch.setattr(factorised, "_CALIBRATED", {})
+    monkeypatch.setattr(factorised, "_calibrate", lambda K, d, dtype: calls.append((K, d)) or 2)
+    m, bank, query, ids, noise = _setup(B=5, K=4, N=12)
+    sched = DDIMScheduler(DiffusionConfig())
+    cache, queries = m.precompute(bank), m.prepare_queries(query)
+    m.ddim_sample_cached(sched, noise[:1], queries.select(slice(0, 1)), cache, ids[:1], 5)  # one query: one block
+    assert calls == []
+    for _ in range(3):
+        m.ddim_sample_cached(sched, noise, queries, cache, ids, 5)
+    m.forward_cached(noise, 3, queries, cache, ids)
+    assert calls == [(4, 16)]
+
+
+def test_the_l2_rule_fills_three_quarters_of_the_core_and_has_a_fallback(monkeypatch):
+    from diffatr.diffusion import factorised
+
+    # K = 32, d = 512: 3 (K, 2d) floats = 384 KiB per query.
+    assert factorised.l2_block_size(32, 512, l2_bytes=2 << 20) == 4  # Intel Xeon, 2 MiB L2
+    assert factorised.l2_block_size(32, 512, l2_bytes=512 << 10) == 1  # AMD EPYC, 512 KiB L2
+    assert factorised.l2_block_size(1000, 512, l2_bytes=512 << 10) == 1  # never 0
+    monkeypatch.setattr(factorised, "l2_bytes_per_core", lambda: None)  # no sysfs
+    assert factorised.l2_block_size(32, 512) == 2  # as if 1 MiB

@@ -71,3 +71,43 @@ def test_local_folder_model(tmp_path):
 def test_hub_name_needs_explicit_permission():
     with pytest.raises(FileNotFoundError, match="allow"):
         TextEncoder(TextEncoderConfig(name_or_path="bert-base-uncased", embed_dim=768))
+
+
+CAPTIONS = ["a dog barks", "rain falls on a tin roof while thunder rumbles far away",
+            "Ünïcode café, música: 鳥の声", "hi", "a dog barks " * 200]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_plain_bert_gives_transformers_numbers_without_importing_it(minilm, pooling):
+    """The start-up path (diffatr.encoders.bert): same tokens, same features as transformers."""
+    config = TextEncoderConfig(pooling=pooling)
+    rng = torch.random.get_rng_state()
+    plain = TextEncoder(config, inference_only=True)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # built on the meta device: no random init
+    reference = minilm if pooling == "mean" else TextEncoder(config)
+    assert type(plain.model).__name__ == "PlainBert" and type(reference.model).__name__ != "PlainBert"
+    ours, theirs = plain.tokenize(CAPTIONS), reference.tokenize(CAPTIONS)
+    assert ours["input_ids"].shape[1] == config.max_length  # the long caption is cut, the rest padded
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
+    a, b = plain.encode(CAPTIONS), reference.encode(CAPTIONS)
+    assert (a - b).abs().max() < 1e-5 and F.cosine_similarity(a, b).min() > 1 - 1e-6
+
+
+def test_a_model_plain_bert_cannot_compute_loads_through_transformers(tmp_path):
+    import json
+
+    from diffatr.encoders.bert import plain_bert_config
+
+    src = default_text_model_dir()
+    assert plain_bert_config(src) is not None
+    folder = tmp_path / "relative"
+    folder.mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        (folder / name).symlink_to(src / name)
+    config = json.loads((src / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, position_embedding_type="relative_key")))
+    assert plain_bert_config(folder) is None
+    encoder = TextEncoder(TextEncoderConfig(name_or_path=str(folder)), inference_only=True)
+    assert type(encoder.model).__name__ != "PlainBert"

@@ -85,16 +85,16 @@ def phase1(data, tmp_path_factory):
 
 
 def test_both_phases_through_the_cli(data, tmp_path, monkeypatch, capsys):
-    embedded: list[str] = []
-    import diffatr.encoders.cache as cache_module
+    embedded: list[str] = []  # every file looked up in the feature cache (read to hash it)
+    import diffatr.features as features_module
 
-    original = cache_module.FeatureCache.get_or_compute
+    original = features_module.file_sha256
 
-    def spy(self, path, compute):
+    def spy(path, *args, **kwargs):
         embedded.append(str(path))
-        return original(self, path, compute)
+        return original(path, *args, **kwargs)
 
-    monkeypatch.setattr(cache_module.FeatureCache, "get_or_compute", spy)
+    monkeypatch.setattr(features_module, "file_sha256", spy)
     common = ["--data", str(data["manifest"]), "--config", "tiny", "--cache-dir", str(data["cache"]),
               "--device", "cpu", "--quiet", "--strict", "--batch-size", "8", "--log-every", "2"]
     p1, p2 = tmp_path / "p1", tmp_path / "p2"

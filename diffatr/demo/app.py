@@ -84,7 +84,8 @@ class DemoApp:
         if why_not:
             warnings.warn(f"the demo index: {why_not}", stacklevel=2)
         audio_config = dataclasses.replace(model.config.audio, max_seconds=AUDIO_MAX_SECONDS)
-        return cls(model, index, TextEncoder(model.config.text), build_audio_encoder(audio_config),
+        text_encoder = TextEncoder(model.config.text, inference_only=True)  # start-up: no transformers import
+        return cls(model, index, text_encoder, build_audio_encoder(audio_config),
                    quotas=quotas, upload_root=upload_root, first_stage=index_stores)
 
     def start(self, *, warm_up: bool = True) -> DemoApp:

@@ -27,6 +27,7 @@ D embedding width, d denoiser width, S inference steps.
 
 from __future__ import annotations
 
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ import torch
 from torch import Tensor
 
 from diffatr.diffusion.context import shortlist_context
+from diffatr.machine import l2_bytes_per_core
 
 if TYPE_CHECKING:
     from diffatr.diffusion.denoiser import Denoiser
@@ -42,10 +44,23 @@ if TYPE_CHECKING:
     from diffatr.diffusion.ddim import DDIMScheduler
 
 
-# Floats of gathered candidate rows per block of queries: ~4 MiB keeps a block's working set
-# inside the L2/L3 caches for all the steps run on it, instead of streaming (B, K, 4d) through
-# main memory at every step.
-_BLOCK_FLOATS = 1 << 20
+# Queries per block. The fused loop runs all the steps of a block of b queries on rows gathered
+# once; each step is 8 tensor ops whose dispatch costs a few us whatever b is, and streams the
+# block's working set, 3 (b, K, 2d) floats (values, decoder terms, hidden), once. Large blocks
+# share the dispatch cost, small ones stay in a fast cache, and which cache is fast enough is
+# the CPU's business: on the AMD EPYC this project is developed on (512 KiB L2 per core, 32 MiB
+# L3), 8-16 queries streaming from L3 run 2x faster than 1 that fits L2; on an Intel Xeon with
+# 2 MiB L2 (issue 22), 2-4 queries that fit L2 run 1.8x faster than 16 from L3. So on the CPU
+# the size is measured once per process and shape (``calibrated_block_size``, tens of ms, only
+# for a batch of several queries); ``l2_block_size``, from the L2 size in sysfs, is the first
+# candidate and the answer where nothing is measured.
+_BLOCK_SIZES_TRIED = (1, 2, 4, 8, 16, 32)
+_MAX_BLOCK_BYTES = 32 << 20  # a working set beyond any core's share of L3: never tried
+_FALLBACK_L2_BYTES = 1 << 20  # when sysfs does not say: between today's x86 cores (0.5-2 MiB)
+_OTHER_DEVICE_BLOCK_FLOATS = 1 << 20  # CUDA: 4 MiB of gathered rows per block, as before
+_CALIBRATION_BYTES = 32 << 20  # working set streamed per candidate and round: a few ms
+_CALIBRATION_ROUNDS = 3  # the fastest of three, against a noisy neighbour
+_CALIBRATED: dict[tuple, int] = {}  # (K, d, dtype, threads) -> queries per block, this process
 
 
 @dataclass(frozen=True, eq=False)
@@ -302,8 +317,75 @@ def _unbiased_estimate(w2: Tensor, residual: bool, base: Tensor, y: Tensor, scal
         torch.mv(hidden, w2, out=out)
 
 
-def _block_size(K: int, d: int, block_size: int | None) -> int:
-    return block_size if block_size is not None else max(1, _BLOCK_FLOATS // max(1, K * 4 * d))
+def _working_set_bytes(K: int, d: int, itemsize: int) -> int:
+    """Bytes one query adds to a block's per-step working set: values, dec and hidden, (K, 2d) each."""
+    return 3 * K * 2 * d * itemsize
+
+
+def l2_block_size(K: int, d: int, itemsize: int = 4, l2_bytes: int | None = None) -> int:
+    """Queries per block whose per-step working set fills about 3/4 of one core's L2.
+
+    Args:
+        K, d: candidates per query, denoiser width.
+        itemsize: bytes per float.
+        l2_bytes: the L2 of one core; default: sysfs (``diffatr.machine``), or 1 MiB when it
+            does not say.
+    """
+    l2 = l2_bytes if l2_bytes is not None else (l2_bytes_per_core() or _FALLBACK_L2_BYTES)
+    return max(1, (3 * l2 // 4) // _working_set_bytes(K, d, itemsize))
+
+
+def calibrated_block_size(K: int, d: int, dtype: torch.dtype = torch.float32) -> int:
+    """The fastest block size for (K, d) on this CPU, measured on the first call, then memoised.
+
+    Times the fused loop's steps (``_run_block``) on a synthetic block of each size in
+    ``_BLOCK_SIZES_TRIED`` and ``l2_block_size`` (working sets up to 32 MiB; 32 MiB streamed
+    per size and round), fastest of three rounds per query-step. The result never changes a score: only the time it takes.
+    """
+    key = (K, d, dtype, torch.get_num_threads())
+    size = _CALIBRATED.get(key)
+    if size is None:
+        size = _CALIBRATED[key] = _calibrate(K, d, dtype)
+    return size
+
+
+def _calibrate(K: int, d: int, dtype: torch.dtype) -> int:
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    per_query = _working_set_bytes(K, d, itemsize)
+    sizes = sorted({b for b in (*_BLOCK_SIZES_TRIED, l2_block_size(K, d, itemsize))
+                    if b == 1 or b * per_query <= _MAX_BLOCK_BYTES})
+    g = torch.Generator().manual_seed(0)  # the values only need to be ordinary floats
+    query_steps = min(512, max(2, _CALIBRATION_BYTES // per_query))  # per candidate and round
+    largest, steps = sizes[-1], max(2, query_steps // sizes[0])
+    with torch.inference_mode():
+        def uniform(*shape: int) -> Tensor:
+            return torch.empty(shape, dtype=dtype).uniform_(-1.0, 1.0, generator=g)
+
+        base, values, dec = uniform(steps, largest, 1, K), uniform(largest, K, 2 * d), uniform(largest, K, 2 * d)
+        h_taus, w2 = uniform(steps, 2 * d).unbind(0), uniform(2 * d)
+        best = dict.fromkeys(sizes, float("inf"))
+        for _ in range(_CALIBRATION_ROUNDS):
+            for b in sizes:
+                b_steps = max(2, query_steps // b)
+                plan = [(0, 0.0, 1.0)] * b_steps  # x_prev = x_t: every op runs, nothing grows
+                block = _Block(base=base[:b_steps, :b], values=values[:b], dec=dec[:b])
+                y = uniform(b, 1, K)
+                start = time.perf_counter()
+                _run_block(block, y, plan, h_taus, w2, 0.0, True, -1.0, 1.0, None)
+                best[b] = min(best[b], (time.perf_counter() - start) / (b * b_steps))
+    return min(sizes, key=best.__getitem__)
+
+
+def _block_size(K: int, d: int, like: Tensor, batch: int, block_size: int | None) -> int:
+    """Queries per block: ``block_size`` when given; else, for a batch of several queries, the
+    calibrated size on the CPU and 4 MiB of gathered rows elsewhere. One query is one block."""
+    if block_size is not None:
+        return block_size
+    if batch <= 1:
+        return 1
+    if like.device.type != "cpu":
+        return max(1, _OTHER_DEVICE_BLOCK_FLOATS // max(1, K * 4 * d))
+    return calibrated_block_size(K, d, like.dtype)
 
 
 def _key_tau_table(cache: CandidateCache, q_tau: Tensor, gathered_rows: int) -> Tensor | None:
@@ -324,6 +406,57 @@ def _check_step_inputs(denoiser: Denoiser, x_t: Tensor, queries: QueryCache, cac
     if cache.width != denoiser.width:
         raise ValueError(f"cache was made for width {cache.width}, this denoiser has d = {denoiser.width}")
     _check_ids(candidate_ids, cache)
+
+
+def _run_block(block: _Block, y: Tensor, plan: list, h_taus: tuple[Tensor, ...], w2: Tensor, b2: float,
+               residual: bool, low: float | None, high: float | None,
+               record: tuple[Tensor, Tensor] | None) -> Tensor:
+    """Every DDIM step (eta = 0) of one block of b queries, in inference mode.
+
+    Args:
+        block: the gathered block (``_Block``; ``base`` holds one (b, 1, K) slice per step).
+        y: (b, 1, K) x_T; overwritten.
+        plan: S x (t, a, c): x_prev = a x0 + c x_t (``DDIMScheduler.deterministic_coefficients``).
+        h_taus: S x (2d,) W1h Wo Wv tau_t.
+        w2, b2, residual: the read-out (``_readout``).
+        low, high: the clamp of the estimate less b2, or None for no clamp.
+        record: (xs (S+1, b, K), preds (S, b, K)) to fill with every x_t and x0 estimate, or None.
+
+    Returns:
+        (b K,) the last x0 estimate less b2.
+    """
+    b, _, K = y.shape
+    S = len(plan)
+    # The sample is kept as x_t = scale * y + shift (scale, shift: numbers; y: (b, 1, K)).
+    # The DDIM update x <- a x0 + c x then touches y once (y += a / scale' * o) instead of
+    # twice, and b2 and the shift, the same for every candidate, stay out of the loop:
+    # the softmax ignores them and only the last x0 estimate is returned.
+    scale, shift = 1.0, 0.0
+    o = y.new_empty(b * K)  # the estimate less b2
+    hidden = y.new_empty(b * K, block.values.shape[-1])  # (b K, 2d)
+    hidden_3d, y_flat = hidden.view(b, K, -1), y.view(-1)
+    bases = block.base.unbind(0)  # S x (b, 1, K)
+    if record is not None:
+        record[0][0] = y.view(b, K)
+    for i, (_, a, c) in enumerate(plan):
+        # ``_unbiased_estimate``, inlined: the call alone cost 3 of a step's 19 us.
+        w = torch.softmax(torch.add(bases[i], y, alpha=scale), dim=-1)  # (b, 1, K)
+        h = torch.baddbmm(h_taus[i], w, block.values)  # (b, 1, 2d)
+        torch.add(block.dec, h, out=hidden_3d).relu_()  # (b, K, 2d)
+        if residual:
+            torch.addmv(w.view(-1), hidden, w2, out=o)
+        else:
+            torch.mv(hidden, w2, out=o)
+        if low is not None:
+            o.clamp_(low, high)
+        if i < S - 1:  # x_{t_prev} = a (o + b2) + c (scale y + shift)
+            scale, shift = c * scale, c * shift + a * b2
+            y_flat.add_(o, alpha=a / scale)
+        if record is not None:
+            xs, preds = record
+            preds[i] = o.view(b, K) + b2
+            xs[i + 1] = preds[i] if i == S - 1 else y.view(b, K) * scale + shift
+    return o
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -352,7 +485,7 @@ def forward_cached(
         cache: ``precompute`` of the candidate set.
         candidate_ids: (B, K) integer rows of ``cache`` for each query.
         block_size: queries per block (memory locality only; the result does not depend
-            on it). Default: about 4 MiB of gathered rows per block.
+            on it). Default: measured once per process on the CPU (``calibrated_block_size``).
 
     Returns:
         (B, K) scores.
@@ -362,7 +495,7 @@ def forward_cached(
     ids = candidate_ids.long()
     q_tau, h_tau = _timestep_terms(denoiser, (int(t),))  # (1, d), 1 x (2d,)
     key_tau = _key_tau_table(cache, q_tau, B * K)
-    block = _block_size(K, denoiser.width, block_size)
+    block = _block_size(K, denoiser.width, x_t, B, block_size)
     w2, b2, residual = _readout(denoiser)
     out = x_t.new_empty(B * K)
     for start in range(0, B, block):
@@ -406,7 +539,7 @@ def ddim_sample_cached(denoiser: Denoiser, scheduler: DDIMScheduler, noise: Tens
     ids = candidate_ids.long()
     q_tau, h_taus = _timestep_terms(denoiser, tuple(t for t, _, _ in plan))  # (S, d), S x (2d,)
     key_tau = _key_tau_table(cache, q_tau, B * K)
-    block = _block_size(K, denoiser.width, block_size)
+    block = _block_size(K, denoiser.width, noise, B, block_size)
     w2, b2, residual = _readout(denoiser)
     S = len(plan)
     x0 = torch.empty_like(noise)  # (B, K)
@@ -420,35 +553,9 @@ def ddim_sample_cached(denoiser: Denoiser, scheduler: DDIMScheduler, noise: Tens
         b = stop - start
         gathered = _gather_block(denoiser, queries.select(slice(start, stop)), cache, ids[start:stop], q_tau, key_tau)
         with torch.inference_mode():  # plain tensors in, plain tensors out; cheaper dispatch inside
-            # The sample is kept as x_t = scale * y + shift (scale, shift: numbers; y: (b, 1, K)).
-            # The DDIM update x <- a x0 + c x then touches y once (y += a / scale' * o) instead of
-            # twice, and b2 and the shift, the same for every candidate, stay out of the loop:
-            # the softmax ignores them and only the last x0 estimate is returned.
             y = noise[start:stop].reshape(b, 1, K).clone()
-            scale, shift = 1.0, 0.0
-            o = noise.new_empty(b * K)  # the estimate less b2
-            hidden = noise.new_empty(b * K, 2 * denoiser.width)
-            hidden_3d, y_flat = hidden.view(b, K, -1), y.view(-1)
-            bases = gathered.base.unbind(0)  # S x (b, 1, K)
-            if xs is not None:
-                xs[0, start:stop] = y.view(b, K)
-            for i, (_, a, c) in enumerate(plan):
-                # ``_unbiased_estimate``, inlined: the call alone cost 3 of a step's 19 us.
-                w = torch.softmax(torch.add(bases[i], y, alpha=scale), dim=-1)  # (b, 1, K)
-                h = torch.baddbmm(h_taus[i], w, gathered.values)  # (b, 1, 2d)
-                torch.add(gathered.dec, h, out=hidden_3d).relu_()  # (b, K, 2d)
-                if residual:
-                    torch.addmv(w.view(-1), hidden, w2, out=o)
-                else:
-                    torch.mv(hidden, w2, out=o)
-                if low is not None:
-                    o.clamp_(low, high)
-                if i < S - 1:  # x_{t_prev} = a (o + b2) + c (scale y + shift)
-                    scale, shift = c * scale, c * shift + a * b2
-                    y_flat.add_(o, alpha=a / scale)
-                if xs is not None:
-                    preds[i, start:stop] = o.view(b, K) + b2
-                    xs[i + 1, start:stop] = preds[i, start:stop] if i == S - 1 else y.view(b, K) * scale + shift
+            record = None if xs is None else (xs[:, start:stop], preds[:, start:stop])
+            o = _run_block(gathered, y, plan, h_taus, w2, b2, residual, low, high, record)
             x0[start:stop] = o.view(b, K) + b2  # the last step returns the x0 estimate itself
     if not return_trajectory:
         return x0

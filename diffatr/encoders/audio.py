@@ -140,18 +140,23 @@ class AisfxCNN9(nn.Module):
         x = self.conv_block4(x, (1, 1), "max")  # (N, 512, T', M')
         return x.mean(dim=3).amax(dim=2)  # (N, 512)
 
-    def block_embeddings(self, logmel: torch.Tensor) -> torch.Tensor:
-        """(B, T, M) -> (B, N, 512): the per-block embeddings aisfx's inference returns."""
-        batch, frames, mels = logmel.shape
+    def cut_blocks(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(B, T, M) log-mel -> (B, N, block, M): the blocks aisfx's inference embeds."""
+        frames = logmel.shape[1]
         starts = aisfx_block_starts(frames, self.block, self.hop, self.drop_partial)
         # aisfx pads with `block` zero frames (log10(1 + 0) = 0: silence) before slicing.
         padded = F.pad(logmel, (0, 0, 0, max(0, starts[-1] + self.block - frames)))  # (B, T+, M)
-        blocks = torch.stack([padded[:, s : s + self.block] for s in starts], dim=1)  # (B, N, block, M)
+        return torch.stack([padded[:, s : s + self.block] for s in starts], dim=1)  # (B, N, block, M)
+
+    def block_embeddings(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(B, T, M) -> (B, N, 512): the per-block embeddings aisfx's inference returns."""
+        batch, _, mels = logmel.shape
+        blocks = self.cut_blocks(logmel)  # (B, N, block, M)
         flat = blocks.reshape(-1, self.block, mels)  # (B*N, block, M)
         embeds = torch.cat(
             [self.embed_blocks(chunk) for chunk in flat.split(self.max_blocks_per_batch)]
         )  # (B*N, 512)
-        return embeds.reshape(batch, len(starts), -1)
+        return embeds.reshape(batch, blocks.shape[1], -1)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         """(B, T, M) log-mel -> (B, 512): the mean of the block embeddings."""
@@ -406,7 +411,9 @@ def build_backbone(name: str, config: AudioEncoderConfig | None = None, *, devic
         backbone = spec.build(config)
     if torch.device(device).type == "meta":
         return backbone
-    return backbone.to_empty(device=device)
+    # ``to_empty`` would call ``empty_like`` on meta tensors, whose Python reference imports
+    # sympy (about 0.5 s of a cold start); plain ``empty`` of each shape allocates the same.
+    return backbone._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
 
 
 @torch.no_grad()
@@ -584,11 +591,30 @@ class AudioEncoder(nn.Module):
         Returns:
             (B, embed_dim).
         """
+        return self.backbone(self._log_mel(waveforms))  # (B, Da)
+
+    def _log_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(B, S) -> (B, T, M), zero-padding input shorter than ``min_num_samples`` at the end."""
         if waveforms.ndim != 2:
             raise ValueError(f"expected waveforms shaped (B, S), got {tuple(waveforms.shape)}")
         if waveforms.shape[1] < self.min_num_samples:
             waveforms = F.pad(waveforms, (0, self.min_num_samples - waveforms.shape[1]))
-        return self.backbone(self.frontend(waveforms))  # (B, Da)
+        return self.frontend(waveforms)
+
+    def log_mel_blocks(self, waveform: np.ndarray) -> torch.Tensor:
+        """The log-mel blocks ``embed_waveform`` embeds for one clip (backbones that block the
+        whole clip themselves: aisfx), so that blocks of several clips can share a forward pass
+        (``diffatr.encoders.batched``).
+
+        Args:
+            waveform: (S,) float32 at ``sample_rate``, already cut at ``max_seconds``.
+
+        Returns:
+            (N, block, M) on the module's device.
+        """
+        if not self.spec.own_blocks:
+            raise AudioEncoderError(f"{self.name} embeds windows of audio, not log-mel blocks")
+        return self.backbone.cut_blocks(self._log_mel(self._prepare(waveform)[None]))[0]
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -600,12 +626,17 @@ class AudioEncoder(nn.Module):
         hop = max(1, round(hop_seconds * self.sample_rate))
         return window, hop
 
-    def _embed_mono(self, waveform: np.ndarray, batch_size: int) -> torch.Tensor:
-        """(S,) float32 at ``sample_rate``, already cut at max_seconds -> (embed_dim,)."""
+    def _prepare(self, waveform: np.ndarray) -> torch.Tensor:
+        """(S,) float32 at ``sample_rate``, already cut at max_seconds -> (S',) on the module's
+        device, zero-padded to ``min_seconds``."""
         min_len = max(1, round(self.config.min_seconds * self.sample_rate))
         if waveform.shape[0] < min_len:
             waveform = np.pad(waveform, (0, min_len - waveform.shape[0]))
-        x = torch.from_numpy(np.ascontiguousarray(waveform)).to(self._device())  # (S,)
+        return torch.from_numpy(np.ascontiguousarray(waveform)).to(self._device())  # (S',)
+
+    def _embed_mono(self, waveform: np.ndarray, batch_size: int) -> torch.Tensor:
+        """(S,) float32 at ``sample_rate``, already cut at max_seconds -> (embed_dim,)."""
+        x = self._prepare(waveform)  # (S,)
         window, hop = self._window_lengths()
         if self.spec.own_blocks or x.shape[0] <= window:
             return self(x[None])[0]

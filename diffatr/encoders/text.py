@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from diffatr.config import TextEncoderConfig
+from diffatr.encoders.bert import FastTokenizer, PlainBert, plain_bert_config
 from diffatr.errors import DiffatrError
 
 DEFAULT_TEXT_MODEL = "default"
@@ -92,21 +93,31 @@ class TextEncoder(nn.Module):
 
     Args:
         config: which model, pooling and token limit.
+        inference_only: compute a plain BERT folder (the default model is one) in plain torch,
+            without importing transformers (``diffatr.encoders.bert``: the same numbers, a
+            second less start-up); it cannot be fine-tuned or saved with ``save_pretrained``.
+            Other models load through transformers either way.
     """
 
-    def __init__(self, config: TextEncoderConfig = TextEncoderConfig()):
+    def __init__(self, config: TextEncoderConfig = TextEncoderConfig(), *, inference_only: bool = False):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
         if config.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {config.pooling!r}")
         source, local_only = resolve_text_model(config)
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-        with _quiet_transformers():
-            self.model = AutoModel.from_pretrained(source, local_files_only=local_only)
+        plain = plain_bert_config(source) if inference_only and local_only else None
+        if plain is not None:  # start-up: transformers is not imported (diffatr.encoders.bert)
+            self.tokenizer = FastTokenizer(source, config.max_length)
+            self.model = PlainBert.from_folder(source, plain)
+            hidden = self.model.hidden_size
+        else:
+            from transformers import AutoModel, AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            with _quiet_transformers():
+                self.model = AutoModel.from_pretrained(source, local_files_only=local_only)
+            hidden = self.model.config.hidden_size
         self.model.eval()
-        hidden = self.model.config.hidden_size
         if hidden != config.embed_dim:
             raise ValueError(
                 f"text model {config.name_or_path!r} has hidden size {hidden}, but the config "
@@ -119,7 +130,10 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids and mask -> (B, Dt) pooled features."""
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if isinstance(self.model, PlainBert):
+            hidden = self.model(input_ids, attention_mask)  # (B, L, Dt)
+        else:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.config.pooling == "cls":
             return hidden[:, 0]  # (B, Dt)
         # Mean over real tokens only: padding must not dilute short captions.
@@ -127,6 +141,8 @@ class TextEncoder(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, Dt)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if isinstance(self.tokenizer, FastTokenizer):
+            return self.tokenizer(list(texts))
         return self.tokenizer(
             list(texts),
             padding=True,
