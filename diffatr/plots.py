@@ -15,6 +15,7 @@ K: softmax(x_T), then softmax(x̂0 x CE scale) per step), ``gen_rank`` (K), ``ce
 
 from __future__ import annotations
 
+import html
 from typing import Any, Mapping
 
 import plotly.graph_objects as go
@@ -55,13 +56,20 @@ def step_title(view: Mapping[str, Any], step: int) -> str:
     return f"step {step} / {s} (t = {int(view['timesteps'][step])})"
 
 
-def _short(label: str) -> str:
-    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+def plot_text(text: Any) -> str:
+    """Text (a query, a caption, a file name) as Plotly must show it: as it is. Plotly reads a
+    subset of HTML in every title, axis label and hover text (``<b>`` bold, ``<a href>`` a
+    link); its entities are drawn as their characters."""
+    return html.escape(str(text), quote=False)
+
+
+def _short(label: str, chars: int = LABEL_CHARS) -> str:
+    return label if len(label) <= chars else label[: chars - 1] + "…"
 
 
 def _axis_labels(view: Mapping[str, Any]) -> list[str]:
     # The cosine position makes every label unique, even when two captions are equal.
-    return [f"{i + 1}. {_short(str(label))}" for i, label in enumerate(view["labels"])]
+    return [f"{i + 1}. {plot_text(_short(str(label)))}" for i, label in enumerate(view["labels"])]
 
 
 def _x_range(view: Mapping[str, Any]) -> list[float]:
@@ -98,7 +106,7 @@ def trajectory_step_spec(view: Mapping[str, Any], step: int) -> dict[str, Any]:
     probs = [round(float(v), 5) for v in view["distribution"][step]]
     x_t = view["x_t"][step]
     hover = [
-        f"<b>{label}</b><br>p = {p:.3f} (x_t = {float(x):.3f})<br>cosine rank {i + 1} · cosine {c:.3f}"
+        f"<b>{plot_text(label)}</b><br>p = {p:.3f} (x_t = {float(x):.3f})<br>cosine rank {i + 1} · cosine {c:.3f}"
         f"<br>Gen rank {g + 1} · final rank {r + 1} (moved {i - r:+d})"
         for i, (label, p, x, c, g, r) in enumerate(zip(view["labels"], probs, x_t, view["cosine"], gen_rank,
                                                        final_rank, strict=True))
@@ -115,7 +123,7 @@ def trajectory_step_spec(view: Mapping[str, Any], step: int) -> dict[str, Any]:
             "textposition": "outside", "cliponaxis": False, "hovertext": hover, "hoverinfo": "text",
         }],
         "layout": {
-            "title": {"text": f"{step_title(view, step)}<br><sup>query: {_short(query) if len(query) > 60 else query}"
+            "title": {"text": f"{step_title(view, step)}<br><sup>query: {plot_text(_short(query, 60))}"
                               f"<br>{what} · orange: final top, #fused rank (Gen rank)</sup>", "x": 0.01},
             "xaxis": {"title": {"text": "probability"}, "range": _x_range(view), "zeroline": True},
             # A fixed left margin for the (cut) labels: automargin would re-layout every frame.

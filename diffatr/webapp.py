@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import html
 import json
 import logging
 import os
@@ -152,7 +153,9 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                               "input."), "Error"
         if session is not None:
             session.last_error = message
-        raise gr.Error(message, title=title, print_exception=False) from None
+        # The toast draws its text as HTML: the user's text in a message (a file name, a clip id)
+        # must show as written.
+        raise gr.Error(html.escape(message, quote=False), title=title, print_exception=False) from None
 
     return wrapper
 
@@ -417,8 +420,9 @@ class _NamedFileModel:
             shown = repr(value)
             shown = shown if len(shown) <= 60 else shown[:59] + "…"
             log.warning("user error: %s = %s", self._name, shown)
-            raise _gradio().Error(f"{self._name} must be {self._what} (gradio_client: handle_file(path)), got "
-                                  f"{hide_paths(shown)}", title="Cannot do that", print_exception=False) from None
+            message = f"{self._name} must be {self._what} (gradio_client: handle_file(path)), got {hide_paths(shown)}"
+            raise _gradio().Error(html.escape(message, quote=False), title="Cannot do that",
+                                  print_exception=False) from None
 
 
 def named_files(component: Any, name: str, what: str) -> Any:

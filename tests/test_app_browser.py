@@ -194,7 +194,38 @@ def test_a_failed_search_does_not_leave_the_previous_results_looking_current(pag
     status = _wait(driver, lambda d: (t := d.find_element(By.CSS_SELECTOR, "#text-status").text)
                    and "No results for" in t and t, "the failed query's status")
     assert "!!!" in status and "cat" not in status
+    assert "no letters or digits" in status  # the reason itself, not a pointer to a toast that fades
     assert not shown(driver)  # the cat cards are gone, not left under the new query
+    # A second error in a row gets its own message, and it stays until the next search.
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("???")
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+    status = _wait(driver, lambda d: (t := d.find_element(By.CSS_SELECTOR, "#text-status").text)
+                   and "???" in t and t, "the second failed query's status")
+    assert "no letters or digits" in status and "!!!" not in status
+    _wait(driver, lambda d: not [t for t in d.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]")
+                                 if t.is_displayed()], "the toasts to fade")
+    assert driver.find_element(By.CSS_SELECTOR, "#text-status").text == status
+
+
+def test_the_users_text_is_shown_as_text_never_as_markup(page) -> None:
+    driver = page
+    _wait(driver, lambda d: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Text')]"), "the tabs").click()
+    box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
+    query = '<b>bold</b> dog <a href="https://example.com/x">barking</a>'
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(query)
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+    _wait(driver, lambda d: (s := _plot(d)) and "x_0" in s["title"] and "bold" in s["title"],
+          "the query's animation")
+    title = driver.execute_script("return document.querySelector('#trajectory-plot .gtitle').textContent")
+    assert "<b>bold</b>" in title, title  # Plotly drew the tags as text
+    status = _text(driver, "#text-status")
+    assert "<b>bold</b>" in status and 'href="https://example.com/x"' in status, status
+    links = driver.execute_script("return Array.from(document.querySelectorAll(\"a[href^='https://example.com']\"))"
+                                  ".map(a => (a.closest('[id]') || {}).id + ': ' + a.outerHTML)")
+    assert not links  # no link anywhere
+    assert not driver.find_elements(By.CSS_SELECTOR, "#text-status b, #trajectory-plot .gtitle b")
 
 
 def test_audio_search_tab(page, tmp_path: Path) -> None:

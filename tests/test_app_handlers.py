@@ -519,3 +519,21 @@ def test_an_audio_query_shorter_than_50_ms_gets_a_message(app: DemoApp, fast: Re
     rate = 16000
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(0.06 * rate)) / rate).astype(np.float32)  # 60 ms
     assert app.searcher.search_audio(tone, fast, DemoSession(), sample_rate=rate)["results"]
+
+
+def test_the_users_text_never_becomes_markup(app: DemoApp, fast: RetrievalConfig) -> None:
+    from diffatr.demo import md_escape, status_line
+
+    session = DemoSession()
+    query = '<b>loud</b> dog <a href="https://example.com">barking</a> _now_ $x$'
+    response = app.searcher.search_text(query, fast, session)
+    view = dict(session.trajectory, labels=["<i>x</i>", *session.trajectory["labels"][1:]])
+    spec = plots.trajectory_step_spec(view, plots.num_steps(view))
+    text = json.dumps(spec)
+    assert "<a " not in text and "<b>loud" not in text and "<i>x" not in text  # Plotly reads these tags
+    assert "&lt;b&gt;loud" in spec["layout"]["title"]["text"] and "&lt;i&gt;x&lt;/i&gt;" in spec["data"][0]["y"][0]
+    heat = plots.trajectory_heatmap(view).to_json()
+    assert "<i>x" not in heat and "&lt;i&gt;x" in heat
+    status = status_line(response)
+    assert "<b>" not in status and "https://" not in status and "_now_" not in status and "$x$" not in status
+    assert re.sub(r"\\(.)", r"\1", md_escape(query)) == query  # unescaped, it is the text itself
