@@ -224,6 +224,22 @@ class Handlers:
         _show_notices(response)
         return response, session
 
+    def _with_query_upload(self, session: DemoSession | None, query: Any,
+                           search: Callable[[], tuple[dict[str, Any], DemoSession]]) -> tuple[dict[str, Any], DemoSession]:
+        """Run ``search``; an uploaded sound it refused is deleted at once, one it searched stays
+        while it is the session's sound query (its player shows it) and the one before goes."""
+        uploads = self.app.uploads
+        try:
+            response, session = search()
+        except BaseException:
+            if not isinstance(session, DemoSession) or query != session.query_upload:  # not the one shown
+                uploads.discard_uploads([query])
+            raise
+        if isinstance(query, str) and query != session.query_upload:
+            uploads.discard_uploads([session.query_upload])
+            session.query_upload = query
+        return response, session
+
     @_user_errors
     def search_text(self, caption: str, k: float, steps: float, top_k: float, alpha: float, seed: float,
                     temperature: float, one_per_sound: bool,
@@ -239,8 +255,9 @@ class Handlers:
         """Audio -> text: the k best captions for a sound file or a recording, and the clips that
         sound most like it ("similar")."""
         audio, rate = audio_query(audio)
-        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
-                            lambda settings, s: self.app.searcher.search_audio(audio, settings, s, sample_rate=rate))
+        return self._with_query_upload(session, audio, lambda: self._answer(
+            session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+            lambda settings, s: self.app.searcher.search_audio(audio, settings, s, sample_rate=rate)))
 
     @_user_errors
     def search_similar(self, clip_id: str | None, audio: str | None, k: float, steps: float, top_k: float,
@@ -251,8 +268,9 @@ class Handlers:
         if clip_id is not None and not isinstance(clip_id, str):
             raise DemoError(f"clip_id must be text (a result's clip_id) or null, got {clip_id!r}")
         query, rate = (clip_id.strip(), None) if clip_id and clip_id.strip() else audio_query(audio)
-        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
-                            lambda settings, s: self.app.searcher.search_similar(query, settings, s, sample_rate=rate))
+        return self._with_query_upload(session, query, lambda: self._answer(
+            session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+            lambda settings, s: self.app.searcher.search_similar(query, settings, s, sample_rate=rate)))
 
     @_user_errors
     def more_like_this(self, clip_id: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
@@ -277,7 +295,11 @@ class Handlers:
         def on_progress(done: int, total: int) -> None:
             progress((done, total), desc="Indexing your sounds", unit="files")
 
-        report = self.app.user_sounds.index_uploads(upload_paths(files), session, on_progress)
+        paths = upload_paths(files)
+        try:  # the files are copied into the session's folder: Gradio's copies go at once, used or refused
+            report = self.app.user_sounds.index_uploads(paths, session, on_progress)
+        finally:
+            self.app.uploads.discard_uploads(paths)
         _show_notices(report)
         if report["indexed"]:
             _gradio().Info(f"Indexed {report['indexed']} of your sounds: search for them in the other tabs.")
@@ -291,6 +313,7 @@ class Handlers:
 
     def forget_session(self, session: Any) -> None:
         if isinstance(session, DemoSession):
+            self.app.uploads.discard_uploads([session.query_upload])
             self.app.sessions.forget(session)
 
     # ------------------------------------------------------------------ views (UI only)
@@ -609,10 +632,10 @@ def build_demo(app: DemoApp, server: ServerSettings | None = None) -> Any:
     server = server or ServerSettings.from_env()
     handlers = Handlers(app, server)
     quotas = app.quotas
-    # Gradio's upload cache is swept as often as the quotas say; files older than a session's
-    # time-to-live go (and the whole cache at a restart).
+    # Gradio sweeps its cache every cache_sweep_s: uploads no search used within cache_ttl_s go
+    # (and the players' copies of clips, made again when shown).
     with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
-                   delete_cache=(int(quotas.cache_sweep_s), int(quotas.session_ttl_s))) as demo:
+                   delete_cache=(int(quotas.cache_sweep_s), int(quotas.cache_ttl_s))) as demo:
         # Every page (and API client) gets its own DemoSession on first use, so that even a first
         # failed search can leave its message for the status line. A session idle for the
         # time-to-live is deleted, and with it its uploaded files.
@@ -755,6 +778,10 @@ def prepare(server: ServerSettings | None = None) -> tuple[Any, DemoApp, ServerS
 
     torch.set_num_threads(server.torch_threads)
     app = DemoApp.load().start()
+    # Gradio's upload cache goes in the run's folder: charged to the quotas (UploadGuard),
+    # emptied at exit with it, an earlier run's deleted at start.
+    app.uploads.cache_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(app.uploads.cache_dir)
     log.info("upload quotas: %s", app.quotas.describe())
     return build_demo(app, server), app, server
 
@@ -766,8 +793,14 @@ def main() -> None:
     demo, app, server = prepare()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     start_heap_trimmer(server.heap_trim_seconds)
-    # An upload larger than the session's quota could never be indexed: Gradio refuses it at once.
-    demo.launch(theme=_theme(), css=CSS, max_file_size=f"{max(1, int(app.quotas.session_mb))}mb")
+    from starlette.middleware import Middleware
+
+    from diffatr.serving import UploadGuard
+
+    # An upload is charged to the quotas before it is received (UploadGuard); a file larger than
+    # upload_mb is refused by Gradio at once.
+    demo.launch(theme=_theme(), css=CSS, max_file_size=int(app.quotas.upload_mb * 1e6),
+                app_kwargs={"middleware": [Middleware(UploadGuard, store=app.uploads)]})
 
 
 def __getattr__(name: str) -> Any:

@@ -132,8 +132,12 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
                     or d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] [data-testid=waveform-controls]"),
                     "audio players")
     assert players
-    # no server path reaches the page: the players play Gradio's cache copies, not the corpus files
+    # no path of the install reaches the page: the players play Gradio's cache copies, not the
+    # corpus files, and the only server paths shown are those copies, in the run's cache folder
     assert str(ROOT / "assets") not in driver.page_source and "site-packages" not in driver.page_source
+    served = re.findall(r"gradio_api/file=([^\"'&?]+)", driver.page_source)
+    assert served and all(re.search(r"/diffatr-uploads/run-\d+-[0-9a-f]{8}/cache/[0-9a-f]{20,}/[^/]+$", path)
+                          for path in served), served
     shown = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[id^=result-card-]") if c.is_displayed()]
     assert len(shown) == RetrievalConfig.num_results, shown  # 10 results by default: here all ten clips
     assert "CC0-1.0" in shown[0] and "fused" in shown[0]

@@ -28,8 +28,8 @@ from diffatr.uploads import UploadQuotas, UploadStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"
-QUOTAS = UploadQuotas(session_mb=1.5, total_mb=2.5, session_clips=12, total_clips=20, zip_members=40,
-                      zip_ratio=20, caption_kb=4, session_ttl_s=600)
+QUOTAS = UploadQuotas(session_mb=1.5, total_mb=2.5, cache_mb=0.5, min_sessions=1, session_clips=12, total_clips=20,
+                      zip_members=40, zip_ratio=20, caption_kb=4, session_ttl_s=600)
 
 
 @pytest.fixture(scope="module")
