@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import html
+import inspect
 import json
 import logging
 import os
@@ -476,22 +477,34 @@ def knob_control(name: str, value: Any, elem_id: str, *, high: float | None = No
 # ----------------------------------------------------------------------------- layout
 
 INTRO = """
-# DiffATR: search sounds with words, or words with sounds
-
-A dual encoder ranks every clip by cosine similarity; then a small **diffusion model** starts
-from noise (x_T) over the query's top **K** candidates and, in a few DDIM steps, *generates*
-a distribution over them (x_0). The final score is `cosine + α · softmax(x_0)`.
-Watch it happen on the right.
+## DiffATR: search sounds with words, or words with sounds
+Describe a sound, or give one: a diffusion model re-ranks the closest clips, and you watch it work.
 """
 
+# What the animation shows, in plain words (above the plot); the notation is in HOW_IT_WORKS.
 TRAJECTORY_HELP = (
-    "### Watch the diffusion\nBars: the distribution the model generates over the query's K candidates "
-    "(top = most similar by cosine), from the start noise (step 0) to x_0 (last step): softmax(x̂0 × CE scale), "
-    "the sharpness it was trained at. Orange = the final top results, with their fused rank and the diffusion's "
-    "own (Gen) rank. The final score fuses cosine + α · softmax(x̂0 / T) with the fusion temperature T of the "
-    "settings (1 by default, where this distribution is nearly flat: on the shipped model the diffusion then "
-    "rarely changes the cosine order; see the README). Press Play, or drag the slider to any step (no "
-    "recomputation).")
+    "**The diffusion at work.** Each bar is one candidate of your search (the clips closest to it, closest on "
+    "top); its length is how strongly the diffusion model picks it, from random noise at the first step to its "
+    "answer at the last. Orange bars are the results you see on the left.")
+
+HOW_IT_WORKS = """
+**Two stages.** A dual encoder maps captions and sounds to one space and ranks every clip by
+cosine similarity to the query. A small diffusion model then takes the top **K** candidates
+(*Candidates re-ranked*): it starts from noise **x_T** and, in **S** DDIM steps (*Diffusion
+steps*), generates a distribution over them, **x_0**. The final score adds the two:
+`fused = cosine + α · softmax(x̂0 / τ)`, with α the *Weight of the diffusion* and τ the
+*Fusion temperature*.
+
+**The bars** plot softmax(x̂0 × CE scale), the sharpness the model was trained to generate
+(step 0 plots the start noise as a distribution, softmax(x_T)). Orange bars are the final top
+results, marked with their final rank and the diffusion's own rank (Gen #). When the two
+disagree, the figure says so in words: at the default τ = 1 the diffusion term is small beside
+the cosine, so the final ranking can keep the cosine's choice. **The heatmap** below shows the
+whole path at once: steps down, candidates across, the final top results in bold.
+
+Press **Play** to run it again, or move the slider to any step (nothing is recomputed). The
+method and its measured quality are in the repository's README and docs/method.md.
+"""
 
 CSS = """
 #trajectory-plot, #trajectory-heatmap {min-height: 420px;}
@@ -511,7 +524,7 @@ def _settings_row(app: DemoApp) -> list[Any]:
     """The search settings, in the order of the search handlers' parameters."""
     gr = _gradio()
     d, t = app.defaults, app.num_train_timesteps
-    with gr.Accordion("Search settings", open=True), gr.Row():
+    with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
         return [
             knob_control("num_results", d.num_results, "k-slider", high=MAX_RESULTS),
             knob_control("num_inference_steps", d.num_inference_steps, "steps-slider", high=t,
@@ -551,7 +564,7 @@ def _text_tab(app: DemoApp) -> dict[str, Any]:
             caption = named(gr.Textbox(label="Describe a sound", placeholder=f"e.g. {PLACEHOLDER_QUERY}", scale=5,
                                        max_lines=3, elem_id="caption-box"))
             button = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
-        gr.Examples(app.corpus.example_queries(), inputs=[caption], label="Try")
+        gr.Examples(app.corpus.example_queries(), inputs=[caption], label="Try", elem_id="text-examples")
         status = gr.Markdown(elem_id="text-status")
         cards = _result_cards("result")
     return {"caption": caption, "button": button, "status": status, **cards}
@@ -606,14 +619,15 @@ def _uploads_tab(app: DemoApp) -> dict[str, Any]:
 
 def _trajectory_column() -> dict[str, Any]:
     gr = _gradio()
-    gr.Markdown(TRAJECTORY_HELP)
-    step_plot = gr.Plot(plots.empty_figure(), label="The distribution over the candidates, step by step",
-                        elem_id="trajectory-plot")
+    gr.Markdown(TRAJECTORY_HELP, elem_id="trajectory-help")
+    step_plot = gr.Plot(plots.empty_figure(), show_label=False, elem_id="trajectory-plot")
     with gr.Row():
         play = gr.Button("▶ Play", elem_id="play-button", scale=1, min_width=80)
         pause = gr.Button("❚❚ Pause", elem_id="pause-button", scale=1, min_width=80)
         step = gr.Slider(0, 1, value=0, step=1, label="DDIM step (0 = x_T noise … last = x_0)",
                          elem_id="step-slider", scale=4)
+    with gr.Accordion("How it works", open=False, elem_id="how-it-works"):
+        gr.Markdown(HOW_IT_WORKS)
     heatmap = gr.Plot(plots.empty_figure(""), label="Whole trajectory", elem_id="trajectory-heatmap")
     return {"plot": step_plot, "play": play, "pause": pause, "step": step, "heatmap": heatmap}
 
@@ -641,9 +655,14 @@ def build_demo(app: DemoApp, server: ServerSettings | None = None) -> Any:
         # time-to-live is deleted, and with it its uploaded files.
         page = {"session": gr.State(_new_session, time_to_live=quotas.session_ttl_s,
                                     delete_callback=handlers.forget_session)}
-        gr.Markdown(INTRO)
-        page["corpus_line"] = gr.Markdown(handlers.corpus_line(None), elem_id="corpus-line")
-        page["knobs"] = _settings_row(app)
+        # Above the fold at 1400 x 900 (the browser test checks it): a two-line header, the
+        # settings collapsed beside it, then the search and its results next to the animation.
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=400):
+                gr.Markdown(INTRO, elem_id="intro")
+                page["corpus_line"] = gr.Markdown(handlers.corpus_line(None), elem_id="corpus-line")
+            with gr.Column(scale=2, min_width=300):
+                page["knobs"] = _settings_row(app)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5), gr.Tabs(elem_id="tabs") as page["tabs"]:
                 page["text"], page["audio"], page["uploads"] = _text_tab(app), _audio_tab(app), _uploads_tab(app)
@@ -799,8 +818,11 @@ def main() -> None:
 
     # An upload is charged to the quotas before it is received (UploadGuard); a file larger than
     # upload_mb is refused by Gradio at once.
+    # Gradio probes its own page once it listens and refuses to start if one probe takes over 3 s,
+    # which a loaded 2-core machine reaches (2.6 s measured): the probe is skipped where it can be.
+    probe = {"_frontend": False} if "_frontend" in inspect.signature(demo.launch).parameters else {}
     demo.launch(theme=_theme(), css=CSS, max_file_size=int(app.quotas.upload_mb * 1e6),
-                app_kwargs={"middleware": [Middleware(UploadGuard, store=app.uploads)]})
+                app_kwargs={"middleware": [Middleware(UploadGuard, store=app.uploads)]}, **probe)
 
 
 def __getattr__(name: str) -> Any:

@@ -101,11 +101,47 @@ def _wait(driver, condition, what: str):
         raise AssertionError(f"timed out waiting for {what}") from err
 
 
+RECTS = """return Object.fromEntries(Array.from(arguments).map(s => {const e = document.querySelector(s);
+  const r = e ? e.getBoundingClientRect() : null;
+  return [s, r && r.height ? {left: r.left, top: r.top, right: r.right, bottom: r.bottom} : null];}))"""
+
+
+def test_a_first_visit_at_1400_by_900_shows_search_results_and_animation_without_scrolling(page) -> None:
+    driver = page
+    driver.set_window_size(1400, 900)  # headless Chromium: a viewport of about 1400 x 760
+    try:
+        driver.get(driver.current_url)  # a fresh page, as a first-time visitor sees it
+        box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
+        advanced = driver.find_element(By.CSS_SELECTOR, "#advanced")
+        assert "Advanced settings" in advanced.text  # collapsed: its controls are not even drawn
+        assert not [e for e in driver.find_elements(By.CSS_SELECTOR, "#k-slider") if e.is_displayed()]
+        box.send_keys("a dog barking")
+        driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+        _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith("step"), "the animation")
+        _wait(driver, lambda d: _players(d, "result"), "the results' players")
+        assert driver.execute_script("return window.scrollY") == 0
+        height = driver.execute_script("return window.innerHeight")
+        rects = driver.execute_script(RECTS, "#caption-box", "#text-search", "#text-examples", "#result-card-0",
+                                      "#result-audio-0", "#trajectory-help", "#trajectory-plot")
+        for selector in ("#caption-box", "#text-search", "#text-examples", "#result-card-0", "#trajectory-help",
+                         "#trajectory-plot"):
+            assert rects[selector] and 0 <= rects[selector]["top"] and rects[selector]["bottom"] <= height, \
+                (selector, rects[selector], height)
+        assert rects["#result-audio-0"]["top"] < height - 50, rects  # the first player's controls are in view
+        assert rects["#trajectory-plot"]["left"] >= rects["#result-card-0"]["right"]  # beside the results
+    finally:
+        driver.set_window_size(1400, 1560)
+
+
 def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: Path) -> None:
     driver = page
     box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
-    # Fewer DDIM steps than the default 50 (a shorter animation, and the control is exercised).
-    steps = driver.find_element(By.CSS_SELECTOR, "#steps-slider input[type=number]")
+    # Fewer DDIM steps than the default 50 (a shorter animation, and the control is exercised),
+    # under "Advanced settings", with its plain label and its notation.
+    driver.find_element(By.XPATH, "//*[@id='advanced']//*[contains(text(), 'Advanced settings')]").click()
+    steps = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#steps-slider input[type=number]"), "the steps")
+    assert "Diffusion steps" in driver.find_element(By.CSS_SELECTOR, "#steps-slider").text
+    assert "DDIM steps" in driver.find_element(By.CSS_SELECTOR, "#steps-slider").text
     steps.send_keys(Keys.CONTROL, "a")
     steps.send_keys(str(STEPS), Keys.TAB)
     box.send_keys("a dog barking")
