@@ -483,9 +483,10 @@ Describe a sound, or give one: a diffusion model re-ranks the closest clips, and
 
 # What the animation shows, in plain words (above the plot); the notation is in HOW_IT_WORKS.
 TRAJECTORY_HELP = (
-    "**The diffusion at work.** Each bar is one candidate of your search (the clips closest to it, closest on "
-    "top); its length is how strongly the diffusion model picks it, from random noise at the first step to its "
-    "answer at the last. Orange bars are the results you see on the left.")
+    "**The diffusion at work.** Each bar is one candidate of your search, listed in the final ranking's order; "
+    "its length is how strongly the diffusion model picks it, from random noise at the first step to its "
+    "answer at the last. Orange bars are the results you see on the left; the line under the title says "
+    "what the bars show, and when the diffusion's favourite is not your first result.")
 
 HOW_IT_WORKS = """
 **Two stages.** A dual encoder maps captions and sounds to one space and ranks every clip by
@@ -496,11 +497,12 @@ steps*), generates a distribution over them, **x_0**. The final score adds the t
 *Fusion temperature*.
 
 **The bars** plot softmax(x̂0 × CE scale), the sharpness the model was trained to generate
-(step 0 plots the start noise as a distribution, softmax(x_T)). Orange bars are the final top
-results, marked with their final rank and the diffusion's own rank (Gen #). When the two
-disagree, the figure says so in words: at the default τ = 1 the diffusion term is small beside
-the cosine, so the final ranking can keep the cosine's choice. **The heatmap** below shows the
-whole path at once: steps down, candidates across, the final top results in bold.
+(step 0 plots the start noise as a distribution, softmax(x_T)), one per candidate in the final
+ranking's order. Orange bars are the final top results, in bold, with the diffusion's own rank
+(Gen #). When the two disagree, the figure says so in words: at the default τ = 1 the diffusion
+term is small beside the cosine, so the final ranking can keep the cosine's choice. **The
+heatmap** below shows the whole path at once: candidates down, steps across (x_T on the left,
+x_0 on the right), the final top results in bold.
 
 Press **Play** to run it again, or move the slider to any step (nothing is recomputed). The
 method and its measured quality are in the repository's README and docs/method.md.

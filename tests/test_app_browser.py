@@ -42,7 +42,7 @@ const g = document.querySelector(arguments[0] + ' .js-plotly-plot');
 if (!g || !g.data || !g.data.length) return null;
 const d = g.data[0];
 return {values: Array.from((d.orientation === 'h' ? d.x : d.y) || []), labels: Array.from((d.orientation === 'h' ? d.y : d.x) || []),
-        z: d.z ? d.z.length : 0,
+        z: d.z ? d.z.length : 0, columns: d.z && d.z.length ? d.z[0].length : 0,
         title: (g.layout.title && g.layout.title.text) || '', n: g.data.length};
 """
 
@@ -163,7 +163,8 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
 
     final = _plot(driver)
     assert len(final["labels"]) == 10 and final["n"] == 1  # all ten clips re-ranked, one bar each
-    assert _plot(driver, "#trajectory-heatmap")["z"] == STEPS + 1  # the whole path: x_T .. x_0
+    assert _plot(driver, "#trajectory-heatmap")["z"] == 10  # a row per candidate ...
+    assert _plot(driver, "#trajectory-heatmap")["columns"] == STEPS + 1  # ... across the whole path: x_T .. x_0
     players = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] audio")
                     or d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] [data-testid=waveform-controls]"),
                     "audio players")
