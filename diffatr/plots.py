@@ -30,7 +30,7 @@ OTHER_COLOUR = "#94a3b8"  # slate
 PRED_COLOUR = "#1d4ed8"  # blue markers: the model's current x0 estimate
 LABEL_CHARS = 22  # axis labels are cut here (hover shows the full text)
 HEIGHT = 400
-ROW_PX = 12  # one horizontal bar per candidate: K = 32 fits in about 530 px
+ROW_PX = 12  # one horizontal bar per candidate (K = 32: 534 px); 11 px and Plotly drops every other label
 
 
 def empty_figure(message: str = "Search to see the diffusion re-rank the candidates") -> go.Figure:
@@ -105,12 +105,12 @@ def step_verdict(view: Mapping[str, Any], step: int) -> str:
         return "random start noise: no preference yet"
     top = max(range(k), key=lambda i: (probs[i], -i))
     final_top = min(range(k), key=lambda i: int(view["final_rank"][i]))
-    name, final_name = (plot_text(_short(str(view["labels"][i]), 40)) for i in (top, final_top))
+    name, final_name = (plot_text(_short(str(view["labels"][i]), 30)) for i in (top, final_top))
     if probs[top] < 1.5 / k:
         return f"nearly flat (largest p = {probs[top]:.2f}, uniform = {1 / k:.2f}): no clear favourite"
     shape = "peaked on" if probs[top] > 0.5 else "leans to"
     where = "the final #1 too" if top == final_top else \
-        f"the diffusion alone would rank {name} first; the final ranking keeps {final_name} (cosine + α · diffusion)"
+        f"<br>the diffusion alone would rank {name} first; the final ranking keeps {final_name} (cosine + α · diffusion)"
     return f"{shape} {name} (p = {probs[top]:.2f}): {where}"
 
 
@@ -155,16 +155,16 @@ def trajectory_step_spec(view: Mapping[str, Any], step: int) -> dict[str, Any]:
             "textposition": "outside", "cliponaxis": False, "hovertext": hover, "hoverinfo": "text",
         }],
         "layout": {
-            "title": {"text": f"{step_title(view, step)}<br><sup>“{query}” · {what}<br>{step_verdict(view, step)}</sup>",
+            "title": {"text": f"{step_title(view, step)}<br><sup>“{query}” · {what} · Gen #: the diffusion's own rank"
+                              f"<br>{step_verdict(view, step)}</sup>",
                       "x": 0.01, "font": {"size": 15}},
-            "xaxis": {"title": {"text": "probability (orange: your results, in final order; Gen #: the diffusion's "
-                                        "own rank)"}, "range": _x_range(view), "zeroline": True},
+            "xaxis": {"range": _x_range(view), "zeroline": True},  # the title says what it is: no axis title
             # A fixed left margin for the (cut) labels: automargin would re-layout every frame.
             "yaxis": {"categoryorder": "array", "categoryarray": labels, "autorange": "reversed",
                       "tickfont": {"size": 10}},
-            "height": max(HEIGHT, ROW_PX * len(labels) + 150), "template": "plotly_white",
+            "height": max(HEIGHT, ROW_PX * len(labels) + 150), "template": "plotly_white",  # margins: 150
             "margin": {"l": 10 + 6 * (5 + max((min(len(str(t)), LABEL_CHARS) for t in view["labels"]), default=4)),
-                       "r": 60, "t": 90, "b": 50},
+                       "r": 60, "t": 118, "b": 32},
             "bargap": 0.2, "showlegend": False, "uirevision": "trajectory",
         },
     }

@@ -483,10 +483,8 @@ Describe a sound, or give one: a diffusion model re-ranks the closest clips, and
 
 # What the animation shows, in plain words (above the plot); the notation is in HOW_IT_WORKS.
 TRAJECTORY_HELP = (
-    "**The diffusion at work.** Each bar is one candidate of your search, listed in the final ranking's order; "
-    "its length is how strongly the diffusion model picks it, from random noise at the first step to its "
-    "answer at the last. Orange bars are the results you see on the left; the line under the title says "
-    "what the bars show, and when the diffusion's favourite is not your first result.")
+    "**The diffusion at work:** one bar per candidate, in the final ranking's order, showing how strongly the "
+    "model picks it, from random noise (first step) to its answer (last). Orange bars are your results.")
 
 HOW_IT_WORKS = """
 **Two stages.** A dual encoder maps captions and sounds to one space and ranks every clip by
