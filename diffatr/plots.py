@@ -2,8 +2,9 @@
 
 Input is the plain, JSON-able trajectory view that ``diffatr.demo`` builds (lists, no tensors);
 output is plotly JSON or a ``plotly.graph_objects.Figure``. One figure per DDIM step (horizontal
-bars: the distribution over the query's K candidates at that step, the final top results
-highlighted) and one static heatmap of the whole path (steps x candidates). Figures hold Python
+bars: the distribution over the query's K candidates at that step, in the final ranking's order,
+the final top results highlighted, and in words what the bars show) and one static heatmap of
+the whole path (candidates x steps). The user's text is always escaped (``plot_text``). Figures hold Python
 lists only (no numpy arrays), so they serialise to plain JSON that any plotly.js renders. No
 I/O, no Gradio.
 
@@ -15,11 +16,13 @@ K: softmax(x_T), then softmax(x̂0 x CE scale) per step), ``gen_rank`` (K), ``ce
 
 from __future__ import annotations
 
+import html
 from typing import Any, Mapping
 
 import plotly.graph_objects as go
 
-__all__ = ["empty_figure", "step_title", "trajectory_heatmap", "trajectory_step_figure", "trajectory_step_spec"]
+__all__ = ["empty_figure", "plot_text", "step_title", "step_verdict", "trajectory_heatmap", "trajectory_step_figure",
+           "trajectory_step_spec"]
 
 # Colours: the final top results stand out; the rest stay quiet.
 TOP_COLOUR = "#f97316"  # orange
@@ -27,7 +30,7 @@ OTHER_COLOUR = "#94a3b8"  # slate
 PRED_COLOUR = "#1d4ed8"  # blue markers: the model's current x0 estimate
 LABEL_CHARS = 22  # axis labels are cut here (hover shows the full text)
 HEIGHT = 400
-ROW_PX = 19  # one horizontal bar per candidate
+ROW_PX = 12  # one horizontal bar per candidate (K = 32: 534 px); 11 px and Plotly drops every other label
 
 
 def empty_figure(message: str = "Search to see the diffusion re-rank the candidates") -> go.Figure:
@@ -55,13 +58,32 @@ def step_title(view: Mapping[str, Any], step: int) -> str:
     return f"step {step} / {s} (t = {int(view['timesteps'][step])})"
 
 
-def _short(label: str) -> str:
-    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+def plot_text(text: Any) -> str:
+    """Text (a query, a caption, a file name) as Plotly must show it: as it is. Plotly reads a
+    subset of HTML in every title, axis label and hover text (``<b>`` bold, ``<a href>`` a
+    link); its entities are drawn as their characters."""
+    return html.escape(str(text), quote=False)
 
 
-def _axis_labels(view: Mapping[str, Any]) -> list[str]:
-    # The cosine position makes every label unique, even when two captions are equal.
-    return [f"{i + 1}. {_short(str(label))}" for i, label in enumerate(view["labels"])]
+def _short(label: str, chars: int = LABEL_CHARS) -> str:
+    return label if len(label) <= chars else label[: chars - 1] + "…"
+
+
+def _final_order(view: Mapping[str, Any]) -> list[int]:
+    """Candidate indices (cosine order) sorted by their final (fused) rank: the final #1 first."""
+    return sorted(range(len(view["labels"])), key=lambda i: int(view["final_rank"][i]))
+
+
+def _axis_labels(view: Mapping[str, Any], order: list[int]) -> list[str]:
+    """One label per candidate, in ``order``: its final rank (unique, even when two captions are
+    equal) and its name; the final top results in bold."""
+    k_top = int(view.get("highlight", 0))
+    labels = []
+    for i in order:
+        rank = int(view["final_rank"][i])
+        text = f"#{rank + 1} {plot_text(_short(str(view['labels'][i])))}"
+        labels.append(f"<b>{text}</b>" if rank < k_top else text)
+    return labels
 
 
 def _x_range(view: Mapping[str, Any]) -> list[float]:
@@ -70,16 +92,39 @@ def _x_range(view: Mapping[str, Any]) -> list[float]:
     return [0.0, min(1.0, 1.08 * top) if top > 0 else 1.0]
 
 
+def step_verdict(view: Mapping[str, Any], step: int) -> str:
+    """What the bars of ``step`` show, in words computed from the same numbers: how peaked the
+    distribution is, which candidate it favours, and whether the final ranking keeps that one.
+
+    "Nearly flat" only when the largest probability is under 1.5 times the uniform 1 / K;
+    "peaked" when one candidate holds more than half of the mass; "leans" in between.
+    """
+    probs = [float(v) for v in view["distribution"][step]]
+    k = len(probs)
+    if step <= 0 or k == 0:
+        return "random start noise: no preference yet"
+    top = max(range(k), key=lambda i: (probs[i], -i))
+    final_top = min(range(k), key=lambda i: int(view["final_rank"][i]))
+    name, final_name = (plot_text(_short(str(view["labels"][i]), 30)) for i in (top, final_top))
+    if probs[top] < 1.5 / k:
+        return f"nearly flat (largest p = {probs[top]:.2f}, uniform = {1 / k:.2f}): no clear favourite"
+    shape = "peaked on" if probs[top] > 0.5 else "leans to"
+    where = "the final #1 too" if top == final_top else \
+        f"<br>the diffusion alone would rank {name} first; the final ranking keeps {final_name} (cosine + α · diffusion)"
+    return f"{shape} {name} (p = {probs[top]:.2f}): {where}"
+
+
 def trajectory_step_spec(view: Mapping[str, Any], step: int) -> dict[str, Any]:
     """The figure of one DDIM step as plain plotly JSON (dicts and lists): cheap to build and
     to send for every step of an animation (no figure objects, no validation).
 
-    Horizontal bars, one per candidate (top to bottom in cosine order, the order the denoiser
-    saw them, so that the K = 32 labels stay readable): the distribution over the candidates at
-    this step, ``view["distribution"][step]``: at step 0 the start noise x_T read as one
-    (softmax(x_T)), from step 1 on softmax(x̂0 x CE scale), the distribution the model was
-    trained to generate. The final top results are orange and carry their final (fused) rank
-    and the diffusion's own (Gen) rank. The x range is fixed over the trajectory.
+    Horizontal bars, one per candidate, in the final ranking's order at every step (the final
+    top results first, orange, in bold, with their final and Gen rank): the distribution over
+    the candidates at this step, ``view["distribution"][step]``: at step 0 the start noise x_T
+    read as one (softmax(x_T)), from step 1 on softmax(x̂0 x CE scale), the distribution the
+    model was trained to generate. The title says in words what the bars show
+    (``step_verdict``), and when the diffusion's favourite is not the final #1. The x range is
+    fixed over the trajectory. The user's text is escaped (``plot_text``).
 
     Args:
         view: the trajectory view (see the module docstring).
@@ -88,42 +133,39 @@ def trajectory_step_spec(view: Mapping[str, Any], step: int) -> dict[str, Any]:
     Returns:
         {"data": [...], "layout": {...}}.
     """
-    s = num_steps(view)
-    step = max(0, min(int(step), s))
-    labels = _axis_labels(view)
+    step = max(0, min(int(step), num_steps(view)))
+    order = _final_order(view)
+    labels = _axis_labels(view, order)
     k_top = int(view.get("highlight", 0))
-    final_rank = list(view["final_rank"])
+    final_rank, cosine = view["final_rank"], view["cosine"]
     gen_rank = list(view.get("gen_rank") or final_rank)
-    is_top = [r < k_top for r in final_rank]
-    probs = [round(float(v), 5) for v in view["distribution"][step]]
+    probs = [round(float(view["distribution"][step][i]), 5) for i in order]
     x_t = view["x_t"][step]
-    hover = [
-        f"<b>{label}</b><br>p = {p:.3f} (x_t = {float(x):.3f})<br>cosine rank {i + 1} · cosine {c:.3f}"
-        f"<br>Gen rank {g + 1} · final rank {r + 1} (moved {i - r:+d})"
-        for i, (label, p, x, c, g, r) in enumerate(zip(view["labels"], probs, x_t, view["cosine"], gen_rank,
-                                                       final_rank, strict=True))
-    ]
+    hover = [f"<b>{plot_text(view['labels'][i])}</b><br>p = {p:.3f} (x_t = {float(x_t[i]):.3f})<br>cosine rank {i + 1} "
+             f"· cosine {float(cosine[i]):.3f}<br>Gen rank {gen_rank[i] + 1} · final rank {final_rank[i] + 1} "
+             f"(moved {i - final_rank[i]:+d})" for i, p in zip(order, probs)]
     ce = view.get("ce_scale", 1.0)
-    what = "start noise x_T as a distribution, softmax(x_T)" if step == 0 else \
-        f"the distribution the model generates, softmax(x̂0 × {ce:g})"
-    query = str(view.get("query", ""))
+    what = "the start noise x_T, as a distribution" if step == 0 else f"softmax(x̂0 × {ce:g}), the generated distribution"
+    query = plot_text(_short(str(view.get("query", "")), 60))
     return {
         "data": [{
             "type": "bar", "orientation": "h", "x": probs, "y": labels, "name": "p",
-            "marker": {"color": [TOP_COLOUR if t else OTHER_COLOUR for t in is_top]},
-            "text": [f"#{r + 1} (Gen #{g + 1})" if t else "" for r, g, t in zip(final_rank, gen_rank, is_top)],
+            "marker": {"color": [TOP_COLOUR if final_rank[i] < k_top else OTHER_COLOUR for i in order]},
+            "text": [f"Gen #{gen_rank[i] + 1}" if final_rank[i] < k_top else "" for i in order],
             "textposition": "outside", "cliponaxis": False, "hovertext": hover, "hoverinfo": "text",
         }],
         "layout": {
-            "title": {"text": f"{step_title(view, step)}<br><sup>query: {_short(query) if len(query) > 60 else query}"
-                              f"<br>{what} · orange: final top, #fused rank (Gen rank)</sup>", "x": 0.01},
-            "xaxis": {"title": {"text": "probability"}, "range": _x_range(view), "zeroline": True},
+            "title": {"text": f"{step_title(view, step)}<br><sup>“{query}” · {what} · Gen #: the diffusion's own rank"
+                              f"<br>{step_verdict(view, step)}</sup>",
+                      "x": 0.01, "font": {"size": 15}},
+            "xaxis": {"range": _x_range(view), "zeroline": True},  # the title says what it is: no axis title
             # A fixed left margin for the (cut) labels: automargin would re-layout every frame.
             "yaxis": {"categoryorder": "array", "categoryarray": labels, "autorange": "reversed",
-                      "tickfont": {"size": 11}},
-            "height": max(HEIGHT, ROW_PX * len(labels) + 140), "template": "plotly_white",
-            "margin": {"l": 8 + 7 * max((len(label) for label in labels), default=4), "r": 90, "t": 95, "b": 50}, "bargap": 0.2, "showlegend": False,
-            "uirevision": "trajectory",
+                      "tickfont": {"size": 10}},
+            "height": max(HEIGHT, ROW_PX * len(labels) + 150), "template": "plotly_white",  # margins: 150
+            "margin": {"l": 10 + 6 * (5 + max((min(len(str(t)), LABEL_CHARS) for t in view["labels"]), default=4)),
+                       "r": 60, "t": 118, "b": 32},
+            "bargap": 0.2, "showlegend": False, "uirevision": "trajectory",
         },
     }
 
@@ -135,8 +177,10 @@ def trajectory_step_figure(view: Mapping[str, Any], step: int) -> go.Figure:
 
 
 def trajectory_heatmap(view: Mapping[str, Any], step: int | None = None) -> go.Figure:
-    """The whole DDIM path at once: rows are steps (x_T at the top, x_0 at the bottom), columns
-    the K candidates in cosine order, colour = x_t. Final top results are marked on the axis.
+    """The whole DDIM path at once, in the step figure's numbers and order: rows are the K
+    candidates (final order, the final top results in bold, horizontal labels), columns the
+    steps (x_T on the left, x_0 on the right), colour = the plotted distribution, on a scale
+    from 0 to its largest value, so that the peaked end state shows.
 
     Args:
         view: the trajectory view.
@@ -146,23 +190,25 @@ def trajectory_heatmap(view: Mapping[str, Any], step: int | None = None) -> go.F
         The figure.
     """
     s = num_steps(view)
-    labels = _axis_labels(view)
-    k_top = int(view.get("highlight", 0))
-    ticks = [f"<b>{label}</b>" if r < k_top else label for label, r in zip(labels, view["final_rank"], strict=True)]
-    z = [[round(float(v), 4) for v in row] for row in view["x_t"]]
-    rows = list(range(s + 1))
+    order = _final_order(view)
+    labels = _axis_labels(view, order)
+    dist = view["distribution"]
+    z = [[round(float(dist[t][i]), 4) for t in range(s + 1)] for i in order]  # (K, S + 1)
+    top = max((v for row in z for v in row), default=1.0) or 1.0
     fig = go.Figure(go.Heatmap(
-        z=z, x=ticks, y=rows, colorscale="RdBu", reversescale=True, zmid=0.0,
-        colorbar={"title": {"text": "x_t"}},
-        hovertemplate="%{x}<br>step %{y}<br>x_t = %{z:.3f}<extra></extra>",
+        z=z, x=list(range(s + 1)), y=labels, colorscale="YlOrRd", zmin=0.0, zmax=top,
+        colorbar={"title": {"text": "p"}, "thickness": 12},
+        hovertemplate="%{y}<br>step %{x}<br>p = %{z:.3f}<extra></extra>",
     ))
     if step is not None:
-        fig.add_hline(y=max(0, min(int(step), s)), line={"color": "black", "width": 2, "dash": "dot"})
+        fig.add_vline(x=max(0, min(int(step), s)), line={"color": "black", "width": 2, "dash": "dot"})
     fig.update_layout(
-        title={"text": f"Whole trajectory: {s} DDIM steps x {len(labels)} candidates"
-                       "<br><sup>bold = final top results</sup>", "x": 0.01},
-        yaxis={"title": {"text": "step (0 = x_T noise)"}, "autorange": "reversed"},
-        xaxis={"tickangle": -35},
-        height=HEIGHT, margin={"l": 60, "r": 10, "t": 70, "b": 110}, template="plotly_white",
+        title={"text": f"Whole trajectory: {s} DDIM steps × {len(labels)} candidates"
+                       "<br><sup>left: the start noise · right: the generated distribution · bold: your results</sup>",
+               "x": 0.01, "font": {"size": 15}},
+        xaxis={"title": {"text": "DDIM step (0 = x_T noise … last = x_0)"}, "tickangle": 0},
+        yaxis={"autorange": "reversed", "tickfont": {"size": 10}, "automargin": True, "dtick": 1},
+        height=max(HEIGHT, ROW_PX * len(labels) + 150), margin={"l": 10, "r": 10, "t": 70, "b": 50},
+        template="plotly_white",
     )
     return fig

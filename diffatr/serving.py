@@ -1,15 +1,22 @@
 """What a long-running server needs that a single library call does not: returning freed C
-heap to the operating system (``start_heap_trimmer``).
+heap to the operating system (``start_heap_trimmer``), and charging the web server's upload
+route to the upload quotas before a byte is received (``UploadGuard``, plain ASGI).
 
-Pure plumbing around threads; it knows nothing of models, Gradio or files.
+Pure plumbing around threads and requests; it knows nothing of models or Gradio's components.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import threading
 from collections.abc import Callable
+from typing import Any
+
+from diffatr.uploads import QuotaExceeded, UploadStore
+
+UPLOAD_ROUTE_SUFFIX = "/upload"  # Gradio's POST /gradio_api/upload
 
 
 def _malloc_trim() -> Callable[[], bool] | None:
@@ -52,3 +59,61 @@ def start_heap_trimmer(every_seconds: float, trim: Callable[[], bool] | None = N
     thread.stop = stop  # type: ignore[attr-defined]  # lets tests end it
     thread.start()
     return thread
+
+
+class UploadGuard:
+    """ASGI middleware around the web server: a POST to its upload route is charged to the
+    ``UploadStore`` (``reserve_upload``, on its Content-Length) before its body is read, and
+    refused at once (413, the quota's words) when it would pass the upload cache's cap or the
+    demo's total; a request that does not say its size is refused (411). When the request
+    ends, what it left on disk is measured, and the files it stored are noted as uploads
+    (``UploadStore.note_uploads``: only those may be deleted once used).
+
+    Args:
+        app: the ASGI app (Gradio's FastAPI app; Starlette passes it).
+        store: the demo's upload store.
+    """
+
+    def __init__(self, app: Any, store: UploadStore) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope.get("type") != "http" or scope.get("method") != "POST" \
+                or not scope.get("path", "").rstrip("/").endswith(UPLOAD_ROUTE_SUFFIX):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if not declared.isdigit():
+            await _plain(send, 411, "An upload must say its size (a Content-Length header).")
+            return
+        nbytes = int(declared)
+        try:
+            self.store.reserve_upload(nbytes)
+        except QuotaExceeded as err:
+            await _plain(send, 413, f"Upload refused: {err}.")
+            return
+        status, body = [0], bytearray()
+
+        async def watch(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body" and len(body) < 1_000_000:
+                body.extend(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            self.store.settle_upload(nbytes)
+            if status[0] == 200:
+                try:
+                    self.store.note_uploads(json.loads(bytes(body)))
+                except (ValueError, TypeError):
+                    pass  # not the list of stored paths: nothing to note
+
+
+async def _plain(send: Callable, status: int, text: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": text.encode()})

@@ -3,7 +3,11 @@
 ``UploadQuotas`` holds the limits (frozen, from defaults or ``$DIFFATR_QUOTA_*``);
 ``UploadStore`` writes every byte a user sends into one folder per session, charging it to the
 session and to the whole demo *as it is written*, deletes what is not kept, and removes what
-a session, a run or an earlier run left behind. No audio decoding and no Gradio here.
+a session, a run or an earlier run left behind. The web server's own upload cache (Gradio's,
+where a browser's file lands before any handler sees it) lives in the run's folder too: the
+store charges each upload to it before it is received (``reserve_upload``), counts what it
+holds against the demo's total, deletes used uploads (``discard_uploads``) and empties it at
+exit. No audio decoding and no Gradio here.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = ["QuotaExceeded", "UploadQuotas", "UploadStore", "upload_root"]
 QUOTA_ENV_PREFIX = "DIFFATR_QUOTA_"
 UPLOAD_DIR_ENV = "DIFFATR_UPLOAD_DIR"
 RUN_PREFIX = "run-"
+CACHE_DIR = "cache"  # the web server's upload cache, in the run's folder (never a session id: those are hex)
 LEGACY_PREFIX = "diffatr-uploads-"  # the per-session folders of earlier versions (tempfile.mkdtemp)
 CHUNK = 1 << 20
 
@@ -35,8 +40,16 @@ class UploadQuotas:
 
     # MB one session may write over its life (files it uploads, copied into its folder, and zip
     # members), counted on what is written, kept or not.
-    session_mb: float = 200.0
-    total_mb: float = 2000.0  # MB all sessions' files may hold on disk at once
+    session_mb: float = 100.0
+    # MB all sessions' files and the upload cache may hold on disk at once. Sized so that
+    # min_sessions sessions at their full quota and a full cache fit together.
+    total_mb: float = 2000.0
+    # MB the web server's upload cache may hold (files arriving, and those not yet used or
+    # deleted); one upload request is at most cache_mb / min_sessions (``upload_mb``).
+    cache_mb: float = 500.0
+    # Sessions that can always upload their full quota at once (checked: one session, or nine,
+    # cannot fill the demo's disk and lock the others out).
+    min_sessions: int = 10
     # Audio files one session may hold at once (counted as they are written; an undecodable one
     # is deleted at once and no longer counts).
     session_clips: int = 200
@@ -47,13 +60,20 @@ class UploadQuotas:
     zip_ratio: float = 50.0
     caption_kb: float = 64.0  # largest NAME.txt caption file read (it is read into memory)
     session_ttl_s: float = 3600.0  # a session idle this long is forgotten and its files deleted
-    cache_sweep_s: float = 600.0  # how often Gradio's upload cache drops files older than session_ttl_s
+    # An upload in the cache that no search or upload used for this long is deleted (a sound
+    # sent but never searched with); the cache is swept every cache_sweep_s.
+    cache_ttl_s: float = 600.0
+    cache_sweep_s: float = 60.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"UploadQuotas.{f.name} must be a positive number, got {value!r}")
+        if self.session_mb * self.min_sessions + self.cache_mb > self.total_mb:
+            raise ValueError(f"UploadQuotas: {self.min_sessions} sessions x session_mb ({self.session_mb:g}) + "
+                             f"cache_mb ({self.cache_mb:g}) must fit in total_mb ({self.total_mb:g}), so that "
+                             f"{self.min_sessions} sessions can always upload their full quota")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> UploadQuotas:
@@ -83,13 +103,23 @@ class UploadQuotas:
         return int(self.total_mb * 1e6)
 
     @property
+    def cache_bytes(self) -> int:
+        return int(self.cache_mb * 1e6)
+
+    @property
+    def upload_mb(self) -> float:
+        """The largest upload request (the web server refuses larger ones at once): a session's
+        quota, and at most a min_sessions-th of the cache."""
+        return min(self.session_mb, self.cache_mb / self.min_sessions)
+
+    @property
     def caption_bytes(self) -> int:
         return int(self.caption_kb * 1e3)
 
     def describe(self) -> str:
         """One line for the README and the start-up log."""
-        return (f"{self.session_mb:g} MB and {self.session_clips} clips a session, {self.total_mb:g} MB and "
-                f"{self.total_clips} clips in all, zips of at most {self.zip_members} files unpacking at "
+        return (f"files up to {self.upload_mb:g} MB, {self.session_mb:g} MB and {self.session_clips} clips a session, "
+                f"{self.total_mb:g} MB and {self.total_clips} clips in all, zips of at most {self.zip_members} files unpacking at "
                 f"most {self.zip_ratio:g}x, captions up to {self.caption_kb:g} KB, sessions forgotten after "
                 f"{self.session_ttl_s / 60:g} min idle")
 
@@ -147,6 +177,9 @@ class UploadStore:
         self._sessions: dict[str, _Usage] = {}
         self._disk = 0  # bytes of all sessions' files (and writes in flight) on disk now
         self._clips = 0  # audio files of all sessions on disk now
+        self._cache_held = 0  # bytes in the upload cache when last measured
+        self._cache_reserved = 0  # bytes of uploads being received now (charged before they arrive)
+        self._uploaded: set[str] = set()  # files the upload route stored (the cache also holds output copies)
         self._started = False
 
     def start(self) -> UploadStore:
@@ -187,14 +220,97 @@ class UploadStore:
         shutil.rmtree(self.run_dir, ignore_errors=True)
         with self._lock:
             self._sessions.clear()
-            self._disk = self._clips = 0
+            self._uploaded.clear()
+            self._disk = self._clips = self._cache_held = 0
 
     # ------------------------------------------------------------------ accounting
 
     def disk_bytes(self) -> int:
-        """Bytes the upload path holds on disk now (all sessions)."""
+        """Bytes the upload path holds on disk now (all sessions; the upload cache apart)."""
         with self._lock:
             return self._disk
+
+    # ------------------------------------------------------------------ the web server's upload cache
+
+    @property
+    def cache_dir(self) -> Path:
+        """The web server's upload cache (``$GRADIO_TEMP_DIR``): in this run's folder, so that it
+        is emptied at exit and an earlier run's is deleted at start."""
+        return self.run_dir / CACHE_DIR
+
+    def cache_bytes(self) -> int:
+        """Bytes the upload cache holds (when last measured) and is receiving now."""
+        with self._lock:
+            return self._cache_held + self._cache_reserved
+
+    def measure_cache(self) -> int:
+        """Measure what the upload cache holds on disk now (Gradio writes and sweeps it)."""
+        held, present = 0, set()
+        for folder, _, files in os.walk(self.cache_dir):
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    held += os.lstat(path).st_size
+                except OSError:
+                    continue  # deleted meanwhile
+                present.add(path)
+        with self._lock:
+            self._cache_held = held
+            self._uploaded &= present  # uploads the server's own sweep deleted are forgotten
+        return held
+
+    def reserve_upload(self, nbytes: int) -> None:
+        """Charge an upload request of ``nbytes`` (its Content-Length) before it is received.
+
+        Raises:
+            QuotaExceeded: larger than ``upload_mb``, or the cache or the demo's disk is full.
+        """
+        q = self.quotas
+        if nbytes > q.upload_mb * 1e6:
+            raise QuotaExceeded(f"an upload is at most {q.upload_mb:g} MB here")
+        self.measure_cache()
+        with self._lock:
+            cache = self._cache_held + self._cache_reserved
+            if cache + nbytes > q.cache_bytes:
+                raise QuotaExceeded(f"the demo's upload cache ({q.cache_mb:g} MB) is full: try again in a few "
+                                    "minutes")
+            if self._disk + cache + nbytes > q.total_bytes:
+                raise QuotaExceeded(f"the demo's disk for uploads ({q.total_mb:g} MB) is full: try again later")
+            self._cache_reserved += nbytes
+
+    def settle_upload(self, nbytes: int) -> None:
+        """An upload request reserved with ``reserve_upload`` ended: count what it left on disk."""
+        with self._lock:
+            self._cache_reserved -= nbytes
+        self.measure_cache()
+
+    def note_uploads(self, paths: Any) -> None:
+        """Files the web server's upload route stored (its answer): they may be deleted once used."""
+        if isinstance(paths, list):
+            with self._lock:
+                self._uploaded.update(str(p) for p in paths if isinstance(p, str))
+
+    def discard_uploads(self, paths: Any) -> int:
+        """Delete uploads of the cache now (indexed, refused, or replaced by a newer query). Only
+        files the upload route stored (``note_uploads``) inside the cache go: the cache also holds
+        the players' copies of corpus clips, shared by every page. Returns how many went."""
+        cache = self.cache_dir.resolve()
+        deleted = 0
+        for path in paths or []:
+            with self._lock:
+                if not isinstance(path, str) or path not in self._uploaded:
+                    continue
+                self._uploaded.discard(path)
+            file = Path(path).resolve()
+            if cache in file.parents and file.is_file():
+                file.unlink(missing_ok=True)
+                deleted += 1
+                try:
+                    file.parent.rmdir()  # Gradio's folder per upload (its hash), if now empty
+                except OSError:
+                    pass
+        self.measure_cache()
+        return deleted
 
     def usage(self, session_id: str) -> dict[str, int]:
         """``{"written", "clips", "on_disk", "files"}`` of one session."""
@@ -254,7 +370,7 @@ class UploadStore:
             if usage.written + nbytes > q.session_bytes:
                 raise QuotaExceeded(f"this session has written its quota of {q.session_mb:g} MB of uploads "
                                     "(reload the page for a new session)")
-            if self._disk + nbytes > q.total_bytes:
+            if self._disk + self._cache_held + self._cache_reserved + nbytes > q.total_bytes:
                 raise QuotaExceeded(f"the demo's disk for uploads ({q.total_mb:g} MB) is full: try again later")
             usage.written += nbytes
             self._disk += nbytes

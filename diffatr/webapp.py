@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import html
+import inspect
 import json
 import logging
 import os
@@ -116,30 +118,45 @@ class ServerSettings:
 # ----------------------------------------------------------------------------- glue
 
 
+def _new_session() -> DemoSession:
+    """A page's first session (a function: Gradio would serialise a dataclass given as the value)."""
+    return DemoSession()
+
+
 def _session(session: DemoSession | None) -> DemoSession:
     return session if isinstance(session, DemoSession) else DemoSession()
 
 
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """DemoError -> a red toast with its message (and an error for API clients); anything
-    unexpected is logged and reported in one line, so the next request still works."""
+    unexpected is logged and reported in one line, so the next request still works. The
+    message is also kept in the request's session (``DemoSession.last_error``): the page's
+    status line shows it until the next search (a toast fades after a few seconds)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gr = _gradio()
+        session = next((a for a in (*args, *kwargs.values()) if isinstance(a, DemoSession)), None)
+        if session is not None:
+            session.last_error = None
         try:
             return fn(*args, **kwargs)
         except DemoError as err:
             # An expected user error: one log line, no traceback (Gradio prints one per gr.Error
             # unless told not to).
             log.warning("user error in %s: %s", fn.__name__, err)
-            raise gr.Error(hide_paths(str(err)), title="Cannot do that", print_exception=False) from None
-        except gr.Error:
-            raise
+            message, title = hide_paths(str(err)), "Cannot do that"
+        except gr.Error as err:
+            message, title = str(err.message), err.title
         except Exception as err:  # noqa: BLE001 - the app must survive any input
             log.exception("unexpected error in %s", fn.__name__)  # a bug: its traceback, once
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {hide_paths(str(err))}). Try another "
-                           "input.", print_exception=False) from None
+            message, title = (f"Something went wrong ({type(err).__name__}: {hide_paths(str(err))}). Try another "
+                              "input."), "Error"
+        if session is not None:
+            session.last_error = message
+        # The toast draws its text as HTML: the user's text in a message (a file name, a clip id)
+        # must show as written.
+        raise gr.Error(html.escape(message, quote=False), title=title, print_exception=False) from None
 
     return wrapper
 
@@ -166,9 +183,11 @@ def _trajectory_views(session: DemoSession | None) -> tuple[Any, Any, Any]:
     return _step_plot(view, 0), plots.trajectory_heatmap(view), gr.Slider(value=0, maximum=plots.num_steps(view))
 
 
-def _failed(what: str) -> str:
-    return (f"**No results for {what}**: the search failed (the message above says why). Nothing shown "
-            "here belongs to an earlier query.")
+def _failed(what: str, session: DemoSession | None) -> str:
+    """The status line after a failed search: which query failed, and why (the message stays
+    here until the next search; nothing shown belongs to an earlier query)."""
+    why = session.last_error if isinstance(session, DemoSession) and session.last_error else None
+    return f"**No results for {what}**: " + (md_escape(why) if why else "the search failed.")
 
 
 def _quoted(caption: Any) -> str:
@@ -195,8 +214,8 @@ class Handlers:
 
     def _settings(self, k: Any, steps: Any, top_k: Any, alpha: Any, seed: Any, temperature: Any,
                   one_per_sound: Any) -> Any:
-        return self.app.parse_settings(num_results=k, num_inference_steps=steps, top_k=top_k, alpha=alpha,
-                                       seed=seed, temperature=temperature, one_per_sound=one_per_sound)
+        return self.app.parse_api_settings(num_results=k, num_inference_steps=steps, top_k=top_k, alpha=alpha,
+                                           seed=seed, temperature=temperature, one_per_sound=one_per_sound)
 
     def _answer(self, session: DemoSession | None, knobs: tuple[Any, ...],
                 search: Callable[[Any, DemoSession], dict[str, Any]]) -> tuple[dict[str, Any], DemoSession]:
@@ -204,6 +223,22 @@ class Handlers:
         session = _session(session)
         response = search(self._settings(*knobs), session)
         _show_notices(response)
+        return response, session
+
+    def _with_query_upload(self, session: DemoSession | None, query: Any,
+                           search: Callable[[], tuple[dict[str, Any], DemoSession]]) -> tuple[dict[str, Any], DemoSession]:
+        """Run ``search``; an uploaded sound it refused is deleted at once, one it searched stays
+        while it is the session's sound query (its player shows it) and the one before goes."""
+        uploads = self.app.uploads
+        try:
+            response, session = search()
+        except BaseException:
+            if not isinstance(session, DemoSession) or query != session.query_upload:  # not the one shown
+                uploads.discard_uploads([query])
+            raise
+        if isinstance(query, str) and query != session.query_upload:
+            uploads.discard_uploads([session.query_upload])
+            session.query_upload = query
         return response, session
 
     @_user_errors
@@ -221,8 +256,9 @@ class Handlers:
         """Audio -> text: the k best captions for a sound file or a recording, and the clips that
         sound most like it ("similar")."""
         audio, rate = audio_query(audio)
-        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
-                            lambda settings, s: self.app.searcher.search_audio(audio, settings, s, sample_rate=rate))
+        return self._with_query_upload(session, audio, lambda: self._answer(
+            session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+            lambda settings, s: self.app.searcher.search_audio(audio, settings, s, sample_rate=rate)))
 
     @_user_errors
     def search_similar(self, clip_id: str | None, audio: str | None, k: float, steps: float, top_k: float,
@@ -230,9 +266,12 @@ class Handlers:
                        session: DemoSession | None) -> tuple[dict[str, Any], DemoSession]:
         """Audio -> audio: the k clips that sound most like a clip of the library (its id: a result's
         clip_id, your own sounds included) or like a sound file; never the clip itself."""
-        query, rate = (str(clip_id).strip(), None) if clip_id and str(clip_id).strip() else audio_query(audio)
-        return self._answer(session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
-                            lambda settings, s: self.app.searcher.search_similar(query, settings, s, sample_rate=rate))
+        if clip_id is not None and not isinstance(clip_id, str):
+            raise DemoError(f"clip_id must be text (a result's clip_id) or null, got {clip_id!r}")
+        query, rate = (clip_id.strip(), None) if clip_id and clip_id.strip() else audio_query(audio)
+        return self._with_query_upload(session, query, lambda: self._answer(
+            session, (k, steps, top_k, alpha, seed, temperature, one_per_sound),
+            lambda settings, s: self.app.searcher.search_similar(query, settings, s, sample_rate=rate)))
 
     @_user_errors
     def more_like_this(self, clip_id: str | None, k: float, steps: float, top_k: float, alpha: float, seed: float,
@@ -257,7 +296,11 @@ class Handlers:
         def on_progress(done: int, total: int) -> None:
             progress((done, total), desc="Indexing your sounds", unit="files")
 
-        report = self.app.user_sounds.index_uploads(upload_paths(files), session, on_progress)
+        paths = upload_paths(files)
+        try:  # the files are copied into the session's folder: Gradio's copies go at once, used or refused
+            report = self.app.user_sounds.index_uploads(paths, session, on_progress)
+        finally:
+            self.app.uploads.discard_uploads(paths)
         _show_notices(report)
         if report["indexed"]:
             _gradio().Info(f"Indexed {report['indexed']} of your sounds: search for them in the other tabs.")
@@ -271,6 +314,7 @@ class Handlers:
 
     def forget_session(self, session: Any) -> None:
         if isinstance(session, DemoSession):
+            self.app.uploads.discard_uploads([session.query_upload])
             self.app.sessions.forget(session)
 
     # ------------------------------------------------------------------ views (UI only)
@@ -299,21 +343,27 @@ class Handlers:
         hidden = [_gradio().Group(visible=False) for _ in range(MAX_RESULTS)]
         return [*hidden, *[""] * MAX_RESULTS, *[None] * MAX_RESULTS, *[""] * MAX_RESULTS]
 
-    def stale_text_results(self, caption: Any) -> list[Any]:
+    def stale_text_results(self, caption: Any, session: DemoSession | None) -> list[Any]:
         """After a failed text search: clear the cards and the plots of the previous query, and say
-        which query failed (the results of the last good query must not look like this one's)."""
-        return [_failed(_quoted(caption)), *self.no_cards(), *_trajectory_views(None)]
+        which query failed and why (the results of the last good query must not look like this one's)."""
+        return [_failed(_quoted(caption), session), *self.no_cards(), *_trajectory_views(None)]
 
-    def stale_audio_results(self, audio: Any) -> list[Any]:
+    def stale_audio_results(self, audio: Any, session: DemoSession | None) -> list[Any]:
         """After a failed audio search: clear the caption table, the similar sounds and the plots,
-        and name the query."""
-        audio, _ = audio_query(audio)
+        and name the query and the reason."""
         name = os.path.basename(str(audio)) if isinstance(audio, (str, os.PathLike)) and audio else "this sound"
-        return [_failed(md_escape(name)), [], "", *self.no_cards(), *_trajectory_views(None)]
+        return [_failed(md_escape(name), session), [], "", *self.no_cards(), *_trajectory_views(None)]
 
-    def stale_like_results(self, clip_id: Any) -> list[Any]:
+    def stale_like_results(self, clip_id: Any, session: DemoSession | None) -> list[Any]:
         """After a failed "More like this": as a failed audio search, naming the clip."""
-        return [_failed(md_escape(str(clip_id or "this clip"))), [], "", *self.no_cards(), *_trajectory_views(None)]
+        return [_failed(md_escape(str(clip_id or "this clip")), session), [], "", *self.no_cards(),
+                *_trajectory_views(None)]
+
+    @staticmethod
+    def failed_upload(session: DemoSession | None) -> str:
+        """The upload status after a refused upload: the reason, until the next upload."""
+        why = session.last_error if isinstance(session, DemoSession) and session.last_error else None
+        return "**Nothing indexed**: " + (md_escape(why) if why else "the upload failed.")
 
     def show_audio_results(self, response: dict[str, Any], session: DemoSession | None) -> list[Any]:
         similar = response.get("similar", [])
@@ -363,34 +413,49 @@ class Handlers:
 # ----------------------------------------------------------------------------- controls
 
 
-def named(component: Any, setting: str, high: float | None = None, why: str = "") -> Any:
-    """``component`` whose range errors are the library's (``diffatr.config.check_knob``): Gradio
-    checks a slider's range before the handler runs, with a message that does not say which
-    setting was out of range ("Value 0 is less than minimum value 1."). The instance's own check
-    is wrapped (a subclass of a Gradio component would make Gradio write a stub file beside
-    this one)."""
-    from diffatr.config import ConfigError, check_knob
-
-    gr = _gradio()
-    check = component.preprocess
-
-    def preprocess(payload: Any) -> Any:
-        try:
-            return check(payload)
-        except gr.Error as err:
-            message = f"{KNOBS[setting].metadata['label']} ({setting}): {err.message}"
-            try:
-                check_knob(setting, payload, high=high, why=why)
-            except ConfigError as bad:
-                message = str(bad)
-            raise gr.Error(message, title="Cannot do that", print_exception=False) from None
-
-    component.preprocess = preprocess
+def named(component: Any) -> Any:
+    """``component`` whose value reaches the handler as it was sent, unchecked: the handler reads
+    it by name (``DemoApp.parse_api_settings``, the library's words). Gradio's own check of a
+    slider or a number box says neither which setting was wrong ("Value 0 is less than minimum
+    value 1.") nor survives a string, null or NaN (a traceback in the log). The instance's
+    method is replaced (a subclass of a Gradio component would make Gradio write a stub file
+    beside this one)."""
+    component.preprocess = lambda payload: payload
     return component
 
 
-def knob_control(name: str, value: Any, elem_id: str, *, high: float | None = None, why: str = "",
-                 info: str | None = None) -> Any:
+class _NamedFileModel:
+    """A file input's data model (Gradio's ``FileData`` / ``ListFiles``) whose refusal of a value
+    that is not an uploaded file names the parameter, instead of a pydantic traceback in the log
+    and a message that says nothing ("The upstream Gradio app has raised an exception")."""
+
+    def __init__(self, model: Any, name: str, what: str) -> None:
+        self._model, self._name, self._what = model, name, what
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._model, attr)
+
+    def model_validate(self, value: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            return self._model.model_validate(value, **kwargs)
+        except ValidationError:
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:59] + "…"
+            log.warning("user error: %s = %s", self._name, shown)
+            message = f"{self._name} must be {self._what} (gradio_client: handle_file(path)), got {hide_paths(shown)}"
+            raise _gradio().Error(html.escape(message, quote=False), title="Cannot do that",
+                                  print_exception=False) from None
+
+
+def named_files(component: Any, name: str, what: str) -> Any:
+    """``component`` (``gr.Audio``, ``gr.File``) with a data model that names it (``_NamedFileModel``)."""
+    component.data_model = _NamedFileModel(component.data_model, name, what)
+    return component
+
+
+def knob_control(name: str, value: Any, elem_id: str, *, high: float | None = None, info: str | None = None) -> Any:
     """A slider (or, for the seed, a number box; for a switch, a checkbox) for one
     ``RetrievalConfig`` field, its label, notation and bounds taken from the field's metadata;
     ``high`` narrows the upper bound."""
@@ -398,36 +463,48 @@ def knob_control(name: str, value: Any, elem_id: str, *, high: float | None = No
     meta = KNOBS[name].metadata
     label, info = meta["label"], info or meta["info"]
     if KNOBS[name].type == "bool":
-        return gr.Checkbox(value=value, label=label, info=info, elem_id=elem_id)
+        return named(gr.Checkbox(value=value, label=label, info=info, elem_id=elem_id))
     if name == "seed":
-        box = gr.Number(value=value, precision=0, minimum=meta["low"], label=label, info=info, elem_id=elem_id)
-        return named(box, name, high, why)
+        return named(gr.Number(value=value, precision=0, minimum=meta["low"], label=label, info=info,
+                               elem_id=elem_id))
     integer = KNOBS[name].type == "int"
     top = high if high is not None else meta["high"]
     slider = gr.Slider(meta["low"], top, value=value, step=1 if integer else meta["step"], label=label, info=info,
                        elem_id=elem_id)
-    return named(slider, name, high, why)
+    return named(slider)
 
 
 # ----------------------------------------------------------------------------- layout
 
 INTRO = """
-# DiffATR: search sounds with words, or words with sounds
-
-A dual encoder ranks every clip by cosine similarity; then a small **diffusion model** starts
-from noise (x_T) over the query's top **K** candidates and, in a few DDIM steps, *generates*
-a distribution over them (x_0). The final score is `cosine + α · softmax(x_0)`.
-Watch it happen on the right.
+## DiffATR: search sounds with words, or words with sounds
+Describe a sound, or give one: a diffusion model re-ranks the closest clips, and you watch it work.
 """
 
+# What the animation shows, in plain words (above the plot); the notation is in HOW_IT_WORKS.
 TRAJECTORY_HELP = (
-    "### Watch the diffusion\nBars: the distribution the model generates over the query's K candidates "
-    "(top = most similar by cosine), from the start noise (step 0) to x_0 (last step): softmax(x̂0 × CE scale), "
-    "the sharpness it was trained at. Orange = the final top results, with their fused rank and the diffusion's "
-    "own (Gen) rank. The final score fuses cosine + α · softmax(x̂0 / T) with the fusion temperature T of the "
-    "settings (1 by default, where this distribution is nearly flat: on the shipped model the diffusion then "
-    "rarely changes the cosine order; see the README). Press Play, or drag the slider to any step (no "
-    "recomputation).")
+    "**The diffusion at work:** one bar per candidate, in the final ranking's order, showing how strongly the "
+    "model picks it, from random noise (first step) to its answer (last). Orange bars are your results.")
+
+HOW_IT_WORKS = """
+**Two stages.** A dual encoder maps captions and sounds to one space and ranks every clip by
+cosine similarity to the query. A small diffusion model then takes the top **K** candidates
+(*Candidates re-ranked*): it starts from noise **x_T** and, in **S** DDIM steps (*Diffusion
+steps*), generates a distribution over them, **x_0**. The final score adds the two:
+`fused = cosine + α · softmax(x̂0 / τ)`, with α the *Weight of the diffusion* and τ the
+*Fusion temperature*.
+
+**The bars** plot softmax(x̂0 × CE scale), the sharpness the model was trained to generate
+(step 0 plots the start noise as a distribution, softmax(x_T)), one per candidate in the final
+ranking's order. Orange bars are the final top results, in bold, with the diffusion's own rank
+(Gen #). When the two disagree, the figure says so in words: at the default τ = 1 the diffusion
+term is small beside the cosine, so the final ranking can keep the cosine's choice. **The
+heatmap** below shows the whole path at once: candidates down, steps across (x_T on the left,
+x_0 on the right), the final top results in bold.
+
+Press **Play** to run it again, or move the slider to any step (nothing is recomputed). The
+method and its measured quality are in the repository's README and docs/method.md.
+"""
 
 CSS = """
 #trajectory-plot, #trajectory-heatmap {min-height: 420px;}
@@ -447,15 +524,14 @@ def _settings_row(app: DemoApp) -> list[Any]:
     """The search settings, in the order of the search handlers' parameters."""
     gr = _gradio()
     d, t = app.defaults, app.num_train_timesteps
-    with gr.Accordion("Search settings", open=True), gr.Row():
+    with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
         return [
-            knob_control("num_results", d.num_results, "k-slider", high=MAX_RESULTS, why="the result slots on the page"),
+            knob_control("num_results", d.num_results, "k-slider", high=MAX_RESULTS),
             knob_control("num_inference_steps", d.num_inference_steps, "steps-slider", high=t,
-                         why=f"T = {t}, the diffusion steps the checkpoint was trained with",
                          info=f"{KNOBS['num_inference_steps'].metadata['info']} (T = {t})"),
-            knob_control("top_k", d.top_k, "top-k-slider", high=TOP_K_MAX, why="the demo's limit"),
+            knob_control("top_k", d.top_k, "top-k-slider", high=TOP_K_MAX),
             knob_control("alpha", d.alpha, "alpha-slider"),
-            knob_control("seed", d.seed, "seed-box", high=SEED_MAX, why="the browser's number box"),
+            knob_control("seed", d.seed, "seed-box", high=SEED_MAX),
             knob_control("temperature", d.temperature, "temperature-slider",
                          info=f"{KNOBS['temperature'].metadata['info']} "
                               f"(here 1 / CE scale = {1 / app.model.config.diffusion.ce_scale:g})"),
@@ -485,10 +561,10 @@ def _text_tab(app: DemoApp) -> dict[str, Any]:
     gr = _gradio()
     with gr.Tab("Text → audio", id="text"):
         with gr.Row():
-            caption = gr.Textbox(label="Describe a sound", placeholder=f"e.g. {PLACEHOLDER_QUERY}", scale=5,
-                                 max_lines=3, elem_id="caption-box")
+            caption = named(gr.Textbox(label="Describe a sound", placeholder=f"e.g. {PLACEHOLDER_QUERY}", scale=5,
+                                       max_lines=3, elem_id="caption-box"))
             button = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
-        gr.Examples(app.corpus.example_queries(), inputs=[caption], label="Try")
+        gr.Examples(app.corpus.example_queries(), inputs=[caption], label="Try", elem_id="text-examples")
         status = gr.Markdown(elem_id="text-status")
         cards = _result_cards("result")
     return {"caption": caption, "button": button, "status": status, **cards}
@@ -497,8 +573,9 @@ def _text_tab(app: DemoApp) -> dict[str, Any]:
 def _audio_tab(app: DemoApp) -> dict[str, Any]:
     gr = _gradio()
     with gr.Tab("Audio → text & similar sounds", id="audio"):
-        audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                         label="A sound to search with (upload or record)", elem_id="audio-query")
+        audio = named_files(gr.Audio(sources=["upload", "microphone"], type="filepath",
+                                     label="A sound to search with (upload or record)", elem_id="audio-query"),
+                            "audio", "an uploaded sound file or null")
         button = gr.Button("Search", variant="primary", elem_id="audio-search")
         gr.Examples([[p] for p in app.corpus.example_audio()], inputs=[audio], label="Try a corpus clip")
         status = gr.Markdown(elem_id="audio-status")
@@ -513,7 +590,7 @@ def _audio_tab(app: DemoApp) -> dict[str, Any]:
                 similar_status = gr.Markdown(elem_id="similar-status")
                 similar = _result_cards("similar")
         # The search_similar endpoint's clip id (API clients; the page uses the cards' buttons).
-        like_clip = gr.Textbox(visible=False, elem_id="similar-query-clip")
+        like_clip = named(gr.Textbox(visible=False, elem_id="similar-query-clip"))
         like_button = gr.Button(visible=False, elem_id="similar-search")
     return {"audio": audio, "button": button, "status": status, "table": table, "similar_status": similar_status,
             "similar": similar, "like_clip": like_clip, "like_button": like_button}
@@ -526,7 +603,8 @@ def _uploads_tab(app: DemoApp) -> dict[str, Any]:
                     "`NAME.wav` gives its captions, one per line). They are searchable **in this "
                     "session only**; the shipped corpus is not changed. Limits: "
                     + md_escape(app.quotas.describe()) + ".")
-        files = gr.File(file_count="multiple", label="Audio files or a .zip", elem_id="upload-files")
+        files = named_files(gr.File(file_count="multiple", label="Audio files or a .zip", elem_id="upload-files"),
+                            "files", "a list of uploaded files")
         with gr.Row():
             index_button = gr.Button("Index my sounds", variant="primary", elem_id="index-button")
             clear_button = gr.Button("Forget my sounds", elem_id="clear-button")
@@ -541,14 +619,15 @@ def _uploads_tab(app: DemoApp) -> dict[str, Any]:
 
 def _trajectory_column() -> dict[str, Any]:
     gr = _gradio()
-    gr.Markdown(TRAJECTORY_HELP)
-    step_plot = gr.Plot(plots.empty_figure(), label="The distribution over the candidates, step by step",
-                        elem_id="trajectory-plot")
+    gr.Markdown(TRAJECTORY_HELP, elem_id="trajectory-help")
+    step_plot = gr.Plot(plots.empty_figure(), show_label=False, elem_id="trajectory-plot")
     with gr.Row():
         play = gr.Button("▶ Play", elem_id="play-button", scale=1, min_width=80)
         pause = gr.Button("❚❚ Pause", elem_id="pause-button", scale=1, min_width=80)
         step = gr.Slider(0, 1, value=0, step=1, label="DDIM step (0 = x_T noise … last = x_0)",
                          elem_id="step-slider", scale=4)
+    with gr.Accordion("How it works", open=False, elem_id="how-it-works"):
+        gr.Markdown(HOW_IT_WORKS)
     heatmap = gr.Plot(plots.empty_figure(""), label="Whole trajectory", elem_id="trajectory-heatmap")
     return {"plot": step_plot, "play": play, "pause": pause, "step": step, "heatmap": heatmap}
 
@@ -567,19 +646,25 @@ def build_demo(app: DemoApp, server: ServerSettings | None = None) -> Any:
     server = server or ServerSettings.from_env()
     handlers = Handlers(app, server)
     quotas = app.quotas
-    # Gradio's upload cache is swept as often as the quotas say; files older than a session's
-    # time-to-live go (and the whole cache at a restart).
+    # Gradio sweeps its cache every cache_sweep_s: uploads no search used within cache_ttl_s go
+    # (and the players' copies of clips, made again when shown).
     with gr.Blocks(title="DiffATR: audio-text retrieval with diffusion",
-                   delete_cache=(int(quotas.cache_sweep_s), int(quotas.session_ttl_s))) as demo:
-        # A session idle for the time-to-live is deleted, and with it its uploaded files. The
-        # callback is a plain function: Gradio deep-copies the page config (which holds it) on
-        # every page load, and a bound method would copy the handlers' model and index with it
-        # (1-2 s a page load on 2 cores).
-        page = {"session": gr.State(None, time_to_live=quotas.session_ttl_s,
+                   delete_cache=(int(quotas.cache_sweep_s), int(quotas.cache_ttl_s))) as demo:
+        # Every page (and API client) gets its own DemoSession on first use, so that even a first
+        # failed search can leave its message for the status line. A session idle for the
+        # time-to-live is deleted, and with it its uploaded files. The callback is a plain
+        # function: Gradio deep-copies the page config (which holds it) on every page load, and a
+        # bound method would copy the handlers' model and index with it (1-2 s a page load).
+        page = {"session": gr.State(_new_session, time_to_live=quotas.session_ttl_s,
                                     delete_callback=lambda session: handlers.forget_session(session))}
-        gr.Markdown(INTRO)
-        page["corpus_line"] = gr.Markdown(handlers.corpus_line(None), elem_id="corpus-line")
-        page["knobs"] = _settings_row(app)
+        # Above the fold at 1400 x 900 (the browser test checks it): a two-line header, the
+        # settings collapsed beside it, then the search and its results next to the animation.
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=400):
+                gr.Markdown(INTRO, elem_id="intro")
+                page["corpus_line"] = gr.Markdown(handlers.corpus_line(None), elem_id="corpus-line")
+            with gr.Column(scale=2, min_width=300):
+                page["knobs"] = _settings_row(app)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5), gr.Tabs(elem_id="tabs") as page["tabs"]:
                 page["text"], page["audio"], page["uploads"] = _text_tab(app), _audio_tab(app), _uploads_tab(app)
@@ -612,7 +697,7 @@ def _wire_searches(handlers: Handlers, page: dict[str, Any], server: ServerSetti
                         api_name="search_text", concurrency_limit=server.search_workers, concurrency_id="search_text")
     text_shown = text_search.success(handlers.show_text_results, [page["response"], session], text_cards, **views)
     page["played"] = [text_shown.success(handlers.play_from_start, [session], animation, **animated)]
-    text_search.failure(handlers.stale_text_results, [text["caption"]], text_cards, **views)
+    text_search.failure(handlers.stale_text_results, [text["caption"], session], text_cards, **views)
 
     audio_outputs = _audio_outputs(page)
     audio_search = audio["button"].click(handlers.search_audio, inputs=[audio["audio"], *page["knobs"], session],
@@ -621,7 +706,7 @@ def _wire_searches(handlers: Handlers, page: dict[str, Any], server: ServerSetti
     audio_shown = audio_search.success(handlers.show_audio_results, [page["response"], session], audio_outputs,
                                        **views)
     page["played"].append(audio_shown.success(handlers.play_from_start, [session], animation, **animated))
-    audio_search.failure(handlers.stale_audio_results, [audio["audio"]], audio_outputs, **views)
+    audio_search.failure(handlers.stale_audio_results, [audio["audio"], session], audio_outputs, **views)
 
 
 def _card_outputs(cards: dict[str, list[Any]]) -> list[Any]:
@@ -652,7 +737,7 @@ def _wire_similar(handlers: Handlers, page: dict[str, Any], server: ServerSettin
             shown = liked.success(handlers.show_like_results, [page["response"], session], shown_outputs, **views)
             page["played"].append(shown.success(handlers.play_from_start, [session], [traj["plot"], traj["step"]],
                                                 **animated))
-            liked.failure(handlers.stale_like_results, [clip], _audio_outputs(page), **views)
+            liked.failure(handlers.stale_like_results, [clip, session], _audio_outputs(page), **views)
     audio["like_button"].click(handlers.search_similar, inputs=[audio["like_clip"], audio["audio"], *page["knobs"],
                                                                 session],
                                outputs=[page["response"], session], api_name="search_similar", **searching)
@@ -687,6 +772,7 @@ def _wire_player_and_uploads(handlers: Handlers, page: dict[str, Any], server: S
                                      api_name="index_uploads", concurrency_limit=server.upload_workers,
                                      concurrency_id="uploads")
     indexed.success(handlers.show_upload, [uploads["report"], session], shown, **views, **private)
+    indexed.failure(handlers.failed_upload, [session], [uploads["status"]], **views, **private)
     cleared = uploads["clear"].click(handlers.clear_uploads, [session], [uploads["report"], session],
                                      api_name="clear_uploads", concurrency_limit=None)
     cleared.success(handlers.show_upload, [uploads["report"], session], shown, **views, **private)
@@ -713,6 +799,10 @@ def prepare(server: ServerSettings | None = None) -> tuple[Any, DemoApp, ServerS
 
     torch.set_num_threads(server.torch_threads)
     app = DemoApp.load().start()
+    # Gradio's upload cache goes in the run's folder: charged to the quotas (UploadGuard),
+    # emptied at exit with it, an earlier run's deleted at start.
+    app.uploads.cache_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(app.uploads.cache_dir)
     log.info("upload quotas: %s", app.quotas.describe())
     return build_demo(app, server), app, server
 
@@ -724,8 +814,17 @@ def main() -> None:
     demo, app, server = prepare()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     start_heap_trimmer(server.heap_trim_seconds)
-    # An upload larger than the session's quota could never be indexed: Gradio refuses it at once.
-    demo.launch(theme=_theme(), css=CSS, max_file_size=f"{max(1, int(app.quotas.session_mb))}mb")
+    from starlette.middleware import Middleware
+
+    from diffatr.serving import UploadGuard
+
+    # An upload is charged to the quotas before it is received (UploadGuard); a file larger than
+    # upload_mb is refused by Gradio at once.
+    # Gradio probes its own page once it listens and refuses to start if one probe takes over 3 s,
+    # which a loaded 2-core machine reaches (2.6 s measured): the probe is skipped where it can be.
+    probe = {"_frontend": False} if "_frontend" in inspect.signature(demo.launch).parameters else {}
+    demo.launch(theme=_theme(), css=CSS, max_file_size=int(app.quotas.upload_mb * 1e6),
+                app_kwargs={"middleware": [Middleware(UploadGuard, store=app.uploads)]}, **probe)
 
 
 def __getattr__(name: str) -> Any:

@@ -5,7 +5,9 @@ One app process serves the module; each test uses its own client(s), i.e. its ow
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +158,53 @@ def test_a_user_error_is_one_log_line_without_a_traceback(url: str, app_log: Pat
     assert "Traceback" not in new, new
     lines = [line for line in new.splitlines() if "user error" in line]
     assert len(lines) == 1 and "search_text" in lines[0] and "%%%" in lines[0]
+
+
+# The search endpoints' settings, in their API order after the query parameters, with the page's
+# label (the library's RetrievalConfig label) that a message must name.
+SETTINGS = [("k", "Results shown (num_results)"), ("steps", "Diffusion steps (num_inference_steps)"),
+            ("top_k", "Candidates re-ranked (top_k)"), ("alpha", "Weight of the diffusion (alpha)"),
+            ("seed", "Seed of the start noise (seed)"), ("temperature", "Fusion temperature (temperature)"),
+            ("one_per_sound", "One result per sound (one_per_sound)")]
+GOOD = [3, 10, 8, 1.0, 0, 1.0, True]
+QUERIES = {"search_text": ["a dog barking"], "search_audio": [None], "search_similar": ["dog", None]}
+
+
+def call_http(url: str, api: str, data: list) -> tuple[str, str]:
+    """One call through Gradio's HTTP API (``/gradio_api/call``), as any client sends it: JSON
+    with NaN and Infinity, which gradio_client cannot send. Returns (event, data) of its end."""
+    body = json.dumps({"data": data}).encode()  # allow_nan: NaN / Infinity tokens, as JavaScript's clients send
+    request = urllib.request.Request(f"{url}gradio_api/call/{api}", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event_id = json.load(response)["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event_id}", timeout=60) as response:
+        stream = response.read().decode()
+    events = [line.split(":", 1)[1].strip() for line in stream.splitlines() if line.startswith("event:")]
+    payloads = [line.split(":", 1)[1].strip() for line in stream.splitlines() if line.startswith("data:")]
+    return events[-1], payloads[-1]
+
+
+def test_every_setting_of_every_endpoint_is_checked_by_name(url: str, app_log: Path) -> None:
+    before = app_log.read_text(errors="replace")
+    assert call_http(url, "search_text", ["a dog barking", *GOOD])[0] == "complete"  # the helper works
+    for api, query in QUERIES.items():
+        for i, (name, label) in enumerate(SETTINGS):
+            bads = ["yes", None, 1, float("nan")] if name == "one_per_sound" else \
+                ["5", "abc", None, float("nan"), float("inf"), float("-inf"), True]
+            for bad in bads:
+                event, data = call_http(url, api, [*query, *GOOD[:i], bad, *GOOD[i + 1:]])
+                assert event == "error", (api, name, bad, data)
+                message = json.loads(data)["error"]
+                assert message and message.startswith(label), (api, name, bad, message)
+    for api, data, words in [("search_text", [5, *GOOD], "The caption (caption) must be text, got 5"),
+                             ("search_similar", [5, None, *GOOD], "clip_id must be text"),
+                             ("search_audio", ["/etc/passwd", *GOOD], "audio must be an uploaded sound file"),
+                             ("search_similar", ["", 5, *GOOD], "audio must be an uploaded sound file"),
+                             ("index_uploads", ["abc"], "files must be a list of uploaded files"),
+                             ("index_uploads", [[5]], "files must be a list of uploaded files")]:
+        event, payload = call_http(url, api, data)
+        assert event == "error" and json.loads(payload)["error"].startswith(words), (api, data, payload)
+    new = app_log.read_text(errors="replace")[len(before):]
+    assert "Traceback" not in new and "Exception" not in new, new[-3000:]
+    assert new.count("user error") >= 3 * 6 * 7  # each refusal is one line of the log
+    assert _client(url).predict("a dog barking", **FAST, api_name="/search_text")["results"]  # and the next works

@@ -42,7 +42,7 @@ const g = document.querySelector(arguments[0] + ' .js-plotly-plot');
 if (!g || !g.data || !g.data.length) return null;
 const d = g.data[0];
 return {values: Array.from((d.orientation === 'h' ? d.x : d.y) || []), labels: Array.from((d.orientation === 'h' ? d.y : d.x) || []),
-        z: d.z ? d.z.length : 0,
+        z: d.z ? d.z.length : 0, columns: d.z && d.z.length ? d.z[0].length : 0,
         title: (g.layout.title && g.layout.title.text) || '', n: g.data.length};
 """
 
@@ -101,11 +101,47 @@ def _wait(driver, condition, what: str):
         raise AssertionError(f"timed out waiting for {what}") from err
 
 
+RECTS = """return Object.fromEntries(Array.from(arguments).map(s => {const e = document.querySelector(s);
+  const r = e ? e.getBoundingClientRect() : null;
+  return [s, r && r.height ? {left: r.left, top: r.top, right: r.right, bottom: r.bottom} : null];}))"""
+
+
+def test_a_first_visit_at_1400_by_900_shows_search_results_and_animation_without_scrolling(page) -> None:
+    driver = page
+    driver.set_window_size(1400, 900)  # headless Chromium: a viewport of about 1400 x 760
+    try:
+        driver.get(driver.current_url)  # a fresh page, as a first-time visitor sees it
+        box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
+        advanced = driver.find_element(By.CSS_SELECTOR, "#advanced")
+        assert "Advanced settings" in advanced.text  # collapsed: its controls are not even drawn
+        assert not [e for e in driver.find_elements(By.CSS_SELECTOR, "#k-slider") if e.is_displayed()]
+        box.send_keys("a dog barking")
+        driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+        _wait(driver, lambda d: (s := _plot(d)) and s["title"].startswith("step"), "the animation")
+        _wait(driver, lambda d: _players(d, "result"), "the results' players")
+        assert driver.execute_script("return window.scrollY") == 0
+        height = driver.execute_script("return window.innerHeight")
+        rects = driver.execute_script(RECTS, "#caption-box", "#text-search", "#text-examples", "#result-card-0",
+                                      "#result-audio-0", "#trajectory-help", "#trajectory-plot")
+        for selector in ("#caption-box", "#text-search", "#text-examples", "#result-card-0", "#trajectory-help",
+                         "#trajectory-plot"):
+            assert rects[selector] and 0 <= rects[selector]["top"] and rects[selector]["bottom"] <= height, \
+                (selector, rects[selector], height)
+        assert rects["#result-audio-0"]["top"] < height - 50, rects  # the first player's controls are in view
+        assert rects["#trajectory-plot"]["left"] >= rects["#result-card-0"]["right"]  # beside the results
+    finally:
+        driver.set_window_size(1400, 1560)
+
+
 def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: Path) -> None:
     driver = page
     box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
-    # Fewer DDIM steps than the default 50 (a shorter animation, and the control is exercised).
-    steps = driver.find_element(By.CSS_SELECTOR, "#steps-slider input[type=number]")
+    # Fewer DDIM steps than the default 50 (a shorter animation, and the control is exercised),
+    # under "Advanced settings", with its plain label and its notation.
+    driver.find_element(By.XPATH, "//*[@id='advanced']//*[contains(text(), 'Advanced settings')]").click()
+    steps = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#steps-slider input[type=number]"), "the steps")
+    assert "Diffusion steps" in driver.find_element(By.CSS_SELECTOR, "#steps-slider").text
+    assert "DDIM steps" in driver.find_element(By.CSS_SELECTOR, "#steps-slider").text
     steps.send_keys(Keys.CONTROL, "a")
     steps.send_keys(str(STEPS), Keys.TAB)
     box.send_keys("a dog barking")
@@ -127,13 +163,18 @@ def test_text_search_plays_the_diffusion_and_the_slider_redraws(page, tmp_path: 
 
     final = _plot(driver)
     assert len(final["labels"]) == 10 and final["n"] == 1  # all ten clips re-ranked, one bar each
-    assert _plot(driver, "#trajectory-heatmap")["z"] == STEPS + 1  # the whole path: x_T .. x_0
+    assert _plot(driver, "#trajectory-heatmap")["z"] == 10  # a row per candidate ...
+    assert _plot(driver, "#trajectory-heatmap")["columns"] == STEPS + 1  # ... across the whole path: x_T .. x_0
     players = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] audio")
                     or d.find_elements(By.CSS_SELECTOR, "[id^=result-audio-] [data-testid=waveform-controls]"),
                     "audio players")
     assert players
-    # no server path reaches the page: the players play Gradio's cache copies, not the corpus files
+    # no path of the install reaches the page: the players play Gradio's cache copies, not the
+    # corpus files, and the only server paths shown are those copies, in the run's cache folder
     assert str(ROOT / "assets") not in driver.page_source and "site-packages" not in driver.page_source
+    served = re.findall(r"gradio_api/file=([^\"'&?]+)", driver.page_source)
+    assert served and all(re.search(r"/diffatr-uploads/run-\d+-[0-9a-f]{8}/cache/[0-9a-f]{20,}/[^/]+$", path)
+                          for path in served), served
     shown = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[id^=result-card-]") if c.is_displayed()]
     assert len(shown) == RetrievalConfig.num_results, shown  # 10 results by default: here all ten clips
     assert "CC0-1.0" in shown[0] and "fused" in shown[0]
@@ -194,7 +235,38 @@ def test_a_failed_search_does_not_leave_the_previous_results_looking_current(pag
     status = _wait(driver, lambda d: (t := d.find_element(By.CSS_SELECTOR, "#text-status").text)
                    and "No results for" in t and t, "the failed query's status")
     assert "!!!" in status and "cat" not in status
+    assert "no letters or digits" in status  # the reason itself, not a pointer to a toast that fades
     assert not shown(driver)  # the cat cards are gone, not left under the new query
+    # A second error in a row gets its own message, and it stays until the next search.
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("???")
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+    status = _wait(driver, lambda d: (t := d.find_element(By.CSS_SELECTOR, "#text-status").text)
+                   and "???" in t and t, "the second failed query's status")
+    assert "no letters or digits" in status and "!!!" not in status
+    _wait(driver, lambda d: not [t for t in d.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]")
+                                 if t.is_displayed()], "the toasts to fade")
+    assert driver.find_element(By.CSS_SELECTOR, "#text-status").text == status
+
+
+def test_the_users_text_is_shown_as_text_never_as_markup(page) -> None:
+    driver = page
+    _wait(driver, lambda d: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Text')]"), "the tabs").click()
+    box = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#caption-box textarea"), "the caption box")
+    query = '<b>bold</b> dog <a href="https://example.com/x">barking</a>'
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(query)
+    driver.find_element(By.CSS_SELECTOR, "#text-search").click()
+    _wait(driver, lambda d: (s := _plot(d)) and "x_0" in s["title"] and "bold" in s["title"],
+          "the query's animation")
+    title = driver.execute_script("return document.querySelector('#trajectory-plot .gtitle').textContent")
+    assert "<b>bold</b>" in title, title  # Plotly drew the tags as text
+    status = _text(driver, "#text-status")
+    assert "<b>bold</b>" in status and 'href="https://example.com/x"' in status, status
+    links = driver.execute_script("return Array.from(document.querySelectorAll(\"a[href^='https://example.com']\"))"
+                                  ".map(a => (a.closest('[id]') || {}).id + ': ' + a.outerHTML)")
+    assert not links  # no link anywhere
+    assert not driver.find_elements(By.CSS_SELECTOR, "#text-status b, #trajectory-plot .gtitle b")
 
 
 def test_audio_search_tab(page, tmp_path: Path) -> None:

@@ -422,8 +422,11 @@ def test_step_figure_follows_the_trajectory(app: DemoApp, fast: RetrievalConfig)
     # distribution the model was trained to generate (recomputed here from the raw trajectory)
     x_t, pred = np.asarray(view["x_t"]), np.asarray(view["pred_x0"])
     softmax = lambda v: np.exp(v - v.max()) / np.exp(v - v.max()).sum()  # noqa: E731
-    np.testing.assert_allclose(first.data[0].x, softmax(x_t[0]), atol=1e-4)
-    np.testing.assert_allclose(last.data[0].x, softmax(view["ce_scale"] * pred[-1]), atol=1e-4)
+    order = np.argsort(view["final_rank"])  # the bars in the final ranking's order, at every step
+    np.testing.assert_allclose(first.data[0].x, softmax(x_t[0])[order], atol=1e-4)
+    np.testing.assert_allclose(last.data[0].x, softmax(view["ce_scale"] * pred[-1])[order], atol=1e-4)
+    top = [f"<b>#{r + 1} " for r in range(fast.num_results)]
+    assert [label[:len(t)] for label, t in zip(last.data[0].y, top)] == top  # the final top first, in order
     assert view["ce_scale"] == app.model.config.diffusion.ce_scale
     assert list(first.data[0].x) != list(last.data[0].x)
     assert first.data[0].orientation == "h" and list(first.data[0].y) == list(last.data[0].y)  # labels on y
@@ -439,7 +442,9 @@ def test_step_figure_follows_the_trajectory(app: DemoApp, fast: RetrievalConfig)
     spec = json.loads(json.dumps(plots.trajectory_step_spec(view, s)))  # plain JSON, what the app streams
     assert spec["data"][0]["x"] == list(last.data[0].x) and spec["layout"]["title"]["text"] == last.layout.title.text
     heat = plots.trajectory_heatmap(view)
-    assert np.asarray(heat.data[0].z).shape == (s + 1, fast.top_k)
+    assert np.asarray(heat.data[0].z).shape == (fast.top_k, s + 1)  # candidates down, steps across
+    assert list(heat.data[0].y) == list(last.data[0].y) and heat.data[0].zmin == 0
+    np.testing.assert_allclose(np.asarray(heat.data[0].z)[:, -1], last.data[0].x, atol=1e-3)  # the end state shows
     for fig in (first, last, heat, plots.empty_figure()):
         assert "bdata" not in fig.to_json()  # plain lists: any plotly.js renders them
 
@@ -519,3 +524,44 @@ def test_an_audio_query_shorter_than_50_ms_gets_a_message(app: DemoApp, fast: Re
     rate = 16000
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(0.06 * rate)) / rate).astype(np.float32)  # 60 ms
     assert app.searcher.search_audio(tone, fast, DemoSession(), sample_rate=rate)["results"]
+
+
+def test_the_users_text_never_becomes_markup(app: DemoApp, fast: RetrievalConfig) -> None:
+    from diffatr.demo import md_escape, status_line
+
+    session = DemoSession()
+    query = '<b>loud</b> dog <a href="https://example.com">barking</a> _now_ $x$'
+    response = app.searcher.search_text(query, fast, session)
+    view = dict(session.trajectory, labels=["<i>x</i>", *session.trajectory["labels"][1:]])
+    spec = plots.trajectory_step_spec(view, plots.num_steps(view))
+    text = json.dumps(spec)
+    assert "<a " not in text and "<b>loud" not in text and "<i>x" not in text  # Plotly reads these tags
+    assert "&lt;b&gt;loud" in spec["layout"]["title"]["text"] and "&lt;i&gt;x&lt;/i&gt;" in spec["data"][0]["y"][0]
+    heat = plots.trajectory_heatmap(view).to_json()
+    assert "<i>x" not in heat and "&lt;i&gt;x" in heat
+    status = status_line(response)
+    assert "<b>" not in status and "https://" not in status and "_now_" not in status and "$x$" not in status
+    assert re.sub(r"\\(.)", r"\1", md_escape(query)) == query  # unescaped, it is the text itself
+
+
+def _view(distribution: list[list[float]], final_rank: list[int]) -> dict:
+    k = len(final_rank)
+    return {"labels": [f"clip{i}" for i in range(k)], "x_t": [[0.0] * k] * len(distribution),
+            "distribution": distribution, "final_rank": final_rank, "gen_rank": list(range(k)), "highlight": 2,
+            "cosine": [0.5] * k, "timesteps": list(range(len(distribution) - 1, 0, -1)) + [0], "query": "q"}
+
+
+def test_the_figure_says_in_words_what_its_bars_show() -> None:
+    flat, peaked, leaning = [0.26, 0.25, 0.25, 0.24], [0.05, 0.9, 0.03, 0.02], [0.3, 0.4, 0.2, 0.1]
+    view = _view([flat, flat, peaked, leaning], final_rank=[0, 1, 2, 3])  # final #1: clip0
+    assert "noise" in plots.step_verdict(view, 0)
+    assert plots.step_verdict(view, 1).startswith("nearly flat")
+    words = plots.step_verdict(view, 2)
+    assert words.startswith("peaked on clip1") and "flat" not in words
+    assert "the diffusion alone would rank clip1 first; the final ranking keeps clip0" in words
+    assert plots.step_verdict(view, 3).startswith("leans to clip1")
+    agree = _view([flat, [0.9, 0.05, 0.03, 0.02]], final_rank=[0, 1, 2, 3])
+    assert "the final #1 too" in plots.step_verdict(agree, 1) and "alone" not in plots.step_verdict(agree, 1)
+    spec = plots.trajectory_step_spec(view, 2)
+    assert plots.step_verdict(view, 2) in spec["layout"]["title"]["text"]
+    assert spec["data"][0]["y"][:2] == ["<b>#1 clip0</b>", "<b>#2 clip1</b>"]  # the final top, marked, in order

@@ -24,12 +24,12 @@ from conftest import write_tone
 pytest.importorskip("plotly", reason="the app extra is not installed: pip install -e '.[app]'")
 
 from diffatr.demo import DemoApp, DemoError, DemoSession, hide_paths  # noqa: E402
-from diffatr.uploads import UploadQuotas, UploadStore  # noqa: E402
+from diffatr.uploads import QuotaExceeded, UploadQuotas, UploadStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"
-QUOTAS = UploadQuotas(session_mb=1.5, total_mb=2.5, session_clips=12, total_clips=20, zip_members=40,
-                      zip_ratio=20, caption_kb=4, session_ttl_s=600)
+QUOTAS = UploadQuotas(session_mb=1.5, total_mb=2.5, cache_mb=0.5, min_sessions=1, session_clips=12, total_clips=20,
+                      zip_members=40, zip_ratio=20, caption_kb=4, session_ttl_s=600)
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +215,27 @@ def test_messages_hide_server_paths() -> None:
     text = "[Errno 28] No space left on device: '/tmp/diffatr-uploads/run-1-ab/s/x.wav' (C:\\Users\\me\\y.wav)"
     assert hide_paths(text) == "[Errno 28] No space left on device: 'x.wav' (y.wav)"
     assert hide_paths("sounds.zip/pack/beep.wav and yours/beep") == "sounds.zip/pack/beep.wav and yours/beep"
+
+
+def test_ten_sessions_at_their_full_quota_never_lock_out_the_next(tmp_path: Path) -> None:
+    defaults = UploadQuotas()
+    assert defaults.session_mb * defaults.min_sessions + defaults.cache_mb <= defaults.total_mb
+    assert defaults.upload_mb * defaults.min_sessions <= defaults.cache_mb  # ten uploads fit in the cache at once
+    with pytest.raises(ValueError, match="10 sessions"):
+        UploadQuotas(session_mb=200.0)  # the old sizing: ten sessions filled the demo's 2 GB
+    quotas = UploadQuotas(session_mb=1.0, cache_mb=1.0, total_mb=11.5, min_sessions=10)
+    store = UploadStore(quotas, tmp_path).start()
+    try:
+        for n in range(10):  # ten sessions write their whole quota, the cache holds its cap
+            store.write(f"s{n}", io.BytesIO(bytes(1_000_000)), "a.wav", clip=False)
+        for _ in range(10):
+            store.reserve_upload(100_000)  # ten uploads at once, each at the largest size: the cache's cap
+        store.write("late", io.BytesIO(bytes(400_000)), "b.wav", clip=False)  # the 11th session still can
+        assert disk_bytes(tmp_path) <= quotas.total_bytes
+        with pytest.raises(QuotaExceeded, match="upload cache"):
+            store.reserve_upload(100_000)  # the cache is at its cap: refused before a byte arrives
+        with pytest.raises(QuotaExceeded, match="at most 0.1 MB"):
+            store.settle_upload(1_000_000) or store.reserve_upload(200_000)  # larger than one upload may be
+    finally:
+        store.close()
+    assert disk_bytes(tmp_path) == 0

@@ -106,6 +106,16 @@ class DemoApp:
         """
         return read_settings(self.model.config, values)
 
+    def parse_api_settings(self, **values: Any) -> RetrievalConfig:
+        """As ``parse_settings``, for the values of an API call or a page's form: every value
+        must be given, of its JSON type (``read_settings(strict=True)``).
+
+        Raises:
+            DemoError: the setting's name and what it must be (a string, null, NaN or infinity
+                for a number, say).
+        """
+        return read_settings(self.model.config, values, strict=True)
+
     def audio_file(self, clip_id: str, session: DemoSession | None = None) -> str | None:
         """The server path of a clip's audio (for the app's players; never sent in a response)."""
         index = self.sessions.engine_for(session).index

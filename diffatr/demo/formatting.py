@@ -70,7 +70,10 @@ def _card(hit: Mapping[str, Any], caption: str, scores: str) -> str:
 
 
 def md_escape(text: str) -> str:
-    return re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
+    """The user's text (a caption, a file name) as Markdown that shows it as written: every
+    ASCII punctuation mark backslash-escaped (CommonMark allows it for each), so that no tag,
+    emphasis, link, LaTeX ``$`` or GFM autolink ("https://...", "www.", "a@b.org") comes of it."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
 
 
 def notices_of(response: Mapping[str, Any]) -> list[Notice]:

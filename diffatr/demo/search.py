@@ -241,7 +241,8 @@ def read_caption(query: Any, notices: list[Notice]) -> str:
     if query is None:
         query = ""
     if not isinstance(query, str):
-        raise DemoError(f"the query must be text, got {type(query).__name__}")
+        shown = repr(query) if len(repr(query)) <= 60 else repr(query)[:59] + "…"
+        raise DemoError(f"The caption (caption) must be text, got {shown}")
     text = " ".join(query.split())  # newlines and runs of spaces mean nothing to the encoder
     if not text:
         raise DemoError("The caption is empty: type a few words describing a sound, e.g. 'a dog barking'.")

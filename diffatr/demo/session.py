@@ -32,12 +32,18 @@ class DemoSession:
             search stores a function that builds it; the first read builds it once. API clients
             never read it, and building it costs about a tenth of a search.
         version: bumped whenever ``user_index`` changes.
+        last_error: the message of this session's last failed request, for the page's status
+            line (a toast fades; the status keeps the message until the next search).
+        query_upload: the uploaded sound this session last searched with (kept while its player
+            shows it; the web server's copy is deleted when another replaces it).
     """
 
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     user_index: RetrievalIndex | None = None
     upload_dir: str | None = None
     version: int = 0
+    last_error: str | None = None
+    query_upload: str | None = None
     _trajectory: dict[str, Any] | Callable[[], dict[str, Any]] | None = field(default=None, repr=False)
 
     @property

@@ -40,9 +40,16 @@ def page_defaults(model_config: ModelConfig) -> RetrievalConfig:
                                           for name, (high, _) in PAGE_LIMITS.items()}, **PAGE_SWITCHES)
 
 
-def read_settings(model_config: ModelConfig, values: Mapping[str, Any]) -> RetrievalConfig:
+def read_settings(model_config: ModelConfig, values: Mapping[str, Any], *, strict: bool = False) -> RetrievalConfig:
     """The ``RetrievalConfig`` of one search: the page's values (``RetrievalConfig`` field names;
     None or "" = the page's default) on the checkpoint's defaults.
+
+    Args:
+        model_config: the checkpoint's config (its ``retrieval`` are the defaults).
+        values: the settings given.
+        strict: the values of an API call, taken as JSON sends them: a number for a numeric
+            setting and true / false for a switch; a string, null, NaN or infinity is refused by
+            the setting's name (the page's own controls never send those).
 
     Raises:
         DemoError: an unknown setting, a value that is not a number, or one out of range (the
@@ -51,6 +58,13 @@ def read_settings(model_config: ModelConfig, values: Mapping[str, Any]) -> Retri
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         raise DemoError(f"unknown settings {unknown}; known: {', '.join(_FIELDS)}")
+    if strict:
+        try:
+            for name, value in values.items():
+                high, why = PAGE_LIMITS.get(name, (None, ""))
+                check_knob(name, value, high=high, why=why)
+        except ConfigError as err:
+            raise DemoError(str(err)) from None
     overrides = {name: _form_value(value) for name, value in values.items()}
     defaults = page_defaults(model_config)
     overrides = {name: value for name, value in overrides.items() if value is not None}

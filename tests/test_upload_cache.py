@@ -1,0 +1,77 @@
+"""The web server's own upload cache under attack (issue 20): Gradio stores every file a client
+sends before any handler sees it. The issue's flood, 12 different 150 MB files each refused by
+the app, grew that cache by 1.9 GB and left 2.2 GB after SIGTERM. Here the same flood, scaled
+down through the quotas (``$DIFFATR_QUOTA_*``) so that it runs in seconds, against
+``python app.py``: the disk stays under the caps, refused and used uploads go at once, unused
+ones after the cache's time-to-live, and nothing is left after shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from app_server import running_app
+
+pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
+httpx = pytest.importorskip("httpx")
+client_module = pytest.importorskip("gradio_client")
+Client, handle_file = client_module.Client, client_module.handle_file
+
+MB = 1_000_000
+# upload_mb = min(session_mb, cache_mb / min_sessions) = 0.9 MB a request; 2 sessions x 0.9 MB
+# + a 3 MB cache fit in the 5 MB total.
+QUOTAS = {"SESSION_MB": "0.9", "CACHE_MB": "3", "MIN_SESSIONS": "2", "TOTAL_MB": "5", "CACHE_TTL_S": "3",
+          "CACHE_SWEEP_S": "1"}
+FILE_BYTES = 800_000  # one flood file: under the largest upload, 12 of them over every cap
+
+
+def disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def junk(tmp_path: Path, i: int) -> Path:
+    """A different file each time (Gradio stores files by their hash), named like a sound."""
+    path = tmp_path / f"flood{i}.wav"
+    path.write_bytes(os.urandom(FILE_BYTES))
+    return path
+
+
+def raw_upload(url: str, path: Path) -> httpx.Response:
+    """What a browser or a script sends to Gradio's upload route, no handler involved."""
+    with open(path, "rb") as f:
+        return httpx.post(f"{url}gradio_api/upload", files=[("files", (path.name, f))], timeout=60)
+
+
+def test_the_refused_file_flood_keeps_the_disk_under_the_caps(tmp_path: Path) -> None:
+    root = tmp_path / "uploads"
+    env = {"DIFFATR_UPLOAD_DIR": str(root), **{f"DIFFATR_QUOTA_{k}": v for k, v in QUOTAS.items()}}
+    with running_app(tmp_path / "app.log", env) as (url, _):
+        client = Client(url, verbose=False, download_files=False)
+        # 1. Through the app: 12 different files, each refused (not audio). Each goes at once.
+        for i in range(12):
+            report = client.predict([handle_file(str(junk(tmp_path, i)))], api_name="/index_uploads")
+            assert report["indexed"] == 0 and report["skipped"], report
+            assert disk_bytes(root) < FILE_BYTES, f"after refused file {i}: {disk_bytes(root):,} bytes on disk"
+        # 2. Straight to the upload route, never used: refused once the cache's cap is reached.
+        codes = []
+        for i in range(12, 24):
+            codes.append(raw_upload(url, junk(tmp_path, i)).status_code)
+            assert disk_bytes(root) <= 3 * MB, f"{disk_bytes(root):,} bytes on disk"
+        assert codes.count(200) == 3 and set(codes[3:]) == {413}, codes
+        refusal = raw_upload(url, junk(tmp_path, 99))
+        assert "upload cache (3 MB) is full" in refusal.text
+        big = tmp_path / "big.wav"
+        big.write_bytes(os.urandom(2 * MB))
+        assert raw_upload(url, big).status_code == 413  # larger than one upload may be
+        # 3. Unused uploads go after the cache's time-to-live: the next user can upload again.
+        deadline = time.monotonic() + 60
+        while raw_upload(url, junk(tmp_path, 100)).status_code != 200:
+            assert time.monotonic() < deadline, "the cache was never swept"
+            time.sleep(1.0)
+        assert disk_bytes(root) <= 3 * MB
+    # 4. Shut down (SIGTERM, as a Space stops): nothing is left.
+    assert disk_bytes(root) == 0, sorted(str(p) for p in root.rglob("*") if p.is_file())
