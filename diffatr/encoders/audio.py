@@ -97,6 +97,23 @@ def _max_plus_mean_over_time(x: torch.Tensor) -> torch.Tensor:
 # ============================================================================ aisfx CNN9
 
 
+def _panns_spec(name: str, network: type, file: str, description: str) -> BackboneSpec:
+    """A PANNs backbone: AudioSet-pretrained, 2048-d, its released weights converted by the user."""
+    return BackboneSpec(
+        name=name,
+        build=lambda config: network(config.frontend.n_mels),
+        frontend=PANNS_LOGMEL,
+        embed_dim=2048,
+        n_mels=64,
+        min_mels=32,
+        min_frames=32,
+        default_weights=None,
+        own_blocks=False,
+        how_to_get_weights=PANNS_HOW_TO.format(file=file, name=name, env=WEIGHTS_ENV),
+        description=description,
+    )
+
+
 def aisfx_block_starts(num_frames: int, block: int = 100, hop: int = 50, drop_partial: bool = True) -> list[int]:
     """Start frames of aisfx's ``blocking()``.
 
@@ -330,32 +347,8 @@ _REGISTRY: dict[str, BackboneSpec] = {
             ),
             description="pretrained sound-effects CNN (Ma & Lerch, ISMIR 2022), 512-d",
         ),
-        BackboneSpec(
-            name="cnn14",
-            build=lambda config: Cnn14(config.frontend.n_mels),
-            frontend=PANNS_LOGMEL,
-            embed_dim=2048,
-            n_mels=64,
-            min_mels=32,
-            min_frames=32,
-            default_weights=None,
-            own_blocks=False,
-            how_to_get_weights=PANNS_HOW_TO.format(file="Cnn14_mAP=0.431.pth", name="cnn14", env=WEIGHTS_ENV),
-            description="PANNs CNN14 (AudioSet), 2048-d",
-        ),
-        BackboneSpec(
-            name="resnet38",
-            build=lambda config: ResNet38(config.frontend.n_mels),
-            frontend=PANNS_LOGMEL,
-            embed_dim=2048,
-            n_mels=64,
-            min_mels=32,
-            min_frames=32,
-            default_weights=None,
-            own_blocks=False,
-            how_to_get_weights=PANNS_HOW_TO.format(file="ResNet38_mAP=0.434.pth", name="resnet38", env=WEIGHTS_ENV),
-            description="PANNs ResNet38 (AudioSet), 2048-d",
-        ),
+        _panns_spec("cnn14", Cnn14, "Cnn14_mAP=0.431.pth", "PANNs CNN14 (AudioSet), 2048-d"),
+        _panns_spec("resnet38", ResNet38, "ResNet38_mAP=0.434.pth", "PANNs ResNet38 (AudioSet), 2048-d"),
         BackboneSpec(
             name="tiny-cnn",
             build=lambda config: TinyCNN(config.frontend.n_mels, config.embed_dim),
