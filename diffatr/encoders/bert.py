@@ -40,12 +40,19 @@ def plain_bert_config(folder: str | Path) -> dict[str, Any] | None:
     return config if all(config.get(k) == v for k, v in _PLAIN_BERT.items()) else None
 
 
+def _embedding(rows: int, dim: int) -> nn.Embedding:
+    """An embedding table left uninitialised: its weights are loaded next. (nn.Embedding's own
+    init draws normal_, which on the meta device goes through torch._refs and imports
+    torch._dynamo: 1.9 s of a 5 s cold search.)"""
+    return nn.Embedding(rows, dim, _weight=torch.empty(rows, dim))
+
+
 class _Embeddings(nn.Module):
     def __init__(self, c: dict[str, Any]):
         super().__init__()
-        self.word_embeddings = nn.Embedding(c["vocab_size"], c["hidden_size"])
-        self.position_embeddings = nn.Embedding(c["max_position_embeddings"], c["hidden_size"])
-        self.token_type_embeddings = nn.Embedding(c["type_vocab_size"], c["hidden_size"])
+        self.word_embeddings = _embedding(c["vocab_size"], c["hidden_size"])
+        self.position_embeddings = _embedding(c["max_position_embeddings"], c["hidden_size"])
+        self.token_type_embeddings = _embedding(c["type_vocab_size"], c["hidden_size"])
         self.LayerNorm = nn.LayerNorm(c["hidden_size"], eps=c["layer_norm_eps"])
 
     def forward(self, input_ids: Tensor) -> Tensor:
