@@ -16,7 +16,7 @@ def bench():
 def _variant(values: dict[str, float], std: float = 1.0) -> dict:
     out = {}
     for scorer, value in values.items():
-        out[scorer] = {f"{s}/{d}/R@1": [value, std] for s in ("val", "test", "ood")
+        out[scorer] = {f"{s}/{d}/R@1": [value, std] for s in ("val", "test", "test_new", "ood")
                        for d in ("text_to_audio", "audio_to_text")}
     return out
 
