@@ -61,15 +61,18 @@ def test_the_refused_file_flood_keeps_the_disk_under_the_caps(tmp_path: Path) ->
         for i in range(12, 24):
             codes.append(raw_upload(url, junk(tmp_path, i)).status_code)
             assert disk_bytes(root) <= 3 * MB, f"{disk_bytes(root):,} bytes on disk"
-        assert codes.count(200) == 3 and set(codes[3:]) == {413}, codes
-        refusal = raw_upload(url, junk(tmp_path, 99))
-        assert "upload cache (3 MB) is full" in refusal.text
+        # Which of them pass depends on the 1 s sweep of 3 s-old uploads (timing): some pass, the
+        # rest are refused, and the disk bound above held after every one.
+        assert 200 in codes and 413 in codes, codes
+        refusals = (raw_upload(url, junk(tmp_path, 99 + i)) for i in range(6))
+        refusal = next((r for r in refusals if r.status_code == 413), None)
+        assert refusal is not None and "upload cache (3 MB) is full" in refusal.text
         big = tmp_path / "big.wav"
         big.write_bytes(os.urandom(2 * MB))
         assert raw_upload(url, big).status_code == 413  # larger than one upload may be
         # 3. Unused uploads go after the cache's time-to-live: the next user can upload again.
         deadline = time.monotonic() + 60
-        while raw_upload(url, junk(tmp_path, 100)).status_code != 200:
+        while raw_upload(url, junk(tmp_path, 200)).status_code != 200:
             assert time.monotonic() < deadline, "the cache was never swept"
             time.sleep(1.0)
         assert disk_bytes(root) <= 3 * MB
