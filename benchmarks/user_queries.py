@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from diffatr.checkpoint import load_checkpoint  # noqa: E402
 from diffatr.encoders.text import TextEncoder  # noqa: E402
 from diffatr.fileio import atomic_write_text  # noqa: E402
+from diffatr.machine import cpu_label  # noqa: E402
 from diffatr.retrieval.engine import SearchEngine  # noqa: E402
 from diffatr.retrieval.index import RetrievalIndex  # noqa: E402
 from diffatr.runtime import default_checkpoint_dir, portable_path  # noqa: E402
@@ -142,15 +143,6 @@ def search_latency(engine: SearchEngine, queries: list[str], repeats: int = 3) -
             "queries": len(times), "library_clips": len(engine.index)}
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def everyday_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| query | top 3 (clip id: its first caption) | top 1 |", "|---|---|---|"]
     for row in rows:
@@ -200,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     result["generated_top3_mass"] = {"median": sorted(mass)[len(mass) // 2],
                                      "share_over_half": sum(m > 0.5 for m in mass) / len(mass), "queries": len(mass)}
     result["latency_ms"] = search_latency(demo_engine, [q["query"] for q in everyday])
-    result["machine"] = cpu_name()
+    result["machine"] = cpu_label()
     result["seconds"] = round(time.time() - started, 1)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(everyday_table(rows))
