@@ -618,7 +618,17 @@ _TRAIN_FLAGS = {
     "ema_decay": (float, "EMA of the trained weights, 0 = off; the EMA weights are validated and saved "
                          "(default: contrastive 0, diffusion 0.99)"),
     "seed": (int, "seed of the initial weights, the data order and the diffusion noise (default 0)"),
-    "backbone_lr": (float, "with --finetune: peak lr of the backbones (default: --lr)"),
+    "backbone_lr": (float, "with --finetune or --finetune-blocks: peak lr of the backbone weights (default: --lr)"),
+    "finetune_blocks": (int, "phase 1: train the audio backbone's last N blocks too, on cached outputs of the "
+                             "frozen ones, over augmented copies of each clip (aisfx-cnn9; 0 = off, the default). "
+                             "With --init PHASE1_CKPT it starts from that run's heads (docs/method.md)"),
+    "augment_gain_db": (float, "with --finetune-blocks: each augmented copy's gain, uniform in +-X dB (default 6)"),
+    "augment_shift_seconds": (float, "with --finetune-blocks: each augmented copy's time shift, uniform in +-X s "
+                                     "(default 0.5)"),
+    "augment_variants": (int, "with --finetune-blocks: copies of each clip, the clean one and N-1 augmented "
+                              "(default 3)"),
+    "finetune_max_blocks": (int, "with --finetune-blocks: blocks of a clip per step, a random run of consecutive "
+                                 "ones (default 2)"),
     "eval_every": (int, "validate and save last/, best/ and the resume state every N --eval-unit (default 1)"),
     "eval_unit": (str, "epoch | step (default epoch); a run also validates after its last step"),
     "log_every": (int, "steps per training line in the log, losses averaged over them (default 10)"),
@@ -674,7 +684,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--config", metavar="NAME_OR_JSON",
                    help="model config: a name (default, tiny, paper-resnet38, paper-cnn14) or a JSON file. "
                         "Phase 1 default: default. Phase 2 default: the --init checkpoint's config")
-    p.add_argument("--init", metavar="CKPT", help="phase 2: the phase-1 checkpoint to start from (its heads stay frozen)")
+    p.add_argument("--init", metavar="CKPT", help="phase 2: the phase-1 checkpoint to start from (its heads stay "
+                                                  "frozen); phase 1 with --finetune-blocks: the run whose heads it "
+                                                  "starts from")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out exactly (from its last validation); unset "
                         "knobs, --config and --init come from that run")
@@ -800,7 +812,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.phase == "contrastive":
         if args.mixtures:
             raise UsageError("--mixtures applies to --phase diffusion")
-        result = train_contrastive(config, train_config, splits["train"], splits["val"], args.out, **common)
+        result = train_contrastive(config, train_config, splits["train"], splits["val"], args.out, init=init, **common)
     else:
         extra = _mixture_items(args.mixtures, splits["train"], config, device, not args.quiet) if args.mixtures else None
         if extra is not None:
@@ -845,13 +857,14 @@ def _train_model_config(args: argparse.Namespace, fingerprint: dict, init: str |
 
     if args.phase == "diffusion" and not init:
         raise UsageError("--phase diffusion needs --init CKPT (a phase-1 checkpoint)")
-    if args.phase == "contrastive" and args.init:
-        raise UsageError("--init applies to --phase diffusion; phase 1 starts from --config")
+    if args.phase == "contrastive" and init and not (args.finetune_blocks or fingerprint):
+        raise UsageError("--init applies to --phase diffusion, and to phase 1 with --finetune-blocks; "
+                         "phase 1 otherwise starts from --config")
     if args.config:
         config = load_model_config(args.config)
     elif "model config" in fingerprint:
         config = from_dict(ModelConfig, fingerprint["model config"])
-    elif args.phase == "diffusion":
+    elif init:
         config, _ = read_checkpoint(init)
     else:
         config = load_model_config("default")

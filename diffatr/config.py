@@ -346,6 +346,13 @@ class TrainConfig:
     seed: int = 0  # initial weights, data order, diffusion noise
     finetune: bool = False  # phase 1 only: train the backbones too (else features are cached)
     backbone_lr: float | None = None  # fine-tuning: peak lr of the backbones (None = lr)
+    # Phase 1: train the audio backbone's last N blocks on cached outputs of the frozen ones,
+    # over augmented copies of every clip (diffatr.train.partial); 0 = off.
+    finetune_blocks: int = 0
+    augment_gain_db: float = 6.0  # with finetune_blocks: each augmented copy's gain, uniform in +-X dB ...
+    augment_shift_seconds: float = 0.5  # ... and its time shift, uniform in +-X s
+    augment_variants: int = 3  # copies of each clip through the frozen blocks: the clean one and N - 1 augmented
+    finetune_max_blocks: int = 2  # blocks of a clip per step: a random run of consecutive ones (a crop in time)
     eval_every: int = 1  # validate (and save last/, best/, the resume state) every N units ...
     eval_unit: str = "epoch"  # ... of "epoch" | "step"; always also after the last step
     log_every: int = 10  # steps per training line in the JSONL log (losses averaged over them)
@@ -407,6 +414,17 @@ class TrainConfig:
             problems.append(f"max_steps must be a positive integer or None, got {self.max_steps!r}")
         if self.finetune and self.phase != "contrastive":
             problems.append("finetune applies to phase 1 (contrastive) only: phase 2 keeps the encoders frozen")
+        for name in ("finetune_blocks", "augment_variants", "finetune_max_blocks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "finetune_blocks" else 1):
+                problems.append(f"{name} must be an integer >= {0 if name == 'finetune_blocks' else 1}, got {value!r}")
+        for name in ("augment_gain_db", "augment_shift_seconds"):
+            if not (isinstance(getattr(self, name), (int, float)) and 0 <= getattr(self, name) < 1e3):
+                problems.append(f"{name} must be >= 0 (0 = off), got {getattr(self, name)!r}")
+        if self.finetune_blocks and self.phase != "contrastive":
+            problems.append("finetune_blocks applies to phase 1 (contrastive) only: phase 2 keeps the encoders frozen")
+        if self.finetune_blocks and self.finetune:
+            problems.append("finetune trains the whole backbones and finetune_blocks their last blocks: choose one")
         device = str(self.device)
         if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
             problems.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")

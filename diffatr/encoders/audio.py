@@ -148,14 +148,27 @@ class AisfxCNN9(nn.Module):
         self.conv_block3 = ConvBlock(128, 256)
         self.conv_block4 = ConvBlock(256, 512)
 
+    num_stages = 4  # the ConvBlocks, the unit of ``--finetune-blocks``
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The conv blocks in order: the last N are what ``--finetune-blocks N`` trains."""
+        return [self.conv_block1, self.conv_block2, self.conv_block3, self.conv_block4]
+
+    def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Conv blocks ``start`` .. ``stop - 1`` (0-based). x: (N, 1, block, M) for start 0,
+        else the output of block ``start - 1``; max-pool 2x2 after blocks 1-3."""
+        for index, block in enumerate(self.stage_modules()[start:stop], start=start):
+            x = block(x, (2, 2) if index < 3 else (1, 1), "max")
+        return x
+
+    @staticmethod
+    def pool_blocks(x: torch.Tensor) -> torch.Tensor:
+        """(N, 512, T', M') last-block maps -> (N, 512): mean over frequency, max over time."""
+        return x.mean(dim=3).amax(dim=2)
+
     def embed_blocks(self, blocks: torch.Tensor) -> torch.Tensor:
         """(N, block, M) log-mel blocks -> (N, 512) block embeddings."""
-        x = blocks.unsqueeze(1)  # (N, 1, block, M)
-        x = self.conv_block1(x, (2, 2), "max")
-        x = self.conv_block2(x, (2, 2), "max")
-        x = self.conv_block3(x, (2, 2), "max")
-        x = self.conv_block4(x, (1, 1), "max")  # (N, 512, T', M')
-        return x.mean(dim=3).amax(dim=2)  # (N, 512)
+        return self.pool_blocks(self.run_stages(blocks.unsqueeze(1), 0, self.num_stages))
 
     def cut_blocks(self, logmel: torch.Tensor) -> torch.Tensor:
         """(B, T, M) log-mel -> (B, N, block, M): the blocks aisfx's inference embeds."""

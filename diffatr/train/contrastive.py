@@ -50,6 +50,7 @@ def train_contrastive(
     strict: bool = False,
     progress: bool = True,
     data_info: dict[str, Any] | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Phase 1: fit the projection heads (and the temperature, if learnable) with symmetric
     NT-Xent on (caption, clip) pairs; with ``train_config.finetune`` the backbones too.
@@ -72,6 +73,9 @@ def train_contrastive(
         strict: unusable clips raise instead of being skipped.
         progress: tqdm bars.
         data_info: JSON-able facts about the data, stored in every checkpoint.
+        init: with ``train_config.finetune_blocks``, a phase-1 checkpoint whose heads and
+            temperature the run starts from (heads first, then the blocks with them: "LP-FT");
+            ``model_config`` must be its config.
 
     Returns:
         TrainResult.
@@ -81,13 +85,37 @@ def train_contrastive(
     check_select_metric(train_config.select_metric)
     dev = resolve_device(device or train_config.device)
     out_dir = Path(out_dir)
+    if init is not None and not train_config.finetune_blocks:
+        raise TrainError("a phase-1 init checkpoint goes with finetune_blocks (heads first, then the blocks)")
     model = init_model(model_config, train_config.seed).to(dev)
+    init_extra = _load_init_heads(model, model_config, init) if init is not None else None
     model.denoisers.requires_grad_(False)  # phase 2 trains them
     generators = make_generators(train_config.seed, dev, dropout=model_config.head_dropout > 0)
     encoders = LazyEncoders(model_config, dev)
+    common = dict(resume=resume, device=dev, cache_dir=cache_dir, strict=strict, progress=progress, data_info=data_info)
+    if train_config.finetune_blocks:
+        from diffatr.train.partial import train_partial
+
+        return train_partial(model, model_config, train_config, train_split, val_split, out_dir, encoders, generators,
+                             init_extra=init_extra, init_path=str(Path(init).resolve()) if init else None, **common)
     run = _train_finetune if train_config.finetune else _train_frozen
-    return run(model, model_config, train_config, train_split, val_split, out_dir, encoders, generators,
-               resume=resume, device=dev, cache_dir=cache_dir, strict=strict, progress=progress, data_info=data_info)
+    return run(model, model_config, train_config, train_split, val_split, out_dir, encoders, generators, **common)
+
+
+def _load_init_heads(model: DiffATR, model_config: ModelConfig, init: str | Path) -> dict[str, Any]:
+    """The heads and temperature of phase-1 checkpoint ``init`` copied into ``model``; returns
+    what the new checkpoints record of it."""
+    from diffatr.checkpoint import load_checkpoint
+    from diffatr.runtime import portable_path
+
+    initial = load_checkpoint(init)
+    if to_dict(initial.config) != to_dict(model_config):
+        raise TrainError(f"the model config differs from the init checkpoint's ({init}): a run that starts from "
+                         "its heads trains that model (leave out --config and the model flags)")
+    state = {k: v for k, v in initial.state_dict().items() if not k.startswith("denoisers.")}
+    model.load_state_dict(state, strict=False)
+    return {"path": portable_path(init),
+            **{k: initial.checkpoint_extra.get(k) for k in ("phase", "step", "select_value", "seen_clips")}}
 
 
 def _train_frozen(model: DiffATR, model_config: ModelConfig, train_config: TrainConfig, train_split: Any,
