@@ -65,18 +65,23 @@ class UploadGuard:
     """ASGI middleware around the web server: a POST to its upload route is charged to the
     ``UploadStore`` (``reserve_upload``, on its Content-Length) before its body is read, and
     refused at once (413, the quota's words) when it would pass the upload cache's cap or the
-    demo's total; a request that does not say its size is refused (411). When the request
-    ends, what it left on disk is measured, and the files it stored are noted as uploads
-    (``UploadStore.note_uploads``: only those may be deleted once used).
+    demo's total, or the sender's share of the cache; a request that does not say its size is
+    refused (411). When the request ends, what it left on disk is measured, and the files it
+    stored are noted as the sender's uploads (``UploadStore.note_uploads``: only those may be
+    deleted once used, and until then they count against the sender's share).
 
     Args:
         app: the ASGI app (Gradio's FastAPI app; Starlette passes it).
         store: the demo's upload store.
+        forwarded: name the sender by the first address of X-Forwarded-For (behind a proxy that
+            sets it, as on Hugging Face Spaces, where every peer is the proxy) instead of the
+            peer's address.
     """
 
-    def __init__(self, app: Any, store: UploadStore) -> None:
+    def __init__(self, app: Any, store: UploadStore, forwarded: bool = False) -> None:
         self.app = app
         self.store = store
+        self.forwarded = forwarded
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope.get("type") != "http" or scope.get("method") != "POST" \
@@ -88,8 +93,9 @@ class UploadGuard:
             await _plain(send, 411, "An upload must say its size (a Content-Length header).")
             return
         nbytes = int(declared)
+        client = client_address(scope, self.forwarded)
         try:
-            self.store.reserve_upload(nbytes)
+            self.store.reserve_upload(nbytes, client)
         except QuotaExceeded as err:
             await _plain(send, 413, f"Upload refused: {err}.")
             return
@@ -105,12 +111,26 @@ class UploadGuard:
         try:
             await self.app(scope, receive, watch)
         finally:
-            self.store.settle_upload(nbytes)
+            self.store.settle_upload(nbytes, client)
             if status[0] == 200:
                 try:
-                    self.store.note_uploads(json.loads(bytes(body)))
+                    self.store.note_uploads(json.loads(bytes(body)), client)
                 except (ValueError, TypeError):
                     pass  # not the list of stored paths: nothing to note
+
+
+def client_address(scope: dict, forwarded: bool = False) -> str | None:
+    """Who sent an ASGI request: the peer's address, or with ``forwarded`` the first address of
+    its X-Forwarded-For header (the client as the proxy saw it; the peer when there is none).
+    A client can write that header itself, so a per-client limit read from it holds honest and
+    careless clients, not one who forges addresses: the cache's own cap still bounds those."""
+    if forwarded:
+        header = dict(scope.get("headers") or []).get(b"x-forwarded-for", b"")
+        first = header.decode("latin-1").split(",")[0].strip()
+        if first:
+            return first
+    peer = scope.get("client")
+    return str(peer[0]) if peer else None
 
 
 async def _plain(send: Callable, status: int, text: str) -> None:

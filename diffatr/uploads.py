@@ -47,6 +47,10 @@ class UploadQuotas:
     # MB the web server's upload cache may hold (files arriving, and those not yet used or
     # deleted); one upload request is at most cache_mb / min_sessions (``upload_mb``).
     cache_mb: float = 500.0
+    # MB of that cache one client (network address) may hold in uploads no search has used yet,
+    # with those it is sending: so that one client cannot fill the cache and block everyone's
+    # uploads until its files expire. At most cache_mb.
+    client_cache_mb: float = 125.0
     # Sessions that can always upload their full quota at once (checked: one session, or nine,
     # cannot fill the demo's disk and lock the others out).
     min_sessions: int = 10
@@ -107,10 +111,14 @@ class UploadQuotas:
         return int(self.cache_mb * 1e6)
 
     @property
+    def client_cache_bytes(self) -> int:
+        return int(min(self.client_cache_mb, self.cache_mb) * 1e6)
+
+    @property
     def upload_mb(self) -> float:
         """The largest upload request (the web server refuses larger ones at once): a session's
-        quota, and at most a min_sessions-th of the cache."""
-        return min(self.session_mb, self.cache_mb / self.min_sessions)
+        quota, at most a min_sessions-th of the cache and at most one client's share of it."""
+        return min(self.session_mb, self.cache_mb / self.min_sessions, self.client_cache_mb)
 
     @property
     def caption_bytes(self) -> int:
@@ -180,6 +188,8 @@ class UploadStore:
         self._cache_held = 0  # bytes in the upload cache when last measured
         self._cache_reserved = 0  # bytes of uploads being received now (charged before they arrive)
         self._uploaded: set[str] = set()  # files the upload route stored (the cache also holds output copies)
+        self._client_files: dict[str, tuple[str, int]] = {}  # such a file -> (the client that sent it, bytes)
+        self._client_reserved: dict[str, int] = {}  # client -> bytes of its uploads being received now
         self._started = False
 
     def start(self) -> UploadStore:
@@ -221,6 +231,8 @@ class UploadStore:
         with self._lock:
             self._sessions.clear()
             self._uploaded.clear()
+            self._client_files.clear()
+            self._client_reserved.clear()
             self._disk = self._clips = self._cache_held = 0
 
     # ------------------------------------------------------------------ accounting
@@ -257,13 +269,20 @@ class UploadStore:
         with self._lock:
             self._cache_held = held
             self._uploaded &= present  # uploads the server's own sweep deleted are forgotten
+            self._client_files = {k: v for k, v in self._client_files.items() if k in present}
         return held
 
-    def reserve_upload(self, nbytes: int) -> None:
+    def reserve_upload(self, nbytes: int, client: str | None = None) -> None:
         """Charge an upload request of ``nbytes`` (its Content-Length) before it is received.
 
+        Args:
+            nbytes: the request's size.
+            client: who sends it (a network address), for the per-client share of the cache;
+                None: not known, only the cache's own cap applies.
+
         Raises:
-            QuotaExceeded: larger than ``upload_mb``, or the cache or the demo's disk is full.
+            QuotaExceeded: larger than ``upload_mb``, the cache or the demo's disk is full, or
+                the client's unused uploads and this one would pass its share.
         """
         q = self.quotas
         if nbytes > q.upload_mb * 1e6:
@@ -276,19 +295,53 @@ class UploadStore:
                                     "minutes")
             if self._disk + cache + nbytes > q.total_bytes:
                 raise QuotaExceeded(f"the demo's disk for uploads ({q.total_mb:g} MB) is full: try again later")
+            if client is not None:
+                mine = self._client_held(client) + self._client_reserved.get(client, 0)
+                if mine + nbytes > q.client_cache_bytes:
+                    raise QuotaExceeded(
+                        f"your uploads that no search has used yet ({mine / 1e6:.1f} MB) and this one would pass "
+                        f"one visitor's share of the upload cache ({q.client_cache_bytes / 1e6:g} MB): search "
+                        f"with them, or wait; unused ones are deleted after {q.cache_ttl_s / 60:g} min")
+                self._client_reserved[client] = self._client_reserved.get(client, 0) + nbytes
             self._cache_reserved += nbytes
 
-    def settle_upload(self, nbytes: int) -> None:
+    def _client_held(self, client: str) -> int:
+        """Bytes of ``client``'s uploads in the cache that no search has used (lock held)."""
+        return sum(size for owner, size in self._client_files.values() if owner == client)
+
+    def client_cache_bytes(self, client: str) -> int:
+        """What ``client`` holds in the upload cache now: unused uploads and uploads arriving."""
+        with self._lock:
+            return self._client_held(client) + self._client_reserved.get(client, 0)
+
+    def settle_upload(self, nbytes: int, client: str | None = None) -> None:
         """An upload request reserved with ``reserve_upload`` ended: count what it left on disk."""
         with self._lock:
             self._cache_reserved -= nbytes
+            if client is not None:
+                left = self._client_reserved.get(client, 0) - nbytes
+                if left > 0:
+                    self._client_reserved[client] = left
+                else:
+                    self._client_reserved.pop(client, None)
         self.measure_cache()
 
-    def note_uploads(self, paths: Any) -> None:
-        """Files the web server's upload route stored (its answer): they may be deleted once used."""
-        if isinstance(paths, list):
-            with self._lock:
-                self._uploaded.update(str(p) for p in paths if isinstance(p, str))
+    def note_uploads(self, paths: Any, client: str | None = None) -> None:
+        """Files the web server's upload route stored (its answer): they may be deleted once used,
+        and until then they count against ``client``'s share of the cache."""
+        if not isinstance(paths, list):
+            return
+        stored = [str(p) for p in paths if isinstance(p, str)]
+        sizes = {}
+        for path in stored:
+            try:
+                sizes[path] = os.path.getsize(path)
+            except OSError:
+                continue  # already gone
+        with self._lock:
+            self._uploaded.update(stored)
+            if client is not None:
+                self._client_files.update((path, (client, size)) for path, size in sizes.items())
 
     def discard_uploads(self, paths: Any) -> int:
         """Delete uploads of the cache now (indexed, refused, or replaced by a newer query). Only
@@ -301,6 +354,7 @@ class UploadStore:
                 if not isinstance(path, str) or path not in self._uploaded:
                     continue
                 self._uploaded.discard(path)
+                self._client_files.pop(path, None)  # used: no longer held against its sender
             file = Path(path).resolve()
             if cache in file.parents and file.is_file():
                 file.unlink(missing_ok=True)

@@ -98,6 +98,20 @@ class ServerSettings:
     # default, at every job start, which floods the event loop under load).
     queue_status_seconds: str = "1"
     heap_trim_seconds: float = 10.0  # freed C heap goes back to the OS this often (0 = never)
+    # Who a client is, for its share of the upload cache: "peer" (the connection's address),
+    # "forwarded" (the first X-Forwarded-For address: behind a proxy, where every peer is the
+    # proxy) or "auto" (forwarded on Hugging Face Spaces, where $SPACE_ID is set; else peer).
+    client_address: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.client_address not in ("auto", "peer", "forwarded"):
+            raise ValueError(f"$DIFFATR_CLIENT_ADDRESS must be auto, peer or forwarded, got {self.client_address!r}")
+
+    def forwarded(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether clients are named by X-Forwarded-For (``client_address``)."""
+        if self.client_address == "auto":
+            return bool((os.environ if environ is None else environ).get("SPACE_ID"))
+        return self.client_address == "forwarded"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -824,7 +838,8 @@ def main() -> None:
     # which a loaded 2-core machine reaches (2.6 s measured): the probe is skipped where it can be.
     probe = {"_frontend": False} if "_frontend" in inspect.signature(demo.launch).parameters else {}
     demo.launch(theme=_theme(), css=CSS, max_file_size=int(app.quotas.upload_mb * 1e6),
-                app_kwargs={"middleware": [Middleware(UploadGuard, store=app.uploads)]}, **probe)
+                app_kwargs={"middleware": [Middleware(UploadGuard, store=app.uploads, forwarded=server.forwarded())]},
+                **probe)
 
 
 def __getattr__(name: str) -> Any:

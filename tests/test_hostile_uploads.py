@@ -239,3 +239,58 @@ def test_ten_sessions_at_their_full_quota_never_lock_out_the_next(tmp_path: Path
     finally:
         store.close()
     assert disk_bytes(tmp_path) == 0
+
+
+def test_one_client_cannot_fill_the_upload_cache(tmp_path: Path) -> None:
+    """Each sender's unused uploads (and those arriving) stay within its share of the cache, so
+    one client cannot block the others' uploads until its files expire."""
+    quotas = UploadQuotas(session_mb=1.0, cache_mb=4.0, client_cache_mb=1.0, total_mb=14.0, min_sessions=10)
+    store = UploadStore(quotas, tmp_path).start()
+    store.cache_dir.mkdir(parents=True)
+
+    def arrive(client: str, name: str, nbytes: int = 400_000) -> Path:  # what the upload route does
+        store.reserve_upload(nbytes, client)
+        path = store.cache_dir / name
+        path.write_bytes(bytes(nbytes))
+        store.settle_upload(nbytes, client)
+        store.note_uploads([str(path)], client)
+        return path
+
+    try:
+        first = [arrive("10.0.0.1", f"a{i}.wav") for i in range(2)]
+        with pytest.raises(QuotaExceeded, match="one visitor's share of the upload cache"):
+            store.reserve_upload(400_000, "10.0.0.1")  # 0.8 MB unused + 0.4 MB > 1 MB
+        arrive("10.0.0.2", "b.wav")  # another client still can
+        assert store.client_cache_bytes("10.0.0.1") == 800_000
+        assert store.discard_uploads([str(first[0])]) == 1  # a search used it: it no longer counts
+        arrive("10.0.0.1", "a2.wav")
+        first[1].unlink()  # the web server's own sweep deleted an unused one
+        store.measure_cache()
+        assert store.client_cache_bytes("10.0.0.1") == 400_000
+        store.reserve_upload(400_000, "10.0.0.3")  # uploads still arriving count too
+        store.reserve_upload(400_000, "10.0.0.3")
+        with pytest.raises(QuotaExceeded, match="share"):
+            store.reserve_upload(400_000, "10.0.0.3")
+        store.settle_upload(400_000, "10.0.0.3")
+        store.settle_upload(400_000, "10.0.0.3")
+        assert store.client_cache_bytes("10.0.0.3") == 0
+        store.reserve_upload(400_000)  # a sender not known: only the cache's own cap applies
+    finally:
+        store.close()
+    assert UploadQuotas(client_cache_mb=20.0).upload_mb == 20.0  # one upload always fits a share
+
+
+def test_the_sender_is_the_peer_or_the_first_forwarded_address() -> None:
+    from diffatr.serving import client_address
+    from diffatr.webapp import ServerSettings
+
+    scope = {"client": ("10.16.3.80", 5000), "headers": [(b"x-forwarded-for", b"203.0.113.7, 10.16.0.1")]}
+    assert client_address(scope) == "10.16.3.80"  # the peer (behind a proxy: the proxy)
+    assert client_address(scope, forwarded=True) == "203.0.113.7"
+    assert client_address({"client": ("10.0.0.9", 1), "headers": []}, forwarded=True) == "10.0.0.9"
+    assert client_address({"headers": []}) is None
+    assert ServerSettings().forwarded({"SPACE_ID": "someone/diffatr"}) is True  # on Spaces
+    assert ServerSettings().forwarded({}) is False
+    assert ServerSettings(client_address="forwarded").forwarded({}) is True
+    with pytest.raises(ValueError, match="auto, peer or forwarded"):
+        ServerSettings(client_address="proxy")

@@ -78,3 +78,24 @@ def test_the_refused_file_flood_keeps_the_disk_under_the_caps(tmp_path: Path) ->
         assert disk_bytes(root) <= 3 * MB
     # 4. Shut down (SIGTERM, as a Space stops): nothing is left.
     assert disk_bytes(root) == 0, sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def test_one_client_cannot_block_the_others_uploads(tmp_path: Path) -> None:
+    """Behind a proxy (X-Forwarded-For, as on Spaces): one client's unused uploads stop at its
+    share of the cache, with a message that says why, and another client still uploads."""
+    root = tmp_path / "uploads"
+    env = {"DIFFATR_UPLOAD_DIR": str(root), "DIFFATR_CLIENT_ADDRESS": "forwarded",
+           **{f"DIFFATR_QUOTA_{k}": v for k, v in QUOTAS.items()}, "DIFFATR_QUOTA_CLIENT_CACHE_MB": "1.7",
+           "DIFFATR_QUOTA_CACHE_MB": "10", "DIFFATR_QUOTA_TOTAL_MB": "12", "DIFFATR_QUOTA_CACHE_TTL_S": "600"}
+
+    def send(url: str, sender: str, i: int) -> httpx.Response:
+        path = junk(tmp_path, i)
+        with open(path, "rb") as f:
+            return httpx.post(f"{url}gradio_api/upload", files=[("files", (path.name, f))], timeout=60,
+                              headers={"X-Forwarded-For": sender})
+
+    with running_app(tmp_path / "app.log", env) as (url, _):
+        assert [send(url, "203.0.113.7", i).status_code for i in range(2)] == [200, 200]  # 1.6 of 1.7 MB
+        refused = send(url, "203.0.113.7", 2)
+        assert refused.status_code == 413 and "one visitor's share of the upload cache (1.7 MB)" in refused.text
+        assert send(url, "198.51.100.4", 3).status_code == 200  # the cache (10 MB) still takes others' files
