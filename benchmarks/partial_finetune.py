@@ -53,7 +53,7 @@ COMMON = {"epochs": 3, "lr": 3e-4, "backbone_lr": 1e-4, "warmup_fraction": 0.1}
 CANDIDATES = {
     "last block, gain + shift": {"finetune_blocks": 1},
     "last block, no augmentation": {"finetune_blocks": 1, "augment_variants": 1},
-    "last two blocks, gain + shift": {"finetune_blocks": 2},
+    "last block, gain + shift, lr / 3": {"finetune_blocks": 1, "lr": 1e-4, "backbone_lr": 3e-5},
 }
 FROZEN = "frozen backbone (the shipped recipe)"
 
@@ -65,7 +65,7 @@ def tune_run(name: str, seed: int, init: Path, feats: dict[str, FeatureSet], run
         return out / "best"
     config, _ = read_checkpoint(init)
     train = TrainConfig.for_phase("contrastive", seed=seed, device="cpu", **RECIPES[SHIPPED_RECIPE].train,
-                                  **COMMON, **CANDIDATES[name])
+                                  **{**COMMON, **CANDIDATES[name]})
     started = time.time()
     result = train_contrastive(config, train, feats["train"], feats["val"], out, init=init, progress=False,
                                cache_dir=default_cache_dir(), data_info={"source": str(MANIFEST)})
