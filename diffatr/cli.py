@@ -154,6 +154,9 @@ def _add_index_parser(sub) -> None:
                    help="let the text encoder fetch a hub model that is not on disk")
     p.add_argument("--relative-paths", action="store_true",
                    help="store audio paths relative to the index folder (for an index shipped with its clips)")
+    p.add_argument("--half", action="store_true",
+                   help="store the features as float16: half the file, read back as float32 (the shipped demo "
+                        "index); --add and --remove keep the precision an index has")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="processes that decode and embed audio (default: one per core for a large folder; "
                         "0: this process); with --ray, actors (default: one per CPU of the cluster)")
@@ -191,7 +194,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from diffatr.encoders.cache import FeatureCache
     from diffatr.encoders.text import TextEncoder
     from diffatr.indexing import build_index, default_cache_dir
-    from diffatr.retrieval.index import RetrievalIndex
+    from diffatr.retrieval.index import RetrievalIndex, stored_in_half
     from diffatr.runtime import default_checkpoint_dir
 
     if args.add and args.remove is not None:
@@ -239,7 +242,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if existing is not None:  # the same encoders and new clip ids only (checked by concat)
         old_counts = {"text_to_audio": len(existing), "audio_to_text": existing.num_captions}
         index = RetrievalIndex.from_features(existing.concat(index))
-    index.save(args.out)
+    index.save(args.out, half=args.half or (existing is not None and stored_in_half(args.out)))
     print(f"indexed {report.indexed} clip(s), {index.num_captions} caption(s) -> {args.out}"
           + (f" ({report.cache_hits} from cache)" if report.cache_hits else "")
           + (f"; {len(index)} clip(s) in all" if existing is not None else "")
@@ -280,7 +283,7 @@ def _update_stores(args: argparse.Namespace, index, old_counts: dict[str, int]) 
 
 def _remove_from_index(args: argparse.Namespace) -> int:
     """``diffatr index --out DIR --remove ID ...``: a new index without these clips (stores rebuilt)."""
-    from diffatr.retrieval.index import RetrievalIndex
+    from diffatr.retrieval.index import RetrievalIndex, stored_in_half
 
     index = RetrievalIndex.load(args.out)
     unknown = [c for c in args.remove if c not in set(index.clip_ids)]
@@ -291,7 +294,7 @@ def _remove_from_index(args: argparse.Namespace) -> int:
     if not keep:
         raise UsageError("--remove would empty the index; delete the folder instead")
     smaller = RetrievalIndex.from_features(index.subset(keep))
-    smaller.save(args.out)
+    smaller.save(args.out, half=args.half or stored_in_half(args.out))
     print(f"removed {len(gone)} clip(s) from {args.out}; {len(smaller)} left")
     _update_stores(args, smaller, {})  # rows shift: the stores are rebuilt
     return 0

@@ -185,3 +185,28 @@ def test_a_bug_keeps_its_traceback_and_a_missing_file_reads_plainly(monkeypatch,
     assert main(["info", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"diffatr info: {tmp_path / 'gone.wav'}: no such file or folder" and "Errno" not in err
+
+
+def test_a_half_precision_index_is_half_the_file_and_stays_half(tiny_index, audio_folder, tiny_checkpoint,
+                                                                 tmp_path, capsys):
+    from conftest import write_tone
+    from diffatr.retrieval.index import RetrievalIndex, stored_in_half
+
+    half = tmp_path / "half"
+    args = ["--checkpoint", str(tiny_checkpoint), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(["index", str(audio_folder), "--out", str(half), "--half", *args]) == 0
+    assert stored_in_half(half) and not stored_in_half(tiny_index)
+    full_bytes, half_bytes = ((p / "embeddings.safetensors").stat().st_size for p in (tiny_index, half))
+    assert half_bytes < 0.75 * full_bytes
+    exact, rounded = RetrievalIndex.load(tiny_index), RetrievalIndex.load(half)
+    assert rounded.audio_features.dtype == torch.float32  # read back as float32
+    torch.testing.assert_close(rounded.audio_features, exact.audio_features, rtol=2 ** -11, atol=1e-7)
+    torch.testing.assert_close(rounded.text_features, exact.text_features, rtol=2 ** -11, atol=1e-7)
+    more = tmp_path / "more"
+    more.mkdir()
+    write_tone(more / "chirp.wav", freq=3000.0, seed=5)
+    assert main(["index", str(more), "--out", str(half), "--add", *args]) == 0  # no --half: kept
+    assert stored_in_half(half) and len(RetrievalIndex.load(half)) == 6
+    assert main(["index", "--out", str(half), "--remove", "chirp", "--quiet"]) == 0
+    assert stored_in_half(half) and len(RetrievalIndex.load(half)) == 5
+    capsys.readouterr()

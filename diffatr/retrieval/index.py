@@ -177,8 +177,12 @@ class RetrievalIndex(FeatureSet):
             ],
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, *, half: bool = False) -> Path:
         """Write ``embeddings.safetensors`` + ``index.json`` into ``directory``, atomically.
+
+        ``half`` stores the features rounded to float16 (about three significant digits): half the
+        file, so the shipped demo index stays under 10 MB. They are read back as float32, which
+        copies them at load instead of mapping the file: for small indexes.
 
         Both files are written to a temporary folder beside ``directory`` first. A new folder is
         then moved into place in one rename; an existing folder gets the tensor file replaced
@@ -197,9 +201,13 @@ class RetrievalIndex(FeatureSet):
                                  f"(use str keys, lists not tuples, finite numbers): {meta!r}")
         if not _json_roundtrips(self.encoders):
             raise ValueError("encoders must be a JSON-able dict")
-        tensors = {"audio_features": self.audio_features.detach().cpu().contiguous()}
+        stored = torch.float16 if half else torch.float32
+        for name, feats in (("audio_features", self.audio_features), ("text_features", self.text_features)):
+            if half and feats is not None and feats.abs().max() > torch.finfo(torch.float16).max:
+                raise ValueError(f"{name} exceed float16's range: save this index without half precision")
+        tensors = {"audio_features": self.audio_features.detach().cpu().to(stored).contiguous()}
         if self.text_features is not None:
-            tensors["text_features"] = self.text_features.detach().cpu().contiguous()
+            tensors["text_features"] = self.text_features.detach().cpu().to(stored).contiguous()
             tensors["caption_to_clip"] = self.caption_to_clip.cpu().contiguous()
 
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -284,6 +292,18 @@ class RetrievalIndex(FeatureSet):
                        metadata=metadata, encoders=encoders)
         except IndexFormatError as err:
             raise fail(str(err)) from err
+
+
+def stored_in_half(directory: str | os.PathLike) -> bool:
+    """Whether the index at ``directory`` stores its features as float16 (``save(half=True)``),
+    read from the tensor file's header alone; False when there is no readable index."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(Path(directory) / EMBEDDINGS_FILE, "pt") as handle:
+            return handle.get_slice("audio_features").get_dtype() == "F16"
+    except Exception:  # no index, or a damaged one: load() says what is wrong
+        return False
 
 
 def _read_clip_list(info: dict[str, Any], directory: Path, fail: Callable[[str], IndexFormatError]) -> tuple:
