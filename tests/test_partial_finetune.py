@@ -190,6 +190,22 @@ def test_a_warm_start_begins_from_the_heads_it_is_given(data, run, tmp_path):
                           progress=False, init=out / "best")
 
 
+def test_the_whole_backbone_never_runs_over_the_splits(data, tmp_path, monkeypatch):
+    """The frozen blocks read the audio once per copy; no pass of the whole network beside them."""
+    from diffatr.encoders.audio import AisfxCNN9
+    from diffatr.extraction import Extractor
+
+    def whole(*args, **kwargs):
+        pytest.fail("the whole backbone ran")
+
+    for name in ("forward", "embed_blocks"):  # a clip, or blocks of several clips, through every block
+        monkeypatch.setattr(AisfxCNN9, name, whole)
+    monkeypatch.setattr(Extractor, "map", whole)  # the indexing path (its own folded copy of the network)
+    result = train_contrastive(data["config"], _train_config(max_steps=1), data["train"], data["val"],
+                               tmp_path / "r", progress=False)
+    assert result.step == 1 and result.best_value is not None
+
+
 def test_bad_settings_are_one_clear_error(data, tmp_path):
     for bad in ({"finetune_blocks": -1}, {"finetune_blocks": 1, "finetune": True}, {"augment_variants": 0},
                 {"finetune_max_blocks": 0}, {"augment_gain_db": -1.0}):

@@ -27,6 +27,7 @@ from diffatr.config import (
     from_dict,
     to_dict,
 )
+from diffatr.data.sounds import sound_keys
 from diffatr.errors import DiffatrError
 from diffatr.features import FeatureSet, LazyEncoders, compute_features, records_of
 from diffatr.fileio import atomic_write_bytes
@@ -449,6 +450,33 @@ def phase_features(split: Any, config: ModelConfig, encoders: LazyEncoders, *, c
         return split
     return compute_features(records_of(split), config, cache_dir=cache_dir, encoders=encoders, strict=strict,
                             progress=progress, desc=desc)
+
+
+def clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc: str) -> FeatureSet:
+    """The clips whose audio decodes (checked once here, so training never stops on a bad file),
+    as a FeatureSet without features: fine-tuning reads the audio itself."""
+    from diffatr.audio.io import AudioError, decode_audio
+
+    if isinstance(split, FeatureSet):  # its clips, not its features (the run's fingerprint stays ids + captions)
+        return dataclasses.replace(split, audio_features=None, text_features=None)
+    kept, skipped = [], []
+    for record in tqdm(records_of(split), desc=desc, unit="clip", disable=not progress):
+        reason = None if record.captions else "no captions"
+        if reason is None:
+            try:
+                decode_audio(record.path, sample_rate, max_seconds=1.0)
+            except (AudioError, OSError) as err:
+                reason = str(err)
+        if reason is not None:
+            if strict:
+                raise TrainError(f"{record.path}: {reason} (strict mode: fix or remove this clip)")
+            skipped.append((record.path, reason))
+            continue
+        kept.append(record)
+    ids = [r.clip_id for r in kept]
+    return FeatureSet(audio_features=None, clip_ids=ids, paths=[r.path for r in kept],
+                      captions=[list(r.captions) for r in kept], metadata=[r.metadata for r in kept],
+                      sound_keys=sound_keys(ids, [r.metadata for r in kept]), skipped=skipped)
 
 
 def negative_groups(units: Tensor, num_clips: int, config: TrainConfig) -> Tensor:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from diffatr.checkpoint import save_checkpoint
 from diffatr.config import (
@@ -23,14 +22,13 @@ from diffatr.config import (
     to_dict,
 )
 from diffatr.contrastive import nt_xent_loss
-from diffatr.data.sounds import sound_keys
-from diffatr.features import FeatureSet, LazyEncoders, records_of
+from diffatr.features import LazyEncoders
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 from diffatr.metrics import retrieval_metrics
 from diffatr.model import DiffATR
 from diffatr.runtime import resolve_device
 from diffatr.train.batches import contrastive_pairs, epoch_batches
-from diffatr.train.common import (BACKBONES_DIR, Job, TrainError, TrainResult, check_select_metric, data_extra,
+from diffatr.train.common import (BACKBONES_DIR, Job, TrainError, TrainResult, check_select_metric, clip_table, data_extra,
                                   fit_batch, init_model, make_generators, negative_groups, no_validation,
                                   phase_features, run_job, seen_clip_ids, weight_decay_groups)
 
@@ -167,33 +165,6 @@ def _train_frozen(model: DiffATR, model_config: ModelConfig, train_config: Train
 # ----------------------------------------------------------------------------- phase 1, fine-tuned
 
 
-def _clip_table(split: Any, sample_rate: int, strict: bool, progress: bool, desc: str) -> FeatureSet:
-    """The clips whose audio decodes (checked once here, so training never stops on a bad file),
-    as a FeatureSet without features: fine-tuning reads the waveforms itself."""
-    from diffatr.audio.io import AudioError, decode_audio
-
-    if isinstance(split, FeatureSet):  # its clips, not its features (the run's fingerprint stays ids + captions)
-        return dataclasses.replace(split, audio_features=None, text_features=None)
-    kept, skipped = [], []
-    for record in tqdm(records_of(split), desc=desc, unit="clip", disable=not progress):
-        reason = None if record.captions else "no captions"
-        if reason is None:
-            try:
-                decode_audio(record.path, sample_rate, max_seconds=1.0)
-            except (AudioError, OSError) as err:
-                reason = str(err)
-        if reason is not None:
-            if strict:
-                raise TrainError(f"{record.path}: {reason} (strict mode: fix or remove this clip)")
-            skipped.append((record.path, reason))
-            continue
-        kept.append(record)
-    ids = [r.clip_id for r in kept]
-    return FeatureSet(audio_features=None, clip_ids=ids, paths=[r.path for r in kept],
-                      captions=[list(r.captions) for r in kept], metadata=[r.metadata for r in kept],
-                      sound_keys=sound_keys(ids, [r.metadata for r in kept]), skipped=skipped)
-
-
 def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConfig, train_split: Any,
                     val_split: Any, out_dir: Path, encoders: LazyEncoders, generators: dict[str, torch.Generator],
                     *, resume: bool, device: torch.device, cache_dir: str | Path | None, strict: bool, progress: bool,
@@ -205,8 +176,8 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
     audio_encoder, text_encoder = encoders.audio, encoders.text
     sample_rate = audio_encoder.sample_rate
     window = max(1, round(model_config.audio.window_seconds * sample_rate))
-    train = _clip_table(train_split, sample_rate, strict, progress, "checking train audio")
-    val = _clip_table(val_split, sample_rate, strict, progress, "checking val audio") if val_split is not None else None
+    train = clip_table(train_split, sample_rate, strict, progress, "checking train audio")
+    val = clip_table(val_split, sample_rate, strict, progress, "checking val audio") if val_split is not None else None
     train_captions = train.flat_captions  # (M,) text rows
     batch_size = fit_batch(config.batch_size, train.num_captions, "captions")
     negative_ids = negative_groups(train.sound_units(), train.num_clips, config)  # (N,)

@@ -34,13 +34,13 @@ from diffatr.checkpoint import save_checkpoint
 from diffatr.config import ModelConfig, TrainConfig, to_dict
 from diffatr.contrastive import nt_xent_loss
 from diffatr.encoders.cache import FeatureCache, file_sha256
-from diffatr.features import LazyEncoders
+from diffatr.features import FeatureSet, LazyEncoders, TextFeatureCache
 from diffatr.fileio import atomic_write_bytes
 from diffatr.metrics import retrieval_metrics
 from diffatr.model import DiffATR
 from diffatr.train.batches import epoch_batches
 from diffatr.train.common import (BACKBONES_DIR, Job, TrainError, TrainResult, data_extra, fit_batch, negative_groups,
-                                  no_validation, phase_features, run_job, seen_clip_ids, weight_decay_groups)
+                                  no_validation, run_job, seen_clip_ids, weight_decay_groups, clip_table)
 
 STAGE_CHUNK = 64  # block maps per forward pass outside training (bounds memory)
 
@@ -182,6 +182,29 @@ def draw_rows(cached: BlockMaps, clips: list[int], max_blocks: int, generator: t
 # ----------------------------------------------------------------------------- the run
 
 
+def clips_with_text(split: Any, model_config: ModelConfig, encoders: LazyEncoders, *, cache_dir: str | Path | None,
+                    strict: bool, progress: bool, desc: str) -> FeatureSet | None:
+    """A split's usable clips and their captions' text features (through the caption cache).
+    No audio features: the frozen blocks read the audio themselves, so the whole backbone never
+    runs over the split a second time. A FeatureSet is taken as it is."""
+    if split is None:
+        return None
+    if isinstance(split, FeatureSet):
+        split.check_encoders(model_config)
+        return split
+    table = clip_table(split, encoders.audio.sample_rate, strict, progress, f"checking {desc} audio")
+    captions = table.flat_captions
+
+    def encode(texts: list[str]) -> Tensor:
+        return encoders.text.encode(texts).float().cpu()
+
+    if cache_dir is not None:
+        text = TextFeatureCache(Path(cache_dir), dataclasses.asdict(model_config.text)).get_or_compute(captions, encode)
+    else:
+        text = encode(captions)
+    return dataclasses.replace(table, text_features=text)
+
+
 def train_partial(model: DiffATR, model_config: ModelConfig, config: TrainConfig, train_split: Any,
                   val_split: Any, out_dir: Path, encoders: LazyEncoders, generators: dict[str, torch.Generator],
                   *, resume: bool, device: torch.device, cache_dir: str | Path | None, strict: bool, progress: bool,
@@ -192,10 +215,10 @@ def train_partial(model: DiffATR, model_config: ModelConfig, config: TrainConfig
     audio_encoder = encoders.audio
     backbone = audio_encoder.backbone
     cut = check_partial_backbone(backbone, config.finetune_blocks)
-    train = phase_features(train_split, model_config, encoders, cache_dir=cache_dir, strict=strict,
-                           progress=progress, desc="train features")
-    val = phase_features(val_split, model_config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
-                         desc="val features")
+    train = clips_with_text(train_split, model_config, encoders, cache_dir=cache_dir, strict=strict,
+                            progress=progress, desc="train")
+    val = clips_with_text(val_split, model_config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
+                          desc="val")
     train_maps = frozen_block_maps(train.paths, audio_encoder, cut, config, config.augment_variants,
                                    cache_dir=cache_dir, progress=progress, desc="train: frozen blocks")
     val_maps = frozen_block_maps(val.paths, audio_encoder, cut, config, 1, cache_dir=cache_dir, progress=progress,
