@@ -256,3 +256,18 @@ def test_the_benchmark_scores_a_tuned_run_with_its_own_backbone(bench, data, run
     torch.testing.assert_close(tuned["train"].audio, reference, atol=2e-3, rtol=1e-3)
     assert torch.equal(tuned_gallery.audio, tuned["train"].audio[1:3])
     assert not torch.allclose(feats["train"].audio, reference, atol=1e-3)  # the pretrained ones differ
+
+
+def test_the_fast_frozen_blocks_compute_what_the_backbone_does():
+    """The frozen blocks run in the indexing path's folded network (BatchNorm folded, Winograd):
+    the same maps at every cut, up to float rounding."""
+    from diffatr.encoders.batched import FoldedCNN9
+
+    backbone = build_audio_encoder(audio_encoder_config("aisfx-cnn9")).backbone.eval()
+    folded = FoldedCNN9(backbone)
+    blocks = torch.rand(3, 100, 96, generator=torch.Generator().manual_seed(2)) * 4
+    with torch.no_grad():
+        for cut in range(1, backbone.num_stages + 1):
+            reference = backbone.run_stages(blocks.unsqueeze(1), 0, cut)
+            torch.testing.assert_close(folded.run_stages(blocks, cut), reference, rtol=1e-4,
+                                       atol=1e-4 * float(reference.abs().max()))

@@ -78,15 +78,21 @@ class FoldedCNN9:
 
     def __call__(self, blocks: Tensor) -> Tensor:
         """(N, block, M) log-mel blocks -> (N, 512) block embeddings."""
+        return AisfxCNN9.pool_blocks(self.run_stages(blocks, AisfxCNN9.num_stages))
+
+    def run_stages(self, blocks: Tensor, stop: int) -> Tensor:
+        """(N, block, M) log-mel blocks through conv blocks 1 .. ``stop``, as
+        ``AisfxCNN9.run_stages(blocks.unsqueeze(1), 0, stop)`` computes (up to rounding):
+        (N, C, T', M'), channels-last."""
         x = blocks.unsqueeze(1).contiguous(memory_format=torch.channels_last)  # (N, 1, block, M)
-        for index, (weight, bias) in enumerate(self.layers):
+        for index, (weight, bias) in enumerate(self.layers[: 2 * stop]):
             if index in self.winograd:
                 x = _winograd_conv3x3_relu(x, self.winograd[index], bias)
             else:
                 x = F.conv2d(x, weight, bias, padding=1).relu_()
-            if index in (1, 3, 5):  # after conv blocks 1-3, as AisfxCNN9.embed_blocks
+            if index in (1, 3, 5):  # after conv blocks 1-3, as AisfxCNN9.run_stages
                 x = F.max_pool2d(x, kernel_size=2)
-        return x.mean(dim=3).amax(dim=2)  # (N, 512): mean over frequency, max over time
+        return x
 
 
 def _winograd_kernels(weight: Tensor) -> Tensor:

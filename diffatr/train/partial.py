@@ -104,7 +104,9 @@ def frozen_block_maps(paths: list[str], encoder: Any, cut: int, config: TrainCon
     """Every file's copies through the backbone's first ``cut`` blocks (through the cache)."""
     from diffatr.audio.io import load_audio
 
-    backbone = encoder.backbone
+    from diffatr.encoders.batched import FoldedCNN9
+
+    folded = FoldedCNN9(encoder.backbone)  # the indexing path's fast copy of the frozen blocks
     augment = {"gain_db": config.augment_gain_db, "shift_seconds": config.augment_shift_seconds}
     cache = None
     if cache_dir is not None:
@@ -121,7 +123,7 @@ def frozen_block_maps(paths: list[str], encoder: Any, cut: int, config: TrainCon
                     wave = load_audio(path, encoder.sample_rate, max_seconds=encoder.config.max_seconds)  # (S,)
                 blocks = encoder.log_mel_blocks(augment_waveform(wave, encoder.sample_rate, gain, shift))  # (n, T, M)
                 with torch.inference_mode():
-                    maps = torch.cat([backbone.run_stages(chunk.unsqueeze(1), 0, cut)
+                    maps = torch.cat([folded.run_stages(chunk, cut).contiguous()
                                       for chunk in blocks.split(STAGE_CHUNK)]).half().cpu()  # (n, C, T', M')
                 if cache is not None:
                     cache.put(f"{file_hash}-{variant}", maps)
