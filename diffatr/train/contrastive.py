@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from diffatr.config import (
     to_dict,
 )
 from diffatr.contrastive import nt_xent_loss
-from diffatr.features import LazyEncoders
+from diffatr.features import FeatureSet, LazyEncoders
 from diffatr.fileio import atomic_directory, atomic_write_bytes
 from diffatr.metrics import retrieval_metrics
 from diffatr.model import DiffATR
@@ -142,24 +142,46 @@ def _train_frozen(model: DiffATR, model_config: ModelConfig, train_config: Train
 
     named = list(model.text_head.named_parameters()) + list(model.audio_head.named_parameters()) \
         + list(model.logit_scale.named_parameters())
-    job = Job(
-        phase="contrastive",
+    job = phase1_job(
+        model, model_config, train, val, batch_size, generators, device, data_info,
         trained=model,
         param_groups=weight_decay_groups(named, train_config.weight_decay, 1.0),
+        step_loss=step_loss,
+        validate=validate,
+        save_model=lambda path, extra: save_checkpoint(model, path, extra),
+        train_mode=lambda: model.train(),
+    )
+    return run_job(job, train_config, out_dir, resume=resume, device=device, progress=progress)
+
+
+def phase1_job(model: DiffATR, model_config: ModelConfig, train: FeatureSet, val: FeatureSet | None, batch_size: int,
+               generators: dict[str, torch.Generator], device: torch.device, data_info: dict[str, Any] | None, *,
+               trained: nn.Module, param_groups: list[dict[str, Any]], step_loss: Callable, validate: Callable,
+               save_model: Callable, train_mode: Callable, fingerprint: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None, earlier_seen: Any = None) -> Job:
+    """A phase-1 run's Job. What every phase-1 run shares is filled in here: epochs over the
+    training captions, validation when there is a val split, the temperature's clamp, the
+    fingerprint of model and data, and the data and seen clips in every checkpoint. The
+    keyword arguments are the run's own (``fingerprint`` and ``extra`` add to the shared ones;
+    ``earlier_seen``: clips an init checkpoint had seen)."""
+    return Job(
+        phase="contrastive",
+        trained=trained,
+        param_groups=param_groups,
         steps_per_epoch=train.num_captions // batch_size,
         generators=generators,
         make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
         step_loss=step_loss,
         validate=validate if val is not None else no_validation,
-        save_model=lambda path, extra: save_checkpoint(model, path, extra),
-        train_mode=lambda: model.train(),
+        save_model=save_model,
+        train_mode=train_mode,
         after_step=model.logit_scale.clamp_,
         fingerprint={"model config": to_dict(model_config), "train data": train.digest(),
-                     "val data": val.digest() if val is not None else None, "device type": device.type},
-        extra={"batch_size": batch_size, "data": data_extra(train, val, data_info),
-               "seen_clips": seen_clip_ids(train)},
+                     "val data": val.digest() if val is not None else None, "device type": device.type,
+                     **(fingerprint or {})},
+        extra={"batch_size": batch_size, **(extra or {}), "data": data_extra(train, val, data_info),
+               "seen_clips": seen_clip_ids(train, earlier_seen)},
     )
-    return run_job(job, train_config, out_dir, resume=resume, device=device, progress=progress)
 
 
 # ----------------------------------------------------------------------------- phase 1, fine-tuned
@@ -221,23 +243,16 @@ def _train_finetune(model: DiffATR, model_config: ModelConfig, config: TrainConf
     named = [(n, p) for n, p in model.named_parameters() if not n.startswith("denoisers.")]
     backbone_scale = (config.backbone_lr or config.lr) / config.lr
     backbone_named = list(audio_encoder.backbone.named_parameters()) + list(text_encoder.model.named_parameters())
-    job = Job(
-        phase="contrastive",
+    job = phase1_job(
+        model, model_config, train, val, batch_size, generators, device, data_info,
         trained=trained,
         param_groups=weight_decay_groups(named, config.weight_decay, 1.0)
         + weight_decay_groups(backbone_named, config.weight_decay, backbone_scale),
-        steps_per_epoch=train.num_captions // batch_size,
-        generators=generators,
-        make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
         step_loss=step_loss,
-        validate=validate if val is not None else no_validation,
+        validate=validate,
         save_model=lambda path, extra: _save_finetuned(model, model_config, encoders, out_dir, path, extra),
         train_mode=train_mode,
-        after_step=model.logit_scale.clamp_,
-        fingerprint={"model config": to_dict(model_config), "train data": train.digest(),
-                     "val data": val.digest() if val is not None else None, "device type": device.type},
-        extra={"batch_size": batch_size, "finetune": True, "data": data_extra(train, val, data_info),
-               "seen_clips": seen_clip_ids(train)},
+        extra={"finetune": True},
     )
     try:
         return run_job(job, config, out_dir, resume=resume, device=device, progress=progress)

@@ -31,16 +31,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from diffatr.checkpoint import save_checkpoint
-from diffatr.config import ModelConfig, TrainConfig, to_dict
+from diffatr.config import ModelConfig, TrainConfig
 from diffatr.contrastive import nt_xent_loss
 from diffatr.encoders.cache import FeatureCache, file_sha256
 from diffatr.features import FeatureSet, LazyEncoders, TextFeatureCache
 from diffatr.fileio import atomic_write_bytes
 from diffatr.metrics import retrieval_metrics
 from diffatr.model import DiffATR
-from diffatr.train.batches import epoch_batches
-from diffatr.train.common import (BACKBONES_DIR, Job, TrainError, TrainResult, data_extra, fit_batch, negative_groups,
-                                  no_validation, run_job, seen_clip_ids, weight_decay_groups, clip_table)
+from diffatr.train.common import (BACKBONES_DIR, TrainError, TrainResult, clip_table, fit_batch, negative_groups,
+                                  run_job, weight_decay_groups)
+from diffatr.train.contrastive import phase1_job
 
 STAGE_CHUNK = 64  # block maps per forward pass outside training (bounds memory)
 
@@ -255,29 +255,21 @@ def train_partial(model: DiffATR, model_config: ModelConfig, config: TrainConfig
         model.train()
         backbone.eval()  # pretrained BatchNorm statistics (see the module docstring)
 
-    trained = nn.ModuleDict({"model": model, "audio_blocks": tuned})
     named = [(n, p) for n, p in model.named_parameters() if not n.startswith("denoisers.")]
     backbone_scale = (config.backbone_lr or config.lr) / config.lr
-    job = Job(
-        phase="contrastive",
-        trained=trained,
+    job = phase1_job(
+        model, model_config, train, val, batch_size, generators, device, data_info,
+        trained=nn.ModuleDict({"model": model, "audio_blocks": tuned}),
         param_groups=weight_decay_groups(named, config.weight_decay, 1.0)
         + weight_decay_groups(list(tuned.named_parameters()), config.weight_decay, backbone_scale),
-        steps_per_epoch=train.num_captions // batch_size,
-        generators=generators,
-        make_epoch=lambda: epoch_batches(train.num_captions, batch_size, generators["data"]),
         step_loss=step_loss,
-        validate=validate if val is not None else no_validation,
+        validate=validate,
         save_model=lambda path, extra: save_partial(model, model_config, backbone, out_dir, path, extra),
         train_mode=train_mode,
-        after_step=model.logit_scale.clamp_,
-        fingerprint={"model config": to_dict(model_config), "train data": train.digest(),
-                     "val data": val.digest() if val is not None else None, "device type": device.type,
-                     "init checkpoint": init_path},
-        extra={"batch_size": batch_size, "finetune_blocks": config.finetune_blocks,
-               "data": data_extra(train, val, data_info),
-               **({"init": {k: v for k, v in init_extra.items() if k != "seen_clips"}} if init_extra else {}),
-               "seen_clips": seen_clip_ids(train, (init_extra or {}).get("seen_clips"))},
+        fingerprint={"init checkpoint": init_path},
+        extra={"finetune_blocks": config.finetune_blocks,
+               **({"init": {k: v for k, v in init_extra.items() if k != "seen_clips"}} if init_extra else {})},
+        earlier_seen=(init_extra or {}).get("seen_clips"),
     )
     return run_job(job, config, out_dir, resume=resume, device=device, progress=progress)
 
