@@ -340,6 +340,18 @@ def recipe_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_results(results: dict[str, Any], out: Path, started: float, table: str, summary: str) -> int:
+    """Record the run time, write ``results`` to ``out`` atomically, print the Markdown table and
+    a last line (``summary``, then the time and the file). The end of every benchmark of this
+    family; returns the exit status."""
+    results["seconds"] = round(time.time() - started, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    print(table)
+    print(f"\n{summary} ({results['seconds']:.0f} s; wrote {out})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -392,13 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                                             key=lambda name: val_mean(results["recipes"][name]["seeds"]))
     results["selected_on"] = ("val score: the mean of val caption R@1 (both directions) and val reworded-query "
                               "class-level R@1 on the full corpus, each a mean over training seeds")
-    results["seconds"] = round(time.time() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
-    print(recipe_table(results))
-    print(f"\nval winner: {results['winner']} (by val R@1 alone: {results['winner_by_val_r1_alone']}; "
-          f"{results['seconds']:.0f} s; wrote {args.out})")
-    return 0
+    return write_results(results, args.out, started, recipe_table(results),
+                         f"val winner: {results['winner']} (by val R@1 alone: {results['winner_by_val_r1_alone']})")
 
 
 if __name__ == "__main__":

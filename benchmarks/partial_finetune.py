@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generalisation import (  # noqa: E402
     MANIFEST, RECIPES, SHIPPED_RECIPE, SPLITS, TRAIN_GALLERY, aggregate, corpus_features, load_queries, log,
-    model_config, pair, score_models, slug, train_run, val_mean, val_score,
+    model_config, pair, score_models, slug, train_run, val_mean, val_score, write_results,
 )
 
 from diffatr.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
@@ -42,7 +42,6 @@ from diffatr.config import TrainConfig, from_dict  # noqa: E402
 from diffatr.data.sounds import one_clip_per_sound  # noqa: E402
 from diffatr.encoders.audio import build_audio_encoder  # noqa: E402
 from diffatr.features import FeatureSet, LazyEncoders  # noqa: E402
-from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.indexing import default_cache_dir  # noqa: E402
 from diffatr.machine import cpu_label  # noqa: E402
 from diffatr.train import train_contrastive  # noqa: E402
@@ -158,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     results["winner"] = max(results["candidates"], key=lambda n: val_score(results["candidates"][n]["seeds"]))
     results["winner_by_val_r1_alone"] = max(results["candidates"],
                                             key=lambda n: val_mean(results["candidates"][n]["seeds"]))
-    results["seconds"] = round(time.time() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nval winner: {results['winner']} ({results['seconds']:.0f} s; wrote {args.out})")
-    return 0
+    return write_results(results, args.out, started, table(results), f"val winner: {results['winner']}")
 
 
 if __name__ == "__main__":

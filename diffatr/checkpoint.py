@@ -1,5 +1,8 @@
 """Checkpoints: a folder holding ``config.json`` (the full ModelConfig) and
-``model.safetensors`` (heads, temperature, denoisers). Never pickles.
+``model.safetensors`` (heads, temperature, denoisers), and, for a model that keeps one,
+``caption_bank.safetensors`` (the training captions' and clips' backbone features that
+known-caption expansion looks queries up in; a file of its own so the weights stay small and an
+older checkpoint without it still loads). Never pickles.
 
 Loading needs no original flags: the config rebuilds the model. Backbone weights are referenced
 by the config (registry name + weights path), not copied. Truncated, mismatched or pickled files
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from diffatr.config import ConfigError, ModelConfig, from_dict, to_dict
@@ -24,6 +27,8 @@ from diffatr.model import DiffATR
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+BANK_FILE = "caption_bank.safetensors"
+BANK_KEYS = {"text": "caption_bank_text", "audio": "caption_bank_audio", "caption_to_clip": "caption_bank_clip"}
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
 
@@ -54,6 +59,9 @@ def save_checkpoint(model: DiffATR, path: str | Path, extra: dict[str, Any] | No
     with atomic_directory(path) as tmp:
         (tmp / CONFIG_FILE).write_text(config_json)
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"config_sha256": _config_digest(config_json)})
+        if model.has_caption_bank:
+            bank = {name: getattr(model, attr).detach().cpu().contiguous() for name, attr in BANK_KEYS.items()}
+            save_file(bank, str(tmp / BANK_FILE), metadata={"config_sha256": _config_digest(config_json)})
     return Path(path)
 
 
@@ -145,7 +153,40 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "the files come from different runs"
         )
     model.load_state_dict(state)
+    _load_caption_bank(model, folder, map_location)
     model.eval()
     model.checkpoint_extra = extra
     model.checkpoint_path = str(folder)
     return model
+
+
+def _load_caption_bank(model: DiffATR, folder: Path, map_location: str | torch.device) -> None:
+    """The checkpoint's caption bank, if it has one, into ``model``."""
+    path = folder / BANK_FILE
+    if not path.is_file():
+        return
+    try:
+        bank = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}); copy it again, or delete it to search "
+                              "without known-caption expansion") from err
+    if set(bank) != set(BANK_KEYS):
+        raise CheckpointError(f"{path} holds {sorted(bank)}, not the caption bank {sorted(BANK_KEYS)}; copy it again")
+    try:
+        model.set_caption_bank(bank["text"], bank["audio"], bank["caption_to_clip"])
+    except ValueError as err:
+        raise CheckpointError(f"{path} does not fit the checkpoint's model ({err}); copy it again") from err
+
+
+def caption_bank_size(path: str | Path) -> dict[str, int] | None:
+    """{"captions": C, "clips": M} of a checkpoint's caption bank (read from the file's header,
+    no tensor loaded), or None when it has none."""
+    bank = _checkpoint_dir(path) / BANK_FILE
+    if not bank.is_file():
+        return None
+    try:
+        with safe_open(str(bank), "pt") as handle:
+            return {"captions": handle.get_slice("text").get_shape()[0], "clips": handle.get_slice("audio").get_shape()[0]}
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{bank} is truncated or corrupt ({err}); copy it again, or delete it to search "
+                              "without known-caption expansion") from err

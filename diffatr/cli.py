@@ -318,8 +318,6 @@ class UsageError(DiffatrError):
 def _cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import torch
-
     from diffatr.encoders.audio import build_audio_encoder
     from diffatr.encoders.text import TextEncoder
     from diffatr.retrieval.engine import SearchEngine
@@ -406,7 +404,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from diffatr.checkpoint import CONFIG_FILE, read_checkpoint
+    from diffatr.checkpoint import CONFIG_FILE, caption_bank_size, read_checkpoint
     from diffatr.config import to_dict
     from diffatr.retrieval.index import INDEX_FILE, RetrievalIndex
 
@@ -419,7 +417,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     if (path / CONFIG_FILE).exists() or path.is_file():
         config, extra = read_checkpoint(path)
-        print(json.dumps({"model": to_dict(config), "extra": extra}, indent=2))
+        print(json.dumps({"model": to_dict(config), "caption_bank": caption_bank_size(path), "extra": extra}, indent=2))
         return 0
     print(f"diffatr info: {path} is neither a checkpoint nor an index folder", file=sys.stderr)
     return EXIT_USER_ERROR
@@ -485,7 +483,7 @@ def _add_evaluate_parser(sub) -> None:
 
 def _device_for(name: str):
     """--device -> torch.device (see diffatr.runtime.resolve_device); "cpu" makes no CUDA call."""
-    from diffatr.runtime import portable_path, resolve_device
+    from diffatr.runtime import resolve_device
 
     return resolve_device(name)
 
@@ -534,8 +532,6 @@ def _report_skipped(result: dict, skipped: list) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
-
-    import torch
 
     from diffatr.checkpoint import read_checkpoint
     from diffatr.evaluate import SCORERS, evaluate_model, format_results, format_sweep, sweep

@@ -198,6 +198,20 @@ class RetrievalConfig:
         info="paper: cosine + α · softmax(x̂0 / τ); zscore: cosine + α · std(cosine) · z(x̂0), calibrated",
         help="how the diffusion term joins the cosine: paper = cosine + alpha * softmax(x0 / temperature); "
              "zscore = cosine + alpha * std(cosine) * z(x0), calibrated", flags=("--fusion",), choices=FUSIONS)
+    # 1.0 with 3 captions: chosen on val (benchmarks/query_expansion.py; docs/method.md
+    # "Known-caption expansion"). A checkpoint without a caption bank searches without it.
+    expansion: float = _knob(
+        1.0, label="Known-caption expansion",
+        info="λ: a text query moves toward its nearest training captions and their sounds, "
+             "q' = q + λ/2 · (t̄ + ā); 0 = off",
+        help="weight of known-caption expansion: a text query moves toward its nearest training captions and their "
+             "sounds (q' = q + lambda/2 * (captions + sounds)); 0 = off", flags=("--expansion",), low=0.0,
+        high=10.0, metavar="LAMBDA", step=0.05)
+    expansion_neighbours: int = _knob(
+        3, label="Known captions matched",
+        info="n: the training captions nearest the query (in the text encoder's own space) that expansion uses",
+        help="training captions matched per text query by known-caption expansion", flags=("--expansion-neighbours",),
+        low=1, high=1000, metavar="N")
     num_results: int = _knob(
         10, label="Results shown", info="k: hits returned per query; past K they keep the cosine order",
         help="number of results to show", flags=("-k", "--num-results"), low=1, metavar="N")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -130,8 +130,8 @@ def _check_widths(model: Any, audio: Tensor, text: Tensor) -> None:
 def _direction_scores(model: Any, direction: str, prepared: "_Prepared", config: RetrievalConfig,
                       scorers: Sequence[str], batch_size: int) -> dict[str, Tensor]:
     """The requested scorers' (Q, C) matrices for one direction."""
-    if direction == "text_to_audio":
-        queries, candidates, cosine = prepared.text_embeds, prepared.audio_embeds, prepared.cosine_t2a
+    if direction == "text_to_audio":  # the first stage ranks with the expanded query, the denoiser sees q
+        queries, candidates, cosine = prepared.text_embeds, prepared.audio_embeds, prepared.first_stage_t2a(model, config)
     else:
         queries, candidates, cosine = prepared.audio_embeds, prepared.text_embeds, prepared.cosine_a2t
     out: dict[str, Tensor] = {}
@@ -207,6 +207,8 @@ class _Prepared:
     cosine_t2a: Tensor  # (M, N)
     cosine_a2t: Tensor  # (N, M)
     caches: dict[str, Any]
+    text_features: Tensor | None = None  # (M, Dt): what known-caption expansion looks up
+    expanded: dict[tuple, Tensor] = field(default_factory=dict)  # (expansion, neighbours) -> (M, N)
 
     @classmethod
     @torch.no_grad()
@@ -218,7 +220,22 @@ class _Prepared:
         if not bool(torch.isfinite(cosine).all()):
             raise EvaluationError("similarities contain NaN or inf: some features are not finite; "
                                   "recompute them (clear the feature cache for this split)")
-        return cls(audio_embeds, text_embeds, cosine, cosine.T.contiguous(), {})
+        return cls(audio_embeds, text_embeds, cosine, cosine.T.contiguous(), {}, torch.as_tensor(text_features))
+
+    @torch.no_grad()
+    def first_stage_t2a(self, model: Any, config: RetrievalConfig) -> Tensor:
+        """(M, N) text -> audio first-stage scores: the cosine of each caption's expanded query
+        (``DiffATR.expand_text``), or the plain cosine for a model without a caption bank."""
+        if not getattr(model, "has_caption_bank", False) or config.expansion == 0:
+            return self.cosine_t2a
+        key = (config.expansion, config.expansion_neighbours)
+        if key not in self.expanded:
+            device = self.text_embeds.device
+            parts = [model.expand_text(self.text_features[i : i + _PROJECT_CHUNK].to(device, torch.float32),
+                                       self.text_embeds[i : i + _PROJECT_CHUNK], config)
+                     for i in range(0, self.text_embeds.shape[0], _PROJECT_CHUNK)]
+            self.expanded[key] = torch.cat(parts) @ self.audio_embeds.T  # (M, N)
+        return self.expanded[key]
 
     def cache(self, direction: str, model: Any) -> Any:
         denoiser = model.denoisers[direction]

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffatr.config import ModelConfig
+from diffatr.config import ModelConfig, RetrievalConfig
 from diffatr.contrastive import LogitScale
 from diffatr.diffusion.denoiser import Denoiser
 from diffatr.diffusion.ddim import DDIMScheduler
+from diffatr.retrieval.expansion import expand_queries, expansion_weights, nearest_captions
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")
 
@@ -75,6 +76,15 @@ class DiffATR(nn.Module):
                                           "linear", config.head_dropout)
         self.logit_scale = LogitScale(config.init_temperature, learnable=config.learn_temperature)
         self.denoisers = nn.ModuleDict({name: Denoiser(config.denoiser) for name in DIRECTIONS})
+        # The caption bank of known-caption expansion: the training captions' and clips' backbone
+        # features (float16), kept out of the state dict (diffatr.checkpoint stores it in a file
+        # of its own; a model without one searches without expansion).
+        self.register_buffer("caption_bank_text", torch.zeros(0, config.text.embed_dim, dtype=torch.float16),
+                             persistent=False)  # (C, Dt)
+        self.register_buffer("caption_bank_audio", torch.zeros(0, config.audio.embed_dim, dtype=torch.float16),
+                             persistent=False)  # (M, Da)
+        self.register_buffer("caption_bank_clip", torch.zeros(0, dtype=torch.long), persistent=False)  # (C,) into M
+        self._bank_embeds: tuple | None = None
 
     def project_text(self, features: torch.Tensor) -> torch.Tensor:
         """(N, Dt) text backbone features -> (N, D) unit vectors in the shared space."""
@@ -83,6 +93,60 @@ class DiffATR(nn.Module):
     def project_audio(self, features: torch.Tensor) -> torch.Tensor:
         """(N, Da) audio backbone features -> (N, D) unit vectors in the shared space."""
         return F.normalize(self.audio_head(features), dim=-1)
+
+    @property
+    def has_caption_bank(self) -> bool:
+        return self.caption_bank_text.shape[0] > 0
+
+    def set_caption_bank(self, text_features: torch.Tensor, audio_features: torch.Tensor,
+                         caption_to_clip: torch.Tensor) -> None:
+        """Keep the training captions (C, Dt), their clips (M, Da) and each caption's clip (C,)
+        as the bank that known-caption expansion looks queries up in (stored in float16)."""
+        text_features, audio_features = torch.as_tensor(text_features), torch.as_tensor(audio_features)
+        caption_to_clip = torch.as_tensor(caption_to_clip).long()
+        widths = (self.config.text.embed_dim, self.config.audio.embed_dim)
+        if text_features.ndim != 2 or audio_features.ndim != 2 or (text_features.shape[1],
+                                                                     audio_features.shape[1]) != widths:
+            raise ValueError(f"the caption bank needs (C, {widths[0]}) text and (M, {widths[1]}) audio features, "
+                             f"got {tuple(text_features.shape)} and {tuple(audio_features.shape)}")
+        if not (bool(torch.isfinite(text_features).all()) and bool(torch.isfinite(audio_features).all())):
+            raise ValueError("the caption bank's features hold NaN or inf")
+        if caption_to_clip.shape != (text_features.shape[0],) or (len(caption_to_clip) and not (
+                0 <= int(caption_to_clip.min()) and int(caption_to_clip.max()) < audio_features.shape[0])):
+            raise ValueError("caption_to_clip must give each bank caption a row of the bank's clips")
+        device = self.caption_bank_text.device
+        self.caption_bank_text = text_features.detach().to(device, torch.float16).clone()
+        self.caption_bank_audio = audio_features.detach().to(device, torch.float16).clone()
+        self.caption_bank_clip = caption_to_clip.detach().to(device).clone()
+        self._bank_embeds = None
+
+    @torch.no_grad()
+    def caption_bank_embeds(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The bank as expansion reads it: (C, Dt) the captions' raw features L2-normalised, (C, D)
+        their embeddings and (C, D) their clips' embeddings. Computed once per state of the heads
+        (the key holds the parameters' version counters, so an optimiser step or a loaded state
+        dict recomputes them)."""
+        heads = [*self.text_head.parameters(), *self.audio_head.parameters()]
+        key = (self.caption_bank_text.data_ptr(), self.training,
+               tuple((p.data_ptr(), p._version) for p in heads))
+        if self._bank_embeds is None or self._bank_embeds[0] != key:
+            raw = self.caption_bank_text.float()  # (C, Dt)
+            text = self.project_text(raw)  # (C, D)
+            audio = self.project_audio(self.caption_bank_audio.float())[self.caption_bank_clip]  # (C, D)
+            self._bank_embeds = (key, F.normalize(raw, dim=-1), text, audio)
+        return self._bank_embeds[1:]
+
+    def expand_text(self, text_features: torch.Tensor, text_embeds: torch.Tensor,
+                    retrieval: RetrievalConfig) -> torch.Tensor:
+        """Known-caption expansion of text queries (diffatr.retrieval.expansion): (Q, Dt) backbone
+        features and their (Q, D) embeddings -> (Q, D) expanded embeddings. Without a caption
+        bank, or with ``retrieval.expansion`` 0, the embeddings come back unchanged."""
+        if not self.has_caption_bank or retrieval.expansion == 0 or text_embeds.shape[0] == 0:
+            return text_embeds
+        bank_unit, bank_text, bank_audio = self.caption_bank_embeds()
+        nearest = nearest_captions(text_features.to(bank_unit.device), bank_unit,
+                                   retrieval.expansion_neighbours)  # (Q, m)
+        return expand_queries(text_embeds, nearest, bank_text, bank_audio, *expansion_weights(retrieval.expansion))
 
     def make_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler(self.config.diffusion)

@@ -502,7 +502,9 @@ TRAJECTORY_HELP = (
 
 HOW_IT_WORKS = """
 **Two stages.** A dual encoder maps captions and sounds to one space and ranks every clip by
-cosine similarity to the query. A small diffusion model then takes the top **K** candidates
+cosine similarity to the query (a typed query is first nudged toward the three captions the
+model learned that are nearest to it, and toward their sounds, so your own wording finds what
+its captions call otherwise). A small diffusion model then takes the top **K** candidates
 (*Candidates re-ranked*): it starts from noise **x_T** and, in **S** DDIM steps (*Diffusion
 steps*), generates a distribution over them, **x_0**. The final score adds the two:
 `fused = cosine + α · softmax(x̂0 / τ)`, with α the *Weight of the diffusion* and τ the

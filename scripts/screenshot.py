@@ -157,7 +157,7 @@ def take(query: str, out: Path, width: int, height: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--query", default="birds chirping", help="the caption typed into the search box")
+    parser.add_argument("--query", default="dog barking", help="the caption typed into the search box")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshot.png")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=900)

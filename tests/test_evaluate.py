@@ -452,7 +452,7 @@ def test_cli_writes_json_and_prints_the_table(cli_setup, capsys, tmp_path):
     result = json.loads(out.read_text())
     assert result["num_clips"] == 5 and result["num_captions"] == 25
     assert result["knobs"] == {"top_k": 3, "num_inference_steps": 4, "alpha": 1.0, "temperature": 1.0, "seed": 0,
-                              "fusion": "paper"}
+                              "fusion": "paper", "expansion": 1.0, "expansion_neighbours": 3}
     assert result["seeds"] == [0, 1] and result["std_over"] == "seeds"
     expected = {f"{d}/{m}" for d in DIRECTIONS for m in METRICS}
     assert set(result["scorers"]) == set(SCORERS)

@@ -22,14 +22,14 @@ APP_INDEX_ENV = "DIFFATR_APP_INDEX"  # the corpus the demo searches (default: th
 # when a retrained checkpoint stops getting one of them right). Text example -> a clip that
 # answers it; the audio examples are val / test clips, unseen in training.
 EXAMPLE_QUERIES = {
-    "birds chirping": "openclonk-birdsloop",
+    "dog barking": "gcompris-dog",
     "thunder": "0ad-thunder_10",
     "applause": "opensfx-29_applause",
     "horse neighing": "opensfx-38_horse",
     "car engine": "torcs-ferrarif355",
 }
 EXAMPLE_AUDIO = ("ovos-rooster", "gcompris-guitar", "0ad-footstep_gravel_walking")
-PLACEHOLDER_QUERY = "birds chirping"
+PLACEHOLDER_QUERY = "dog barking"
 USER_PREFIX = "yours/"  # the clip ids (and shown file names) of a session's uploads
 
 

@@ -157,6 +157,8 @@ class SearchEngine:
             with torch.no_grad():
                 self.audio_embeds = self._project(model.project_audio, index.audio_features)
                 self._caches["text_to_audio"] = model.denoisers["text_to_audio"].precompute(self.audio_embeds)
+        if getattr(model, "has_caption_bank", False):  # known-caption expansion's bank, embedded once here
+            model.caption_bank_embeds()
         self.text_embeds: Tensor | None = None  # (M, D), built on first need
         if index.text_features is not None and "audio_to_text" not in self.first_stage:
             self._build_text_side(index.text_features)
@@ -243,15 +245,21 @@ class SearchEngine:
             raise SearchError(f"direction must be one of {(*DIRECTIONS, SIMILAR)} (audio_to_audio with backbone "
                               f"features), got {direction!r}")
         queries, candidates = self._queries(direction, features, projected)
+        # The first stage ranks with the expanded text query; the denoiser keeps the query it was
+        # trained on (docs/method.md "Known-caption expansion").
+        first, expand = queries, getattr(self.model, "expand_text", None)
+        if direction == "text_to_audio" and not projected and expand is not None:
+            with torch.no_grad():
+                first = expand(torch.as_tensor(features).reshape(len(queries), -1).to(self.device), queries, config)
         store = self.first_stage.get(direction)
         n = len(store) if store is not None else candidates.shape[0]
         top_k = min(config.top_k, n)
         width = min(max(top_k, config.num_results if width is None else width), n)
         if store is not None:  # a vector store's (maybe approximate) top, rows = store ids
-            scores, indices = store.search(queries.float().cpu(), width)
+            scores, indices = store.search(first.float().cpu(), width)
             scores, indices = scores.to(queries.device), indices.to(queries.device)
         else:
-            scores, indices = cosine_topk(queries, candidates, width)  # (Q, width)
+            scores, indices = cosine_topk(first, candidates, width)  # (Q, width)
         top_indices, rows = indices[:, :top_k], None
         if store is not None:  # only the shortlisted rows, from the store's exact vectors
             rows, top_indices = torch.unique(top_indices, return_inverse=True)  # (U,), (Q, K) into rows

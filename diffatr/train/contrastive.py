@@ -125,6 +125,9 @@ def _train_frozen(model: DiffATR, model_config: ModelConfig, train_config: Train
                            progress=progress, desc="train features")
     val = phase_features(val_split, model_config, encoders, cache_dir=cache_dir, strict=strict, progress=progress,
                          desc="val features")
+    # Known-caption expansion looks queries up among the training captions (the backbones are
+    # frozen, so their features are the bank for good; fine-tuned runs keep none).
+    model.set_caption_bank(train.text, train.audio, train.caption_to_clip)
     batch_size = fit_batch(train_config.batch_size, train.num_captions, "captions")
     text, audio, owner = train.text.to(device), train.audio.to(device), train.caption_to_clip.to(device)
     on_device = dataclasses.replace(train, audio_features=audio, text_features=text, caption_to_clip=owner)

@@ -234,6 +234,8 @@ def _phase2_model(initial: DiffATR, config: ModelConfig, seed: int, device: torc
     if unexpected or any(not k.startswith("denoisers.") for k in missing):
         raise TrainError(f"the --init checkpoint does not fit the model (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]})")
+    if initial.has_caption_bank:  # known-caption expansion keeps phase 1's training captions
+        model.set_caption_bank(initial.caption_bank_text, initial.caption_bank_audio, initial.caption_bank_clip)
     model.to(device).requires_grad_(False)
     model.denoisers.requires_grad_(True)
     return config, model
