@@ -18,6 +18,10 @@ Further phase-2 variants (``--variants``): the denoiser's shortlist context (``-
 shortlist`` and ``shortlist+hubness``) and the corpus's mixtures of training clips as extra
 phase-2 items (``--mixtures``).
 
+Text queries enter the first stage as the engine sends them: expanded toward the checkpoint's
+known captions when it keeps a caption bank (``--phase1-runs`` of a diffatr with
+known-caption expansion), as typed otherwise; the denoiser always sees the query as typed.
+
 Every knob (QB-Norm's beta, the transductive temperatures, the z-score alpha) is chosen per
 direction on val (mean over training and DDIM seeds); Gen numbers average 3 DDIM seeds. The
 claim check compares the best Gen+X with Dis and with the best single-query cheap re-ranker,
@@ -126,13 +130,20 @@ class Scored:
         with torch.no_grad():
             text, audio = model.project_text(fs.text), model.project_audio(fs.audio)
             bank_text, bank_audio = model.project_text(train.text), model.project_audio(train.audio)
+            # The first stage of text queries as the engine runs it: expanded toward the known
+            # captions when the checkpoint keeps a caption bank (its knobs); the denoiser sees q.
+            knobs = model.config.retrieval
+            first_text = model.expand_text(fs.text, text, knobs)
+            first_bank = model.expand_text(train.text, bank_text, knobs)
         self.direction = direction
         self.labels = fs.caption_to_clip
         if direction == "text_to_audio":
-            self.queries, self.candidates, self.bank = text, audio, bank_text
+            self.queries, self.candidates, self.bank = text, audio, first_bank
+            first = first_text
         else:
             self.queries, self.candidates, self.bank = audio, text, bank_audio
-        self.cosine = self.queries @ self.candidates.T  # (Q, C)
+            first = audio
+        self.cosine = first @ self.candidates.T  # (Q, C)
         self.bank_scores = self.bank @ self.candidates.T  # (B, C)
         self.denoiser = model.denoisers[direction]
         self.scheduler = model.make_scheduler()
