@@ -66,6 +66,10 @@ log = logging.getLogger("diffatr.app")
 
 # Offline by design: no usage analytics, no hub look-ups from huggingface_hub or transformers.
 OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# Gradio's queue rebuilds a pandas summary of its last 10,000 events after every event (its
+# monitoring page); by default at every one, so each search paid for a table as long as the
+# requests served so far. Once every 1,000 events (benchmarks.md "The app under load").
+QUEUE_ENVIRONMENT = {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000"}
 KNOBS = {f.name: f for f in knob_fields()}
 
 
@@ -801,15 +805,22 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     sys.exit(0)  # a normal exit, so that atexit deletes this run's uploads (a Space stops with SIGTERM)
 
 
+def server_environment() -> None:
+    """Set ``OFFLINE_ENVIRONMENT`` and ``QUEUE_ENVIRONMENT`` where the environment has no value of
+    its own (before gradio builds its queue, which reads them)."""
+    for name, value in {**OFFLINE_ENVIRONMENT, **QUEUE_ENVIRONMENT}.items():
+        os.environ.setdefault(name, value)
+
+
 def prepare(server: ServerSettings | None = None) -> tuple[Any, DemoApp, ServerSettings]:
-    """Everything ``main`` does before serving: the offline environment, torch's threads, the
-    app loaded and started (the upload folder taken up, one warm-up query), the page built.
+    """Everything ``main`` does before serving: the offline and queue environment
+    (``server_environment``), torch's threads, the app loaded and started (the upload folder
+    taken up, one warm-up query), the page built.
 
     Returns:
         (the queued ``gr.Blocks``, the app, the server settings).
     """
-    for name, value in OFFLINE_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    server_environment()
     server = server or ServerSettings.from_env()
     import torch
 

@@ -43,3 +43,22 @@ def test_server_settings_come_from_the_environment() -> None:
     assert ServerSettings.from_env({}) == ServerSettings()
     with pytest.raises(ValueError, match="DIFFATR_SEARCH_WORKERS"):
         ServerSettings.from_env({"DIFFATR_SEARCH_WORKERS": "many"})
+
+
+def test_the_queue_summarises_its_events_once_every_thousand_unless_told_otherwise(monkeypatch) -> None:
+    import gradio as gr
+
+    from diffatr.webapp import server_environment
+
+    for name in ("GRADIO_ANALYTICS_CACHE_FREQUENCY", "GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE",
+                 "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)  # each restored (or removed) after the test
+    server_environment()
+    with gr.Blocks() as blocks:  # gradio reads it when it builds the queue
+        gr.Markdown("x")
+    assert blocks._queue.ANAYLTICS_CACHE_FREQUENCY == 1000
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", "7")  # a deployer's own value wins
+    server_environment()
+    with gr.Blocks() as blocks:
+        gr.Markdown("x")
+    assert blocks._queue.ANAYLTICS_CACHE_FREQUENCY == 7
