@@ -315,6 +315,13 @@ def val_score(stats: dict[str, list[float]]) -> float:
     return (val_mean(stats) + stats["reworded/corpus/val/class"][0]) / 2
 
 
+def reworded_cell(stats: dict[str, list[float]], std: bool = False) -> str:
+    """Reworded queries at class level, "val / test / ood (all)" (with the seed std of all)."""
+    parts = " / ".join(f"{stats[f'reworded/corpus/{s}/class'][0]:.0f}" for s in ("val", "test", "ood"))
+    everything = stats["reworded/corpus/all/class"]
+    return f"{parts} ({everything[0]:.0f}{f' ± {everything[1]:.0f}' if std else ''})"
+
+
 def pair(stats: dict[str, list[float]], key: str, std: bool = True) -> str:
     t, a = stats[key.format(d="text_to_audio")], stats[key.format(d="audio_to_text")]
     if not std:
@@ -330,12 +337,11 @@ def recipe_table(results: dict[str, Any]) -> str:
         for label, stats in ((name, res["seeds"]), (f"{name}, ensemble of seeds", res["ensemble"])):
             std = "ensemble" not in label
             gap = [stats[f"train/{d}/R@1"][0] - stats[f"test/{d}/R@1"][0] for d in DIRS]
-            rw = " / ".join(f"{stats[f'reworded/corpus/{s}/class'][0]:.0f}" for s in ("val", "test", "ood"))
             mark = " **(val winner)**" if label == results["winner"] else ""
             cells = " | ".join(pair(stats, f"{s}/{{d}}/R@1", std) for s in ("val", "test", "test_new", "ood_first", "ood"))
             lines.append(
                 f"| {label}{mark} | {val_score(stats):.1f} | {pair(stats, 'train/{d}/R@1', False)} | {cells} | "
-                f"{gap[0]:+.1f} / {gap[1]:+.1f} | {rw} ({stats['reworded/corpus/all/class'][0]:.0f}) | "
+                f"{gap[0]:+.1f} / {gap[1]:+.1f} | {reworded_cell(stats)} | "
                 f"{stats['everyday/right'][0]:.1f} |")
     return "\n".join(lines)
 

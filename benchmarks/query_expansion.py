@@ -33,14 +33,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generalisation import (  # noqa: E402
     MANIFEST, REPORT_SPLITS, SHIPPED_RECIPE, SPLITS, aggregate, corpus_features, corpus_table, load_queries, log,
-    query_scores, r1, train_run, val_score, write_results,
+    pair, query_scores, r1, reworded_cell, train_run, val_score, write_results,
 )
 
 from diffatr.checkpoint import load_checkpoint  # noqa: E402
 from diffatr.config import load_model_config  # noqa: E402
 from diffatr.features import FeatureSet, LazyEncoders  # noqa: E402
 from diffatr.machine import cpu_label  # noqa: E402
-from diffatr.retrieval.expansion import expand_queries, nearest_captions  # noqa: E402
+from diffatr.retrieval.expansion import expand_text_queries, expand_with_bank  # noqa: E402
 
 EXPANSIONS = (0.0, 0.5, 1.0, 2.0, 4.0)  # λ
 NEIGHBOURS = (1, 3, 5, 10)  # n
@@ -53,15 +53,9 @@ def expander(model: Any, expansion: float, neighbours: int, share: str = "both")
     ("captions" / "sounds": the ablations)."""
     if share == "both":
         config = model.config.with_retrieval(expansion=expansion, expansion_neighbours=neighbours)
-        return lambda text: model.expand_text(text, model.project_text(text), config)
+        return lambda text: expand_text_queries(model, text, model.project_text(text), config)
     weights = (expansion, 0.0) if share == "captions" else (0.0, expansion)
-
-    def embed(text: torch.Tensor) -> torch.Tensor:
-        bank_unit, bank_text, bank_audio = model.caption_bank_embeds()
-        nearest = nearest_captions(text, bank_unit, neighbours)
-        return expand_queries(model.project_text(text), nearest, bank_text, bank_audio, *weights)
-
-    return embed
+    return lambda text: expand_with_bank(model, text, model.project_text(text), neighbours, *weights)
 
 
 @torch.no_grad()
@@ -101,16 +95,10 @@ def table(results: dict[str, Any]) -> str:
         if not res["show"]:
             continue
         s = res["seeds"]
-
-        def cell(split: str) -> str:
-            t, a = s[f"{split}/text_to_audio/R@1"], s[f"{split}/audio_to_text/R@1"]
-            return f"{t[0]:.1f} ± {t[1]:.1f} / {a[0]:.1f}"
-
-        rw = " / ".join(f"{s[f'reworded/corpus/{p}/class'][0]:.0f}" for p in ("val", "test", "ood"))
         mark = " **(val winner)**" if name == results["winner"] else ""
-        lines.append(f"| {name}{mark} | {val_score(s):.1f} | {cell('val')} | {cell('test')} | {cell('test_new')} | "
-                     f"{cell('ood_first')} | {cell('ood')} | {rw} ({s['reworded/corpus/all/class'][0]:.0f} ± "
-                     f"{s['reworded/corpus/all/class'][1]:.0f}) | {s['everyday/right'][0]:.1f} |")
+        cells = " | ".join(pair(s, f"{split}/{{d}}/R@1") for split in ("val", "test", "test_new", "ood_first", "ood"))
+        lines.append(f"| {name}{mark} | {val_score(s):.1f} | {cells} | {reworded_cell(s, std=True)} | "
+                     f"{s['everyday/right'][0]:.1f} |")
     return "\n".join(lines)
 
 

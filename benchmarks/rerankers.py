@@ -56,6 +56,7 @@ from diffatr.features import FeatureSet, FeatureError, mixture_features  # noqa:
 from diffatr.fileio import atomic_write_text  # noqa: E402
 from diffatr.metrics import retrieval_metrics  # noqa: E402
 from diffatr.retrieval import rerank_topk, stable_topk  # noqa: E402
+from diffatr.retrieval.expansion import expand_text_queries  # noqa: E402
 from diffatr.retrieval.fusion import dual_softmax, ensemble, fuse, gen_rank_scores, inverted_softmax, qb_norm  # noqa: E402
 from diffatr.train import train_diffusion  # noqa: E402
 
@@ -129,20 +130,18 @@ class Scored:
     def __init__(self, model, fs: FeatureSet, train: FeatureSet, direction: str):
         with torch.no_grad():
             text, audio = model.project_text(fs.text), model.project_audio(fs.audio)
-            bank_text, bank_audio = model.project_text(train.text), model.project_audio(train.audio)
-            # The first stage of text queries as the engine runs it: expanded toward the known
-            # captions when the checkpoint keeps a caption bank (its knobs); the denoiser sees q.
-            knobs = model.config.retrieval
-            first_text = model.expand_text(fs.text, text, knobs)
-            first_bank = model.expand_text(train.text, bank_text, knobs)
-        self.direction = direction
-        self.labels = fs.caption_to_clip
-        if direction == "text_to_audio":
-            self.queries, self.candidates, self.bank = text, audio, first_bank
-            first = first_text
-        else:
-            self.queries, self.candidates, self.bank = audio, text, bank_audio
-            first = audio
+            self.direction = direction
+            self.labels = fs.caption_to_clip
+            if direction == "text_to_audio":
+                # The first stage of text queries as the engine runs it: expanded toward the known
+                # captions when the checkpoint keeps a caption bank (its knobs); the denoiser sees q.
+                knobs = model.config.retrieval
+                self.queries, self.candidates = text, audio
+                self.bank = expand_text_queries(model, train.text, model.project_text(train.text), knobs)
+                first = expand_text_queries(model, fs.text, text, knobs)
+            else:
+                self.queries, self.candidates, self.bank = audio, text, model.project_audio(train.audio)
+                first = audio
         self.cosine = first @ self.candidates.T  # (Q, C)
         self.bank_scores = self.bank @ self.candidates.T  # (B, C)
         self.denoiser = model.denoisers[direction]

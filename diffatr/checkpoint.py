@@ -168,8 +168,7 @@ def _load_caption_bank(model: DiffATR, folder: Path, map_location: str | torch.d
     try:
         bank = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupt ({err}); copy it again, or delete it to search "
-                              "without known-caption expansion") from err
+        raise _damaged_bank(path, err) from err
     if set(bank) != set(BANK_KEYS):
         raise CheckpointError(f"{path} holds {sorted(bank)}, not the caption bank {sorted(BANK_KEYS)}; copy it again")
     try:
@@ -186,7 +185,12 @@ def caption_bank_size(path: str | Path) -> dict[str, int] | None:
         return None
     try:
         with safe_open(str(bank), "pt") as handle:
-            return {"captions": handle.get_slice("text").get_shape()[0], "clips": handle.get_slice("audio").get_shape()[0]}
+            return {"captions": handle.get_slice("text").get_shape()[0],
+                    "clips": handle.get_slice("audio").get_shape()[0]}
     except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{bank} is truncated or corrupt ({err}); copy it again, or delete it to search "
-                              "without known-caption expansion") from err
+        raise _damaged_bank(bank, err) from err
+
+
+def _damaged_bank(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is truncated or corrupt ({err}); copy it again, or delete it to search "
+                           "without known-caption expansion")

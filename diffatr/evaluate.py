@@ -25,6 +25,7 @@ from torch import Tensor
 from diffatr.config import DEFAULT_BATCH_SIZE, NOT_EVALUATED, RetrievalConfig, knob_fields
 from diffatr.errors import DiffatrError
 from diffatr.metrics import retrieval_metrics
+from diffatr.retrieval.expansion import expand_text_queries
 from diffatr.retrieval.rerank import full_rerank
 
 __all__ = [
@@ -207,7 +208,7 @@ class _Prepared:
     cosine_t2a: Tensor  # (M, N)
     cosine_a2t: Tensor  # (N, M)
     caches: dict[str, Any]
-    text_features: Tensor | None = None  # (M, Dt): what known-caption expansion looks up
+    text_features: Tensor  # (M, Dt): what known-caption expansion looks up
     expanded: dict[tuple, Tensor] = field(default_factory=dict)  # (expansion, neighbours) -> (M, N)
 
     @classmethod
@@ -225,14 +226,13 @@ class _Prepared:
     @torch.no_grad()
     def first_stage_t2a(self, model: Any, config: RetrievalConfig) -> Tensor:
         """(M, N) text -> audio first-stage scores: the cosine of each caption's expanded query
-        (``DiffATR.expand_text``), or the plain cosine for a model without a caption bank."""
+        (``expand_text_queries``), or the plain cosine for a model without a caption bank."""
         if not getattr(model, "has_caption_bank", False) or config.expansion == 0:
             return self.cosine_t2a
         key = (config.expansion, config.expansion_neighbours)
         if key not in self.expanded:
-            device = self.text_embeds.device
-            parts = [model.expand_text(self.text_features[i : i + _PROJECT_CHUNK].to(device, torch.float32),
-                                       self.text_embeds[i : i + _PROJECT_CHUNK], config)
+            parts = [expand_text_queries(model, self.text_features[i : i + _PROJECT_CHUNK].float(),
+                                         self.text_embeds[i : i + _PROJECT_CHUNK], config)
                      for i in range(0, self.text_embeds.shape[0], _PROJECT_CHUNK)]
             self.expanded[key] = torch.cat(parts) @ self.audio_embeds.T  # (M, N)
         return self.expanded[key]

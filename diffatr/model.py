@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffatr.config import ModelConfig, RetrievalConfig
+from diffatr.config import ModelConfig
 from diffatr.contrastive import LogitScale
 from diffatr.diffusion.denoiser import Denoiser
 from diffatr.diffusion.ddim import DDIMScheduler
-from diffatr.retrieval.expansion import expand_queries, expansion_weights, nearest_captions
 
 DIRECTIONS = ("text_to_audio", "audio_to_text")
 
@@ -122,10 +121,10 @@ class DiffATR(nn.Module):
 
     @torch.no_grad()
     def caption_bank_embeds(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The bank as expansion reads it: (C, Dt) the captions' raw features L2-normalised, (C, D)
-        their embeddings and (C, D) their clips' embeddings. Computed once per state of the heads
-        (the key holds the parameters' version counters, so an optimiser step or a loaded state
-        dict recomputes them)."""
+        """The bank as known-caption expansion reads it (diffatr.retrieval.expansion): (C, Dt)
+        the captions' raw features L2-normalised, (C, D) their embeddings and (C, D) their clips'
+        embeddings. Computed once per state of the heads (the key holds the parameters' version
+        counters, so an optimiser step or a loaded state dict recomputes them)."""
         heads = [*self.text_head.parameters(), *self.audio_head.parameters()]
         key = (self.caption_bank_text.data_ptr(), self.training,
                tuple((p.data_ptr(), p._version) for p in heads))
@@ -135,18 +134,6 @@ class DiffATR(nn.Module):
             audio = self.project_audio(self.caption_bank_audio.float())[self.caption_bank_clip]  # (C, D)
             self._bank_embeds = (key, F.normalize(raw, dim=-1), text, audio)
         return self._bank_embeds[1:]
-
-    def expand_text(self, text_features: torch.Tensor, text_embeds: torch.Tensor,
-                    retrieval: RetrievalConfig) -> torch.Tensor:
-        """Known-caption expansion of text queries (diffatr.retrieval.expansion): (Q, Dt) backbone
-        features and their (Q, D) embeddings -> (Q, D) expanded embeddings. Without a caption
-        bank, or with ``retrieval.expansion`` 0, the embeddings come back unchanged."""
-        if not self.has_caption_bank or retrieval.expansion == 0 or text_embeds.shape[0] == 0:
-            return text_embeds
-        bank_unit, bank_text, bank_audio = self.caption_bank_embeds()
-        nearest = nearest_captions(text_features.to(bank_unit.device), bank_unit,
-                                   retrieval.expansion_neighbours)  # (Q, m)
-        return expand_queries(text_embeds, nearest, bank_text, bank_audio, *expansion_weights(retrieval.expansion))
 
     def make_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler(self.config.diffusion)

@@ -20,7 +20,7 @@ from diffatr.evaluate import score_matrices
 from diffatr.features import LazyEncoders, compute_features
 from diffatr.model import DiffATR
 from diffatr.retrieval.engine import SearchEngine
-from diffatr.retrieval.expansion import expand_queries, expansion_weights, nearest_captions
+from diffatr.retrieval.expansion import expand_queries, expand_text_queries, expansion_weights, nearest_captions
 from diffatr.retrieval.rerank import rerank_topk
 from diffatr.retrieval.topk import stable_topk
 from diffatr.train import train_contrastive, train_diffusion
@@ -103,10 +103,11 @@ def test_without_a_bank_or_at_zero_weight_the_query_is_unchanged(model):
     text = torch.randn(3, model.config.text.embed_dim)
     embeds = model.project_text(text)
     assert not model.has_caption_bank
-    assert torch.equal(model.expand_text(text, embeds, model.config.retrieval), embeds)
+    assert torch.equal(expand_text_queries(model, text, embeds, model.config.retrieval), embeds)
     set_bank(model)
-    assert torch.equal(model.expand_text(text, embeds, model.config.with_retrieval(expansion=0)), embeds)
-    assert not torch.allclose(model.expand_text(text, embeds, model.config.with_retrieval(expansion=1.0)), embeds)
+    assert torch.equal(expand_text_queries(model, text, embeds, model.config.with_retrieval(expansion=0)), embeds)
+    expanded = expand_text_queries(model, text, embeds, model.config.with_retrieval(expansion=1.0))
+    assert not torch.allclose(expanded, embeds)
 
 
 def test_the_bank_follows_the_heads_when_they_change(model):
@@ -148,8 +149,8 @@ def test_the_bank_has_a_file_of_its_own_in_the_checkpoint(model, tmp_path):
         assert torch.equal(getattr(loaded, name), getattr(model, name))
     text = torch.randn(2, model.config.text.embed_dim)
     config = model.config.retrieval
-    assert torch.allclose(loaded.expand_text(text, loaded.project_text(text), config),
-                          model.expand_text(text, model.project_text(text), config))
+    assert torch.allclose(expand_text_queries(loaded, text, loaded.project_text(text), config),
+                          expand_text_queries(model, text, model.project_text(text), config))
     bank = tmp_path / "ckpt" / BANK_FILE
     bank.write_bytes(bank.read_bytes()[: bank.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt.*delete it"):
@@ -200,7 +201,7 @@ def test_the_engine_ranks_with_the_expanded_query_and_the_denoiser_sees_the_plai
     feats = encoder.encode(["a dog barks"])
     with torch.no_grad():
         plain = model.project_text(feats)
-        expanded = model.expand_text(feats, plain, settings)
+        expanded = expand_text_queries(model, feats, plain, settings)
         audio = model.project_audio(index.audio_features)
     first_stage = expanded @ audio.T  # (1, N)
     for h in hits:  # every hit's first-stage score is the expanded query's cosine
@@ -232,7 +233,7 @@ def test_evaluation_expands_text_queries_and_leaves_audio_queries_alone(model):
     scores = score_matrices(model, audio, text, on, ("dis",))
     with torch.no_grad():
         t, a = model.project_text(text), model.project_audio(audio)
-        expected = model.expand_text(text, t, on) @ a.T
+        expected = expand_text_queries(model, text, t, on) @ a.T
     assert torch.allclose(scores["text_to_audio"]["dis"], expected, atol=1e-6)
     assert torch.allclose(scores["audio_to_text"]["dis"], (t @ a.T).T, atol=1e-6)
     off = score_matrices(model, audio, text, dataclasses.replace(on, expansion=0.0), ("dis",))

@@ -8,7 +8,7 @@ import torch
 
 from conftest import load_benchmark
 from diffatr.model import DiffATR
-from diffatr.retrieval.expansion import expand_queries, nearest_captions
+from diffatr.retrieval.expansion import expand_queries, expand_text_queries, nearest_captions
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_the_expander_is_the_models_own_and_the_ablations_put_all_the_weight_on_
         plain = model.project_text(text)
         both = bench.expander(model, 2.0, 3)(text)
         config = model.config.with_retrieval(expansion=2.0, expansion_neighbours=3)
-        assert torch.allclose(both, model.expand_text(text, plain, config))
+        assert torch.allclose(both, expand_text_queries(model, text, plain, config))
         assert torch.allclose(bench.expander(model, 0.0, 3)(text), plain)
         unit, bank_text, bank_audio = model.caption_bank_embeds()
         nearest = nearest_captions(text, unit, 3)
@@ -70,4 +70,4 @@ def test_results_are_written_with_their_time_and_the_table_printed(bench, tmp_pa
     written = json.loads(out.read_text())
     assert written["winner"] == "x" and written["seconds"] > 0
     printed = capsys.readouterr().out
-    assert printed.startswith("| a |\n") and f"val winner: x (" in printed and str(out) in printed
+    assert printed.startswith("| a |\n") and "val winner: x (" in printed and str(out) in printed

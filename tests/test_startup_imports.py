@@ -61,3 +61,15 @@ def test_the_app_loads_without_transformers_and_its_page_copies_no_model(tmp_pat
     assert run.returncode == 0, run.stderr[-2000:]
     loaded = set(json.loads(run.stdout.strip().splitlines()[-1]))
     assert "gradio" in loaded and "transformers" not in loaded
+
+
+def test_loading_a_checkpoint_imports_no_search_code():
+    """The model keeps the caption bank, the search code looks it up: loading a checkpoint (to
+    train phase 2, or for ``diffatr info``) does not pull in the engine, the index or the stores."""
+    script = ("import json, sys\nfrom diffatr.checkpoint import load_checkpoint\n"
+              "from diffatr.runtime import default_checkpoint_dir\n"
+              "assert load_checkpoint(default_checkpoint_dir()).has_caption_bank\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.startswith('diffatr.retrieval'))))\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffatr.config import DEFAULT_BATCH_SIZE, RetrievalConfig
+from diffatr.retrieval.expansion import expand_text_queries
 from diffatr.retrieval.groups import NEAR_DUPLICATE_COSINE, RecordingGroups, collapse
 from diffatr.retrieval.index import IndexMismatchError, RetrievalIndex, encoder_mismatches
 from diffatr.retrieval.rerank import RerankResult, rerank_topk
@@ -157,8 +158,6 @@ class SearchEngine:
             with torch.no_grad():
                 self.audio_embeds = self._project(model.project_audio, index.audio_features)
                 self._caches["text_to_audio"] = model.denoisers["text_to_audio"].precompute(self.audio_embeds)
-        if getattr(model, "has_caption_bank", False):  # known-caption expansion's bank, embedded once here
-            model.caption_bank_embeds()
         self.text_embeds: Tensor | None = None  # (M, D), built on first need
         if index.text_features is not None and "audio_to_text" not in self.first_stage:
             self._build_text_side(index.text_features)
@@ -247,10 +246,11 @@ class SearchEngine:
         queries, candidates = self._queries(direction, features, projected)
         # The first stage ranks with the expanded text query; the denoiser keeps the query it was
         # trained on (docs/method.md "Known-caption expansion").
-        first, expand = queries, getattr(self.model, "expand_text", None)
-        if direction == "text_to_audio" and not projected and expand is not None:
+        first = queries
+        if direction == "text_to_audio" and not projected:
             with torch.no_grad():
-                first = expand(torch.as_tensor(features).reshape(len(queries), -1).to(self.device), queries, config)
+                first = expand_text_queries(self.model, torch.as_tensor(features).reshape(len(queries), -1), queries,
+                                            config)
         store = self.first_stage.get(direction)
         n = len(store) if store is not None else candidates.shape[0]
         top_k = min(config.top_k, n)

@@ -11,18 +11,23 @@ over the ``neighbours`` nearest captions j (cosine of the raw text features, tie
 index). Only training data is looked up: the bank holds the captions (and clips) a checkpoint
 was trained on, so an evaluation never sees its own test captions.
 
-Pure tensor code: the model keeps the bank (``DiffATR.set_caption_bank``).
+The model keeps the bank (``DiffATR.set_caption_bank``, ``caption_bank_embeds``); the lookup
+and the move are here, beside the first stage that uses them.
 Shapes: Q queries, C bank captions, Dt raw text width, D shared width.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
+
 from torch import Tensor
 
+from diffatr.config import RetrievalConfig
 from diffatr.retrieval.topk import stable_topk
 
-__all__ = ["expand_queries", "expansion_weights", "nearest_captions"]
+__all__ = ["expand_queries", "expand_text_queries", "expand_with_bank", "expansion_weights", "nearest_captions"]
 
 
 def nearest_captions(query_raw: Tensor, bank_unit: Tensor, neighbours: int) -> Tensor:
@@ -66,3 +71,21 @@ def expansion_weights(expansion: float) -> tuple[float, float]:
     (the split chosen on val, benchmarks/query_expansion.py)."""
     return expansion / 2, expansion / 2
 
+
+
+def expand_with_bank(model: Any, text_features: Tensor, text_embeds: Tensor, neighbours: int, text_weight: float,
+                     audio_weight: float) -> Tensor:
+    """q' of (Q, Dt) text backbone features and their (Q, D) embeddings against ``model``'s
+    caption bank (which it must have), with explicit weights w_t and w_a."""
+    bank_unit, bank_text, bank_audio = model.caption_bank_embeds()
+    nearest = nearest_captions(text_features.to(bank_unit.device), bank_unit, neighbours)  # (Q, m)
+    return expand_queries(text_embeds, nearest, bank_text, bank_audio, text_weight, audio_weight)
+
+
+def expand_text_queries(model: Any, text_features: Tensor, text_embeds: Tensor, retrieval: RetrievalConfig) -> Tensor:
+    """Text queries as the first stage uses them: (Q, D) expanded embeddings at the settings'
+    λ and n. A model without a caption bank, λ = 0 or no queries: ``text_embeds`` unchanged."""
+    if not getattr(model, "has_caption_bank", False) or retrieval.expansion == 0 or text_embeds.shape[0] == 0:
+        return text_embeds
+    return expand_with_bank(model, text_features, text_embeds, retrieval.expansion_neighbours,
+                            *expansion_weights(retrieval.expansion))
